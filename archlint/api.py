@@ -1,0 +1,206 @@
+"""The pipeline, end to end: load -> build -> trace -> graph -> rules.
+
+`lint(model, example_input)` is the Python API; `check_paths` is what `archlint check` runs.
+Each target gets a `ModelReport`; a target that cannot be loaded, built or traced gets one with
+`error` set, and the others go on.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from . import __version__, load, sources
+from .config import Settings, parse_shape
+from .engine import run_rules
+from .errors import ArchlintError, ConfigError
+from .findings import Finding, Severity
+from .graph import ArchGraph, build_graph
+from .registry import load_rules
+from .trace import meta_copy, trace
+
+
+@dataclass
+class ModelReport:
+    target: str
+    tracer: str | None = None
+    inputs: list[list[int]] = field(default_factory=list)
+    input_source: str = ""
+    findings: list[Finding] = field(default_factory=list)
+    graph: ArchGraph | None = None
+    error: ArchlintError | None = None
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.graph.summary() if self.graph is not None else {"params": 0, "macs": 0, "layers": 0}
+
+    def counts(self) -> dict[str, int]:
+        counts = {str(s): 0 for s in (Severity.ERROR, Severity.WARNING, Severity.INFO)}
+        for f in self.findings:
+            counts[str(f.severity)] += 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "target": self.target,
+            "tracer": self.tracer,
+            "inputs": self.inputs,
+            "input_source": self.input_source,
+            "summary": self.summary,
+            "findings": [f.to_dict() for f in self.findings],
+        }
+        if self.notes:
+            data["notes"] = self.notes
+        if self.error is not None:
+            data["error"] = {"kind": self.error.kind, "message": str(self.error)}
+        return data
+
+
+@dataclass
+class Report:
+    models: list[ModelReport] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # rule packs that failed to load
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [f for m in self.models for f in m.findings]
+
+    @property
+    def errors(self) -> list[ModelReport]:
+        return [m for m in self.models if m.error is not None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": __version__, "models": [m.to_dict() for m in self.models]}
+
+    def exit_code(self, fail_on: Severity) -> int:
+        if self.errors:
+            return 2
+        return 1 if any(f.severity >= fail_on for f in self.findings) else 0
+
+
+def analyze(model: nn.Module, inputs: load.ExampleInputs,
+            construction: dict | None = None) -> tuple[ArchGraph, dict[str, float]]:
+    """Trace a model on meta tensors and build its annotated graph."""
+    timings = {}
+    started = time.perf_counter()
+    if construction is None:
+        construction = {name: sources.construction_frames(m)
+                        for name, m in model.named_modules(remove_duplicate=False)}
+    meta_model = meta_copy(model)
+    traced = trace(meta_model, inputs.tensors, inputs.describe())
+    timings["trace"] = time.perf_counter() - started
+    started = time.perf_counter()
+    graph = build_graph(traced, [tuple(s) for s in inputs.shapes], construction)
+    timings["analyze"] = time.perf_counter() - started
+    return graph, timings
+
+
+def _lint_model(report: ModelReport, model: nn.Module, inputs: load.ExampleInputs,
+                settings: Settings) -> ModelReport:
+    report.inputs, report.input_source = inputs.shapes, inputs.source
+    graph, timings = analyze(model, inputs)
+    report.timings.update(timings)
+    report.graph, report.tracer, report.notes = graph, graph.tracer, list(graph.notes)
+    started = time.perf_counter()
+    report.findings = run_rules(graph, load_rules().rules, settings, inputs.describe())
+    report.timings["rules"] = time.perf_counter() - started
+    return report
+
+
+def lint(model: nn.Module, example_input: torch.Tensor | Sequence[torch.Tensor] | None = None, *,
+         input_shape: Sequence[int] | Sequence[Sequence[int]] | None = None,
+         settings: Settings | None = None, **options: Any) -> ModelReport:
+    """Lint a model object. `example_input` may be a real tensor or a tuple of them (only its
+    shape and dtype are used); `input_shape` is the alternative. Keyword options are the
+    config's keys in Python spelling: select, ignore, batch_size, rules={"K001": {...}}."""
+    settings = settings or Settings()
+    changes = {}
+    for key, value in options.items():
+        if key == "rules":
+            changes["rule_options"] = {k.upper(): dict(v) for k, v in value.items()}
+        elif key in ("select", "ignore"):
+            changes[key] = [value.upper()] if isinstance(value, str) else [v.upper() for v in value]
+        elif key == "batch_size":
+            changes[key] = value
+        elif key == "fail_on":
+            changes[key] = Severity.parse(value)
+        else:
+            raise TypeError(f"lint() got an unexpected option {key!r}")
+    settings = settings.with_overrides(**changes)
+    if example_input is not None:
+        tensors = (example_input,) if isinstance(example_input, torch.Tensor) else tuple(example_input)
+        inputs = load.ExampleInputs(load._meta_like(tensors), "example_input")
+    elif input_shape is not None:
+        shapes = [input_shape] if isinstance(input_shape[0], int) else input_shape
+        inputs = load.ExampleInputs(load._from_shapes([parse_shape(s) for s in shapes]), "input_shape")
+    else:
+        inputs = load.example_inputs(model, None, None, settings.input_shapes)
+    name = type(model).__name__
+    return _lint_model(ModelReport(target=name), model, inputs, settings)
+
+
+# --- files ------------------------------------------------------------------------------------
+
+_SKIP_DIRS = {".git", ".hg", ".venv", "venv", "env", "__pycache__", "node_modules", "build",
+              "dist", ".tox", ".archlint_cache", "site-packages"}
+
+
+def expand_paths(specs: Iterable[str]) -> list[tuple[str, list[str], bool]]:
+    """(file, target names, given explicitly) for each `file.py`, `file.py::name` or folder."""
+    result: dict[str, tuple[list[str], bool]] = {}
+    for spec in specs:
+        path, _, name = spec.partition("::")
+        p = Path(path)
+        if p.is_dir():
+            for root, dirs, files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
+                for f in sorted(files):
+                    if f.endswith(".py"):
+                        full = str(Path(root) / f)
+                        if full not in result and load.file_might_build_model(full):
+                            result[full] = ([], False)
+            continue
+        names, explicit = result.get(path, ([], True))
+        if name:
+            names.append(name)
+        result[path] = (names, True)
+    return [(path, names, explicit) for path, (names, explicit) in result.items()]
+
+
+def check_paths(specs: Sequence[str], settings: Settings) -> Report:
+    rules = load_rules()
+    report = Report(problems=list(rules.problems))
+    if not specs:
+        raise ConfigError("no files given. Usage: archlint check mymodel.py [file.py::Model ...]")
+    for path, names, explicit in expand_paths(specs):
+        started = time.perf_counter()
+        try:
+            targets = load.load_targets(path, names)
+        except ArchlintError as exc:
+            if not explicit and "no model found" in str(exc):
+                continue
+            report.models.append(ModelReport(target=sources.display_path(str(Path(path).resolve()))
+                                             + ("::" + ",".join(names) if names else ""), error=exc))
+            continue
+        load_time = time.perf_counter() - started
+        for target in targets:
+            model_report = ModelReport(target=target.name)
+            model_report.timings["load"] = load_time
+            try:
+                started = time.perf_counter()
+                model = load.build_target(target)
+                model_report.timings["build"] = time.perf_counter() - started
+                inputs = load.example_inputs(model, target.module, settings.cli_input_shapes,
+                                             settings.input_shapes)
+                _lint_model(model_report, model, inputs, settings)
+            except ArchlintError as exc:
+                model_report.error = exc
+            report.models.append(model_report)
+    return report

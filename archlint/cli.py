@@ -1,0 +1,126 @@
+"""The command line: `archlint check`, `archlint rules`, `archlint explain`."""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import ArchlintError, ConfigError
+from .findings import Severity
+
+
+def _use_color(stream) -> bool:
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def _fail(message: str, debug: bool = False) -> None:
+    if debug:
+        traceback.print_exc()
+    click.echo(f"archlint: error: {message}", err=True)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="archlint")
+def main() -> None:
+    """A design linter for PyTorch architectures."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--input-shape", "input_shapes", multiple=True,
+              help="Example input shape, e.g. 1,3,224,224; repeat for several inputs.")
+@click.option("--batch-size", type=int, help="Per-device training batch size (N001 uses it).")
+@click.option("--select", help="Comma-separated rule codes or prefixes to run (ALL for every rule).")
+@click.option("--ignore", help="Comma-separated rule codes or prefixes to skip.")
+@click.option("--fail-on", type=click.Choice(["info", "warning", "error"]),
+              help="Lowest severity that makes the exit status 1 (default: warning).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the report to FILE.")
+@click.option("--exit-zero", is_flag=True, help="Exit 0 even when findings are reported.")
+@click.option("--statistics", is_flag=True, help="Count findings per rule at the end.")
+@click.option("-q", "--quiet", is_flag=True, help="Only the findings and the summary line.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Read [tool.archlint] from this pyproject.toml instead of the nearest one.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+def check(paths, input_shapes, batch_size, select, ignore, fail_on, fmt, output, exit_zero,
+          statistics, quiet, config_path, debug):
+    """Lint the models that PATHS build (file.py, file.py::Name, or a folder)."""
+    from .api import check_paths
+    from .config import load_settings, parse_shape, settings_from_table
+    from .reports import render
+
+    try:
+        if config_path:
+            import tomllib
+            data = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
+            settings = settings_from_table(data.get("tool", {}).get("archlint", {}), config_path)
+        else:
+            first = Path(paths[0].partition("::")[0])
+            settings = load_settings(first if first.exists() else Path.cwd())
+        settings = settings.with_overrides(
+            select=[c.strip().upper() for c in select.split(",") if c.strip()] if select else None,
+            ignore=[c.strip().upper() for c in ignore.split(",") if c.strip()] if ignore else None,
+            fail_on=Severity.parse(fail_on) if fail_on else None,
+            batch_size=batch_size,
+            cli_input_shapes=[parse_shape(s) for s in input_shapes] if input_shapes else None,
+        )
+        if batch_size is not None and batch_size < 1:
+            raise ConfigError("--batch-size must be a positive integer.")
+        report = check_paths(list(paths), settings)
+    except ArchlintError as exc:
+        _fail(str(exc), debug)
+        return
+    if debug:
+        for model in report.errors:
+            traceback.print_exception(model.error)
+    stream = open(output, "w", encoding="utf-8") if output else sys.stdout
+    try:
+        text = render(fmt, report, color=(fmt == "text" and not output and _use_color(sys.stdout)),
+                      statistics=statistics, quiet=quiet)
+        stream.write(text)
+    finally:
+        if output:
+            stream.close()
+    if output and not quiet:
+        click.echo(f"archlint: wrote {output}", err=True)
+    code = report.exit_code(settings.fail_on)
+    sys.exit(0 if exit_zero and code == 1 else code)
+
+
+@main.command(name="rules")
+def list_rules() -> None:
+    """List every rule: code, name, default severity, one line."""
+    from .registry import load_rules
+
+    loaded = load_rules()
+    for problem in loaded.problems:
+        click.echo(f"archlint: {problem}", err=True)
+    width = max((len(r.name) for r in loaded.rules), default=10)
+    for rule in loaded.rules:
+        click.echo(f"{rule.code}  {rule.name:<{width}}  {str(rule.severity):<7}  {rule.summary}")
+
+
+@main.command()
+@click.argument("code")
+def explain(code: str) -> None:
+    """Show a rule's full documentation with its examples."""
+    from .registry import load_rules
+
+    rules = load_rules().by_code()
+    rule = rules.get(code.upper()) or next((r for r in rules.values() if r.name == code), None)
+    if rule is None:
+        _fail(f"no rule {code!r}. `archlint rules` lists them all.")
+    click.echo(rule.docs_markdown(), nl=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,50 @@
+"""Run the selected rules over a graph and collect their findings.
+
+The engine never prints. It validates each rule's options, applies per-rule severity from the
+config, drops findings silenced by `# archlint: disable=CODE` comments on the line that built or
+called the layer, and orders the rest most severe first.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Iterable
+
+from . import sources
+from .config import Settings, is_selected
+from .findings import Finding, Location
+from .graph import ArchGraph
+from .rule import Context, Rule
+
+
+def _suppressed(finding: Finding) -> bool:
+    for location in (finding.built_at, finding.called_at):
+        if location is not None and location.abspath:
+            frame = sources.Frame(location.abspath, location.line)
+            if finding.code in sources.suppressed_codes(frame):
+                return True
+    return False
+
+
+def selected_rules(rules: Iterable[type[Rule]], settings: Settings) -> list[type[Rule]]:
+    return [r for r in rules if is_selected(r.code, settings)]
+
+
+def sort_key(finding: Finding):
+    loc = finding.location or Location("", 0)
+    return (-int(finding.severity), loc.path, loc.line, finding.code, finding.module)
+
+
+def run_rules(graph: ArchGraph, rules: Iterable[type[Rule]], settings: Settings,
+              input_description: str = "") -> list[Finding]:
+    findings: list[Finding] = []
+    for rule_cls in selected_rules(rules, settings):
+        options = rule_cls.resolve_options(settings.rule_options.get(rule_cls.code))
+        ctx = Context(options, settings.batch_size, input_description)
+        severity = settings.severity_for(rule_cls.code, rule_cls.severity)
+        for finding in rule_cls().check(graph, ctx):
+            if severity != rule_cls.severity and finding.severity == rule_cls.severity:
+                finding = replace(finding, severity=severity)
+            if not _suppressed(finding):
+                findings.append(finding)
+    findings.sort(key=sort_key)
+    return findings

@@ -1,0 +1,390 @@
+"""Load: import the user's file, find the models it builds, build them, find the example input.
+
+The file is imported the way pytest imports a test file: the first folder above it that is not
+a package goes on sys.path, and the file is imported under its dotted name, so that its own
+imports of sibling modules work. Models are built with their parameters on the meta device
+(`meta_parameters`), so building one costs no memory for weights; a model whose constructor
+cannot run that way is built again normally.
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from . import sources
+from .errors import BuildError, LoadError
+
+DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
+
+
+@dataclass
+class Target:
+    """One model to lint: `file.py::name`, built on demand."""
+
+    name: str  # as shown to the user: "examples/net.py::Net"
+    path: Path
+    build: Callable[[], nn.Module]
+    module: ModuleType | None = None  # the imported file, for its example_input
+    submodule: str | None = None  # dotted path below the built object
+
+
+@dataclass
+class ExampleInputs:
+    tensors: tuple[torch.Tensor, ...]
+    source: str  # where they came from, for the report
+
+    @property
+    def shapes(self) -> list[list[int]]:
+        return [list(t.shape) for t in self.tensors]
+
+    def describe(self) -> str:
+        shapes = ", ".join("x".join(str(d) for d in s) for s in self.shapes)
+        return f"{shapes} ({self.source})"
+
+
+# --- building without memory ----------------------------------------------------------------
+
+@contextmanager
+def meta_parameters() -> Iterator[None]:
+    """Every parameter registered while active is moved to the meta device (as accelerate's
+    init_empty_weights does). Other tensors stay real, so constructors that compute with them
+    (say `torch.linspace(...).tolist()` for drop-path rates) still run."""
+    original = nn.Module.register_parameter
+
+    def register(self, name, param):
+        original(self, name, param)
+        param = self._parameters.get(name)
+        if (
+            param is not None
+            and param.device.type != "meta"
+            and not isinstance(param, nn.parameter.UninitializedParameter)
+        ):
+            extra = dict(param.__dict__)
+            meta = type(param)(param.to("meta"), requires_grad=param.requires_grad)
+            meta.__dict__.update(extra)
+            self._parameters[name] = meta
+
+    nn.Module.register_parameter = register
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = original
+
+
+@contextmanager
+def building(on_meta: bool) -> Iterator[None]:
+    with sources.record_construction():
+        if on_meta:
+            with meta_parameters():
+                yield
+        else:
+            yield
+
+
+# --- importing ---------------------------------------------------------------------------------
+
+def _module_name_for(path: Path) -> tuple[Path, str]:
+    """(folder to put on sys.path, dotted module name), as pytest's `prepend` import mode."""
+    parts = [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").exists() and folder.parent != folder:
+        parts.append(folder.name)
+        folder = folder.parent
+    return folder, ".".join(reversed(parts))
+
+
+def _user_frame(exc: BaseException, path: Path) -> tuple[str, int] | None:
+    """The innermost traceback frame in the user's code (the linted file preferred)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    for wanted in (lambda f: Path(f.filename).resolve() == path.resolve(),
+                   lambda f: sources.Frame(f.filename, f.lineno or 0).is_user_code
+                   and not sources._is_internal(f.filename)):
+        for frame in reversed(frames):
+            if wanted(frame):
+                return sources.display_path(frame.filename), frame.lineno or 0
+    return None
+
+
+def _where(exc: BaseException, path: Path) -> str:
+    found = _user_frame(exc, path)
+    return f"{found[0]}:{found[1]}" if found else sources.display_path(str(path))
+
+
+def import_file(path: str | os.PathLike) -> ModuleType:
+    path = Path(path).resolve()
+    shown = sources.display_path(str(path))
+    if not path.exists():
+        raise LoadError(f"{shown}: no such file. Check the path you passed to archlint.")
+    if path.suffix != ".py":
+        raise LoadError(f"{shown}: not a Python file. Point archlint at the .py file that builds your model.")
+    folder, name = _module_name_for(path)
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    existing = sys.modules.get(name)
+    if existing is not None and Path(getattr(existing, "__file__", "") or "").resolve() != path:
+        name = f"archlint_target_{abs(hash(str(path)))}_{path.stem}"
+
+    def run(on_meta: bool) -> ModuleType:
+        sys.modules.pop(name, None)
+        if "." in name:
+            importlib.import_module(name.rsplit(".", 1)[0])
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        with building(on_meta):
+            spec.loader.exec_module(module)
+        module.__archlint_meta__ = on_meta
+        return module
+
+    try:
+        try:
+            return run(on_meta=True)
+        except SyntaxError:
+            raise
+        except Exception:
+            # Module-level code that computes with the model's weights needs real ones.
+            return run(on_meta=False)
+    except SyntaxError as exc:
+        where = f"{sources.display_path(exc.filename or str(path))}:{exc.lineno}"
+        raise LoadError(
+            f"{where}: the file does not parse ({exc.msg}). Fix the syntax error; archlint has to "
+            "import the file to build the model."
+        ) from exc
+    except ModuleNotFoundError as exc:
+        raise LoadError(
+            f"{_where(exc, path)}: importing {shown} failed because module {exc.name!r} is not "
+            f"installed. Install it, or run archlint in the environment your model runs in."
+        ) from exc
+    except BaseException as exc:  # the user's module-level code may raise anything
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise LoadError(
+            f"{_where(exc, path)}: importing {shown} raised {type(exc).__name__}: {exc}. archlint "
+            "imports the file to build the model; fix the error, or guard scripts with "
+            "`if __name__ == '__main__':`."
+        ) from exc
+
+
+# --- finding targets ------------------------------------------------------------------------
+
+def _needs_no_arguments(obj: Any) -> bool:
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return False
+    return all(
+        p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        for p in signature.parameters.values()
+    )
+
+
+def _returns_module(function: Callable) -> bool:
+    annotation = inspect.signature(function).return_annotation
+    if isinstance(annotation, str):
+        return annotation.split(".")[-1] in {"Module", "nn.Module"} or annotation.endswith("Module")
+    return inspect.isclass(annotation) and issubclass(annotation, nn.Module)
+
+
+def _builder(obj: Any, label: str, shown: str) -> Callable[[], nn.Module]:
+    """A callable that builds the model behind a module attribute, or raises BuildError."""
+    on_meta = True
+
+    def build() -> nn.Module:
+        if isinstance(obj, nn.Module):
+            return obj
+        try:
+            with building(on_meta):
+                model = obj()
+        except Exception:
+            try:
+                with building(False):
+                    model = obj()
+            except Exception as exc:
+                found = _user_frame(exc, Path(inspect.getfile(obj)))
+                where = f"{found[0]}:{found[1]}" if found else shown
+                raise BuildError(
+                    f"{where}: building {label} raised {type(exc).__name__}: {exc}. archlint "
+                    "builds classes and factory functions without arguments; give the arguments "
+                    "defaults, or add a module-level `model = ...` and lint `file.py::model`."
+                ) from exc
+        if not isinstance(model, nn.Module):
+            raise BuildError(
+                f"{shown}: {label} returned {type(model).__name__}, not an nn.Module. Name a "
+                "module-level nn.Module, an nn.Module class or a function that returns one."
+            )
+        return model
+
+    return build
+
+
+def resolve_target(module: ModuleType, path: Path, spec: str) -> Target:
+    """`name` or `name.sub.module`: an instance, a class or a factory function, then a submodule."""
+    shown = sources.display_path(str(path))
+    head, _, rest = spec.partition(".")
+    if not hasattr(module, head):
+        candidates = ", ".join(sorted(_candidate_names(module))) or "none"
+        raise LoadError(
+            f"{shown}: no name {head!r} in the file (models found: {candidates}). Use "
+            "file.py::NAME with a module-level nn.Module instance, an nn.Module class that builds "
+            "without arguments, or a function that returns a model."
+        )
+    obj = getattr(module, head)
+    if not (isinstance(obj, nn.Module) or callable(obj)):
+        raise LoadError(f"{shown}: {head!r} is a {type(obj).__name__}, not a model or a function that builds one.")
+    return Target(f"{shown}::{spec}", path, _builder(obj, head, shown), module, rest or None)
+
+
+def _candidate_names(module: ModuleType) -> list[str]:
+    names = []
+    for name, obj in vars(module).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(obj, nn.Module):
+            names.append(name)
+        elif inspect.isclass(obj) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__:
+            if _needs_no_arguments(obj) and not inspect.isabstract(obj):
+                names.append(name)
+        elif inspect.isfunction(obj) and obj.__module__ == module.__name__:
+            if _needs_no_arguments(obj) and _returns_module(obj):
+                names.append(name)
+    return names
+
+
+def discover_targets(module: ModuleType, path: Path) -> list[Target]:
+    """Every model the file builds: module-level instances, classes defined here that build
+    without arguments, and factory functions annotated to return an nn.Module. A class whose
+    instances only serve as parts of another candidate (a block inside a net) is not a target."""
+    shown = sources.display_path(str(path))
+    targets = [resolve_target(module, path, name) for name in _candidate_names(module)]
+    instances = [getattr(module, name) for name in _candidate_names(module)
+                 if isinstance(getattr(module, name), nn.Module)]
+    part_types = {type(sub) for m in instances for sub in m.modules()}
+    kept = []
+    for target in targets:
+        obj = getattr(module, target.name.split("::", 1)[1])
+        if inspect.isclass(obj) and obj in part_types:
+            continue
+        kept.append(target)
+    # A class used inside another class-built model is a part, not a model: decided after
+    # building, since composition is only visible then.
+    if len(kept) > 1:
+        built: dict[str, set[type]] = {}
+        for target in kept:
+            obj = getattr(module, target.name.split("::", 1)[1])
+            if inspect.isclass(obj):
+                try:
+                    model = target.build()
+                except BuildError:
+                    continue
+                target.build = (lambda m: (lambda: m))(model)
+                built[target.name] = {type(sub) for sub in model.modules()} - {type(model)}
+        used = set().union(*built.values()) if built else set()
+        kept = [t for t in kept
+                if not (inspect.isclass(getattr(module, t.name.split("::", 1)[1]))
+                        and getattr(module, t.name.split("::", 1)[1]) in used)]
+    return kept
+
+
+def load_targets(path: str | os.PathLike, names: Sequence[str] = ()) -> list[Target]:
+    path = Path(path).resolve()
+    module = import_file(path)
+    if names:
+        return [resolve_target(module, path, n) for n in names]
+    targets = discover_targets(module, path)
+    if not targets:
+        raise LoadError(
+            f"{sources.display_path(str(path))}: no model found. The file has no module-level "
+            "nn.Module instance, no nn.Module class that builds without arguments and no "
+            "function annotated `-> nn.Module` that takes none. Add `model = MyNet(...)` at module "
+            "level, or name the target: `archlint check file.py::NAME`."
+        )
+    return targets
+
+
+def build_target(target: Target) -> nn.Module:
+    model = target.build()
+    if target.submodule:
+        try:
+            model = model.get_submodule(target.submodule)
+        except AttributeError:
+            names = [n for n, _ in model.named_children()]
+            raise LoadError(
+                f"{target.name}: the model has no submodule {target.submodule!r}. Its children "
+                f"are: {', '.join(names) or 'none'}."
+            ) from None
+    return model
+
+
+def file_might_build_model(path: str | os.PathLike) -> bool:
+    """Cheap check from the file's syntax alone (no import): does it mention nn.Module,
+    a torch model zoo, or define a class at all? Used to skip files when walking folders."""
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8", errors="replace"))
+    except SyntaxError:
+        return True  # let the import report it
+    text_names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    attrs = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    imports = {
+        (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    uses_torch = any(i.split(".")[0] in {"torch", "torchvision", "timm"} for i in imports)
+    return uses_torch and bool({"Module", "Sequential"} & (text_names | attrs)
+                               or any(i.split(".")[0] in {"torchvision", "timm"} for i in imports))
+
+
+# --- example input ---------------------------------------------------------------------------
+
+def _as_tensors(value: Any) -> tuple[torch.Tensor, ...] | None:
+    if isinstance(value, torch.Tensor):
+        return (value,)
+    if isinstance(value, (tuple, list)) and value and all(isinstance(v, torch.Tensor) for v in value):
+        return tuple(value)
+    return None
+
+
+def _meta_like(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.empty(t.shape, dtype=t.dtype, device="meta") for t in tensors)
+
+
+def _from_shapes(shapes: Sequence[Sequence[int]]) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.empty(tuple(s), device="meta") for s in shapes)
+
+
+def example_inputs(
+    model: nn.Module,
+    module: ModuleType | None = None,
+    cli_shapes: Sequence[Sequence[int]] | None = None,
+    config_shapes: Sequence[Sequence[int]] | None = None,
+) -> ExampleInputs:
+    """The input to trace with. An explicit --input-shape wins; then what the file or model
+    says about itself; then the project's config; then 1x3x224x224."""
+    if cli_shapes:
+        return ExampleInputs(_from_shapes(cli_shapes), "--input-shape")
+    if module is not None:
+        found = _as_tensors(getattr(module, "example_input", None))
+        if found:
+            return ExampleInputs(_meta_like(found), "example_input in the file")
+    found = _as_tensors(getattr(model, "example_input_array", None))
+    if found:
+        return ExampleInputs(_meta_like(found), "model.example_input_array")
+    if config_shapes:
+        return ExampleInputs(_from_shapes(config_shapes), "input-shape in pyproject.toml")
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    if isinstance(cfg, dict) and isinstance(cfg.get("input_size"), (tuple, list)):
+        return ExampleInputs(_from_shapes([(1, *cfg["input_size"])]), "the model's pretrained_cfg")
+    return ExampleInputs(_from_shapes([DEFAULT_INPUT_SHAPE]), "default; set --input-shape")

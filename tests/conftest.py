@@ -1,0 +1,32 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("NO_COLOR", "1")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    import torch
+
+    torch.set_num_threads(1)  # everything runs on meta tensors; threads only cost start-up
+
+
+@pytest.fixture
+def write_model(tmp_path, monkeypatch):
+    """Write a model file into a fresh folder, cd there, and return its path."""
+    counter = {"n": 0}
+    monkeypatch.chdir(tmp_path)
+
+    def write(source: str, name: str | None = None) -> Path:
+        import textwrap
+
+        counter["n"] += 1
+        path = tmp_path / (name or f"model_{counter['n']}.py")
+        path.write_text(textwrap.dedent(source).lstrip())
+        return path
+
+    return write

@@ -8,7 +8,6 @@ cannot run that way is built again normally.
 """
 from __future__ import annotations
 
-import ast
 import importlib
 import importlib.util
 import inspect
@@ -26,6 +25,7 @@ from torch import nn
 
 from . import sources
 from .errors import BuildError, LoadError
+from .prefilter import file_might_build_model  # noqa: F401  (re-exported; torch-free)
 
 DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
 
@@ -326,25 +326,6 @@ def build_target(target: Target) -> nn.Module:
                 f"are: {', '.join(names) or 'none'}."
             ) from None
     return model
-
-
-def file_might_build_model(path: str | os.PathLike) -> bool:
-    """Cheap check from the file's syntax alone (no import): does it mention nn.Module,
-    a torch model zoo, or define a class at all? Used to skip files when walking folders."""
-    try:
-        tree = ast.parse(Path(path).read_text(encoding="utf-8", errors="replace"))
-    except SyntaxError:
-        return True  # let the import report it
-    text_names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-    attrs = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
-    imports = {
-        (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name
-        for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
-        for alias in node.names
-    }
-    uses_torch = any(i.split(".")[0] in {"torch", "torchvision", "timm"} for i in imports)
-    return uses_torch and bool({"Module", "Sequential"} & (text_names | attrs)
-                               or any(i.split(".")[0] in {"torchvision", "timm"} for i in imports))
 
 
 # --- example input ---------------------------------------------------------------------------

@@ -8,81 +8,21 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
 
-from . import __version__, load, sources
+from . import load, sources
 from .config import Settings, parse_shape
 from .engine import run_rules
 from .errors import ArchlintError, ConfigError
-from .findings import Finding, Severity
+from .findings import Severity
 from .graph import ArchGraph, build_graph
 from .registry import load_rules
+from .results import ModelReport, Report  # noqa: F401  (part of the API)
 from .trace import meta_copy, trace
-
-
-@dataclass
-class ModelReport:
-    target: str
-    tracer: str | None = None
-    inputs: list[list[int]] = field(default_factory=list)
-    input_source: str = ""
-    findings: list[Finding] = field(default_factory=list)
-    graph: ArchGraph | None = None
-    error: ArchlintError | None = None
-    notes: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def summary(self) -> dict[str, Any]:
-        return self.graph.summary() if self.graph is not None else {"params": 0, "macs": 0, "layers": 0}
-
-    def counts(self) -> dict[str, int]:
-        counts = {str(s): 0 for s in (Severity.ERROR, Severity.WARNING, Severity.INFO)}
-        for f in self.findings:
-            counts[str(f.severity)] += 1
-        return counts
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "target": self.target,
-            "tracer": self.tracer,
-            "inputs": self.inputs,
-            "input_source": self.input_source,
-            "summary": self.summary,
-            "findings": [f.to_dict() for f in self.findings],
-        }
-        if self.notes:
-            data["notes"] = self.notes
-        if self.error is not None:
-            data["error"] = {"kind": self.error.kind, "message": str(self.error)}
-        return data
-
-
-@dataclass
-class Report:
-    models: list[ModelReport] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # rule packs that failed to load
-
-    @property
-    def findings(self) -> list[Finding]:
-        return [f for m in self.models for f in m.findings]
-
-    @property
-    def errors(self) -> list[ModelReport]:
-        return [m for m in self.models if m.error is not None]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"version": __version__, "models": [m.to_dict() for m in self.models]}
-
-    def exit_code(self, fail_on: Severity) -> int:
-        if self.errors:
-            return 2
-        return 1 if any(f.severity >= fail_on for f in self.findings) else 0
 
 
 def analyze(model: nn.Module, inputs: load.ExampleInputs,

@@ -15,9 +15,11 @@ is allocated or computed for real.
 from __future__ import annotations
 
 import copy
-import operator
+import io
+import logging
 import re
 import warnings
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -263,10 +265,22 @@ def _export_args(ep, model: nn.Module, inputs: Sequence[torch.Tensor]) -> list[A
     return args
 
 
+@contextmanager
+def _quiet_torch_logs():
+    """torch.export logs failed meta kernels with full tracebacks; archlint reports the error
+    itself, once, as a paragraph."""
+    logging.disable(logging.ERROR)
+    try:
+        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def trace_export(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
     from torch.export.graph_signature import InputKind
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_torch_logs():
         warnings.simplefilter("ignore")
         ep = torch.export.export(model, tuple(inputs), strict=False)
     gm = ep.graph_module
@@ -408,7 +422,8 @@ def _shape_error(failure: NodeFailed, gm_root: nn.Module, inputs_desc: str) -> S
     frame = sources.pick(frames) or built
     where = f"{frame.location()}: " if frame else ""
     shapes = ", ".join("x".join(map(str, m.shape)) for m in failure.inputs) or "none"
-    first_line = str(failure.error).strip().splitlines()[0] if str(failure.error).strip() else type(failure.error).__name__
+    text = str(failure.error).strip()
+    first_line = text.splitlines()[0].rstrip(".") if text else type(failure.error).__name__
     return ShapeError(
         f"{where}{what} failed on input shape(s) {shapes}: {first_line}. The example input was "
         f"{inputs_desc}. If the model is built for another input size, pass it with "
@@ -425,7 +440,9 @@ def trace(model: nn.Module, inputs: Sequence[torch.Tensor], inputs_desc: str = "
         try:
             return trace_fx(model, inputs)
         except NodeFailed as exc:
-            fx_problem = exc
+            # fx followed the code and a layer rejected its input: a real shape error that
+            # export would only repeat, slower and less precisely.
+            raise _shape_error(exc, model, inputs_desc) from exc
         except Exception as exc:  # fx cannot follow this forward: climb a rung
             fx_problem = exc
     try:
@@ -445,21 +462,31 @@ def trace(model: nn.Module, inputs: Sequence[torch.Tensor], inputs_desc: str = "
 def _export_error(exc: Exception, fx_problem: Exception | None, inputs_desc: str) -> TraceError:
     import traceback
 
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not sources._is_internal(f.filename)]
-    user = [f for f in frames if sources.Frame(f.filename, f.lineno or 0).is_user_code] or frames
-    where = f"{sources.display_path(user[-1].filename)}:{user[-1].lineno}: " if user else ""
-    message = " ".join(str(exc).strip().split())[:400] or type(exc).__name__
-    shape_like = isinstance(exc, (RuntimeError, ValueError, IndexError)) and any(
-        w in message for w in ("shape", "size", "dimension", "mat1", "expected"))
-    advice = (
-        "If the model is built for another input size, pass it with --input-shape or set "
-        "`example_input` in the file."
-        if shape_like else
-        "archlint traces with torch.fx, then torch.export(strict=False); code that neither can "
-        "follow (Python side effects, data-dependent output shapes) needs a traceable target: "
-        "lint a submodule with file.py::model.backbone."
+    tb = traceback.extract_tb(exc.__traceback__)
+    outside_torch = [f for f in tb if not sources._is_internal(f.filename)]
+    user = [f for f in outside_torch if sources.Frame(f.filename, f.lineno or 0).is_user_code]
+    frame = (user or outside_torch or [None])[-1]
+    where = f"{sources.display_path(frame.filename)}:{frame.lineno}: " if frame else ""
+    code = f" (`{frame.line.strip()}`)" if frame is not None and frame.line else ""
+    message = " ".join(str(exc).strip().split()) or type(exc).__name__
+    if "data-dependent" in message or "DataDependent" in type(exc).__name__:
+        return TraceError(
+            f"{where}forward branches on the values of a tensor{code}, which neither torch.fx nor "
+            "torch.export can follow without real data. Make the branch depend on shapes or "
+            "configuration only, or lint a part of the model that has no such branch "
+            "(file.py::NAME.backbone)."
+        )
+    raised_by_model = bool(tb) and not sources._is_internal(tb[-1].filename)
+    shape_like = any(w in message for w in ("shape", "size", "dimension", "mat1", "expected"))
+    if raised_by_model or shape_like:
+        return ShapeError(
+            f"{where}the model's forward rejected the example input {inputs_desc}: "
+            f"{type(exc).__name__}: {message[:300]}. If the model expects another input size, pass "
+            "it with --input-shape (e.g. --input-shape 1,3,256,256) or set `example_input` in the file."
+        )
+    return TraceError(
+        f"{where}tracing the model with the example input {inputs_desc} failed: "
+        f"{type(exc).__name__}: {message[:300]}. archlint traces with torch.fx, then "
+        "torch.export(strict=False); code that neither can follow needs a traceable target: lint "
+        "a submodule with file.py::NAME.backbone, or run with --debug for the full traceback."
     )
-    cls = ShapeError if shape_like else TraceError
-    return cls(f"{where}tracing the model with the example input {inputs_desc} failed: "
-               f"{type(exc).__name__}: {message}. {advice}")

@@ -6,10 +6,9 @@ Each target gets a `ModelReport`; a target that cannot be loaded, built or trace
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -88,30 +87,36 @@ def lint(model: nn.Module, example_input: torch.Tensor | Sequence[torch.Tensor] 
 
 # --- files ------------------------------------------------------------------------------------
 
-_SKIP_DIRS = {".git", ".hg", ".venv", "venv", "env", "__pycache__", "node_modules", "build",
-              "dist", ".tox", ".archlint_cache", "site-packages"}
+from .prefilter import expand_paths  # noqa: E402,F401  (torch-free, shared with the cache)
 
 
-def expand_paths(specs: Iterable[str]) -> list[tuple[str, list[str], bool]]:
-    """(file, target names, given explicitly) for each `file.py`, `file.py::name` or folder."""
-    result: dict[str, tuple[list[str], bool]] = {}
-    for spec in specs:
-        path, _, name = spec.partition("::")
-        p = Path(path)
-        if p.is_dir():
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
-                for f in sorted(files):
-                    if f.endswith(".py"):
-                        full = str(Path(root) / f)
-                        if full not in result and load.file_might_build_model(full):
-                            result[full] = ([], False)
-            continue
-        names, explicit = result.get(path, ([], True))
-        if name:
-            names.append(name)
-        result[path] = (names, True)
-    return [(path, names, explicit) for path, (names, explicit) in result.items()]
+def check_file(path: str, names: Sequence[str], explicit: bool, settings: Settings) -> list[ModelReport]:
+    """Lint the models one file builds (or the named ones). A file found by walking a folder
+    that turns out to build no model yields no report at all."""
+    started = time.perf_counter()
+    try:
+        targets = load.load_targets(path, names)
+    except ArchlintError as exc:
+        if not explicit and "no model found" in str(exc):
+            return []
+        return [ModelReport(target=sources.display_path(str(Path(path).resolve()))
+                            + ("::" + ",".join(names) if names else ""), error=exc)]
+    load_time = time.perf_counter() - started
+    reports = []
+    for target in targets:
+        model_report = ModelReport(target=target.name)
+        model_report.timings["load"] = load_time
+        try:
+            started = time.perf_counter()
+            model = load.build_target(target)
+            model_report.timings["build"] = time.perf_counter() - started
+            inputs = load.example_inputs(model, target.module, settings.cli_input_shapes,
+                                         settings.input_shapes)
+            _lint_model(model_report, model, inputs, settings)
+        except ArchlintError as exc:
+            model_report.error = exc
+        reports.append(model_report)
+    return reports
 
 
 def check_paths(specs: Sequence[str], settings: Settings) -> Report:
@@ -120,27 +125,5 @@ def check_paths(specs: Sequence[str], settings: Settings) -> Report:
     if not specs:
         raise ConfigError("no files given. Usage: archlint check mymodel.py [file.py::Model ...]")
     for path, names, explicit in expand_paths(specs):
-        started = time.perf_counter()
-        try:
-            targets = load.load_targets(path, names)
-        except ArchlintError as exc:
-            if not explicit and "no model found" in str(exc):
-                continue
-            report.models.append(ModelReport(target=sources.display_path(str(Path(path).resolve()))
-                                             + ("::" + ",".join(names) if names else ""), error=exc))
-            continue
-        load_time = time.perf_counter() - started
-        for target in targets:
-            model_report = ModelReport(target=target.name)
-            model_report.timings["load"] = load_time
-            try:
-                started = time.perf_counter()
-                model = load.build_target(target)
-                model_report.timings["build"] = time.perf_counter() - started
-                inputs = load.example_inputs(model, target.module, settings.cli_input_shapes,
-                                             settings.input_shapes)
-                _lint_model(model_report, model, inputs, settings)
-            except ArchlintError as exc:
-                model_report.error = exc
-            report.models.append(model_report)
+        report.models.extend(check_file(path, names, explicit, settings))
     return report

@@ -1,0 +1,196 @@
+"""The numbers archlint computes: shapes, parameters, MACs, receptive fields, source lines, tracers.
+
+These are the numbers familiar summary tools get wrong (shared weights, Linear over 3-D inputs,
+attention), so each is checked against a closed-form count.
+"""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import archlint
+
+
+def layer(report, qualname):
+    return next(l for l in report.graph if l.qualname == qualname and l.kind == "module")
+
+
+def test_conv_output_size_params_and_macs():
+    # out = floor((in + 2p - d(k-1) - 1) / s) + 1 ; params = k*k*C_in*C_out + C_out
+    model = nn.Sequential(nn.Conv2d(3, 16, 5, stride=2, padding=1, dilation=2))
+    report = archlint.lint(model, input_shape=(1, 3, 37, 37))
+    conv = layer(report, "0")
+    side = math.floor((37 + 2 * 1 - 2 * (5 - 1) - 1) / 2) + 1
+    assert conv.out_shape == (1, 16, side, side)
+    assert conv.params == 5 * 5 * 3 * 16 + 16
+    assert conv.macs == 16 * side * side * 3 * 5 * 5
+
+
+def test_linear_over_3d_input_counts_every_token():
+    model = nn.Sequential(nn.Linear(768, 3072))
+    report = archlint.lint(model, input_shape=(2, 197, 768))
+    assert report.summary["macs"] == 2 * 197 * 768 * 3072
+
+
+def test_attention_macs():
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = nn.Linear(64, 192)
+
+        def forward(self, x):
+            b, n, c = x.shape
+            q, k, v = self.qkv(x).reshape(b, n, 3, 4, 16).permute(2, 0, 3, 1, 4)
+            return F.scaled_dot_product_attention(q, k, v)
+
+    report = archlint.lint(Attention(), input_shape=(1, 50, 64))
+    projections = 50 * 64 * 192
+    scores_and_mix = 2 * 4 * 50 * 50 * 16
+    assert report.summary["macs"] == projections + scores_and_mix
+
+
+def test_vit_b_16_macs_match_the_paper_count():
+    torchvision = pytest.importorskip("torchvision")
+    report = archlint.lint(torchvision.models.vit_b_16(), input_shape=(1, 3, 224, 224))
+    # torchvision documents 17.56 GFLOPS (multiply-adds) for ViT-B/16 at 224.
+    assert report.summary["macs"] == pytest.approx(17.56e9, rel=0.005)
+    assert report.summary["params"] == 86_567_656
+
+
+def test_shared_weights_count_once():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(1000, 64)
+            self.body = nn.Linear(64, 64)
+            self.head = nn.Linear(64, 1000, bias=False)
+            self.head.weight = self.embed.weight
+
+        def forward(self, ids):
+            return self.head(self.body(self.embed(ids)))
+
+    report = archlint.lint(Tied(), torch.zeros(2, 7, dtype=torch.long))
+    assert report.summary["params"] == 1000 * 64 + 64 * 64 + 64
+    naive = sum(l.params for l in report.graph.layers)
+    assert naive == report.summary["params"] + 1000 * 64  # what a per-layer sum would claim
+
+
+def test_reused_module_is_two_calls_one_set_of_weights():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(torch.relu(self.conv(x)))
+
+    report = archlint.lint(Twice(), input_shape=(1, 8, 16, 16))
+    calls = [l for l in report.graph.layers if l.qualname == "conv"]
+    assert len(calls) == 2
+    assert report.summary["params"] == 8 * 8 * 9 + 8
+    assert report.summary["macs"] == 2 * 8 * 16 * 16 * 8 * 9
+
+
+def test_receptive_field_of_stacked_3x3_is_7():
+    model = nn.Sequential(*[m for _ in range(3) for m in (nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())])
+    report = archlint.lint(model, input_shape=(1, 4, 32, 32))
+    sizes = [l.rf.size[0] for l in report.graph.layers if isinstance(l.module, nn.Conv2d)]
+    assert sizes == [3, 5, 7]
+
+
+def test_receptive_field_with_strides_and_pooling():
+    # conv3x3/s2 -> jump 2; maxpool 2/s2 adds (2-1)*2 -> 5, jump 4; conv3x3 adds 2*4 -> 13.
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1))
+    report = archlint.lint(model, input_shape=(1, 3, 64, 64))
+    rf = [l.rf for l in report.graph.layers]
+    assert [r.size[0] for r in rf[:3]] == [3, 5, 13]
+    assert [r.jump[0] for r in rf[:3]] == [2, 4, 4]
+    assert rf[3].is_global
+
+
+def test_user_model_is_not_touched():
+    model = nn.Linear(4, 4)
+    before = model.weight.detach().clone()
+    archlint.lint(model, input_shape=(2, 4))
+    assert model.weight.device.type == "cpu"
+    assert torch.equal(model.weight.detach(), before)
+
+
+def test_source_lines_of_construction_and_call(write_model):
+    path = write_model("""
+        import torch
+        from torch import nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(3, 8, 3)
+
+            def forward(self, x):
+                y = self.conv(x)
+                return y
+    """, "lines.py")
+    report = archlint.check_paths([str(path)], archlint.api.Settings())
+    conv = layer(report.models[0], "conv")
+    assert (conv.built_at.path, conv.built_at.line) == ("lines.py", 7)
+    assert (conv.called_at.path, conv.called_at.line) == ("lines.py", 10)
+
+
+def test_export_rung_when_fx_cannot_follow_the_forward():
+    class ShapeCheck(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+        def forward(self, x):
+            if x.shape[-1] % 8:  # fx proxies cannot be branched on; export can
+                raise ValueError("width must be a multiple of 8")
+            return self.conv(x)
+
+    report = archlint.lint(ShapeCheck(), input_shape=(1, 3, 32, 32))
+    assert report.tracer == "torch.export"
+    conv = layer(report, "conv")
+    assert conv.out_shape == (1, 8, 32, 32) and conv.macs == 8 * 32 * 32 * 27
+    assert any("torch.fx could not trace" in n for n in report.notes)
+
+
+def test_inplace_writes_and_aliases_are_recorded():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+            self.relu = nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            y = self.conv(x)
+            y += x
+            flat = y.view(1, -1)
+            return self.relu(y), flat
+
+    report = archlint.lint(Block(), input_shape=(1, 4, 8, 8))
+    by_name = {l.name: l for l in report.graph}
+    add = next(l for l in report.graph if l.op == "add")
+    assert add.writes == ["conv"]
+    assert by_name["view"].alias_of == "conv"
+    relu = layer(report, "relu")
+    assert relu.writes == ["add"]
+
+
+def test_meta_building_costs_no_weight_memory(write_model):
+    path = write_model("""
+        import torch
+        from torch import nn
+        model = nn.Sequential(nn.Linear(20000, 20000), nn.Linear(20000, 20000))  # 3.2 GB of fp32
+        example_input = torch.zeros(1, 20000)
+    """)
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    report = archlint.check_paths([str(path)], archlint.api.Settings())
+    grew_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert not report.errors
+    assert report.models[0].summary["params"] == 2 * (20000 * 20000 + 20000)
+    assert grew_mb < 500

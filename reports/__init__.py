@@ -11,6 +11,8 @@ from typing import Any, Callable
 FORMATS = {
     "text": "archlint.reports.text",
     "json": "archlint.reports.json_report",
+    "sarif": "archlint.reports.sarif",
+    "github": "archlint.reports.github",
 }
 
 

@@ -1,0 +1,110 @@
+"""Where a finding goes for tools that live in a repository (SARIF, GitHub annotations).
+
+Those tools place a finding on a file of the repository, by a path relative to its root. A
+finding's own location may lie outside it (a torchvision layer built in site-packages); then the
+other recorded line (where forward called the layer, or where it was built) is used if that one is
+in the repository, else the first line of the linted file itself.
+"""
+from __future__ import annotations
+
+import ast
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from archlint.findings import Finding, Location
+
+
+def repository_root(start: str | os.PathLike | None = None) -> Path:
+    """The git work tree holding `start` (default: the working folder), else that folder."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in [here, *here.parents]:
+        if (folder / ".git").exists():
+            return folder
+    return here
+
+
+@dataclass(frozen=True)
+class Place:
+    uri: str  # relative to the root, with forward slashes; absolute file URI when outside it
+    path: Path  # absolute
+    line: int
+    end_line: int
+    moved: bool  # not the finding's own location (that one lies outside the repository)
+
+
+def _absolute(loc: Location) -> Path:
+    return Path(loc.abspath or os.path.abspath(loc.path)).resolve()
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return path.is_file()
+
+
+def _uri(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_uri()
+
+
+def target_file(target: str) -> Path:
+    return Path(target.split("::", 1)[0]).resolve()
+
+
+def place(finding: Finding, target: str, root: Path) -> Place:
+    own = finding.location
+    candidates = [own, finding.called_at, finding.built_at]
+    for loc in candidates:
+        if loc is not None and _inside(_absolute(loc), root):
+            path = _absolute(loc)
+            return Place(_uri(path, root), path, loc.line, statement_end(str(path), loc.line),
+                         moved=loc != own)
+    path = target_file(target)
+    return Place(_uri(path, root), path, 1, 1, moved=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _tree(path: str) -> ast.Module | None:
+    try:
+        return ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def statement_end(path: str, line: int) -> int:
+    """Last line of the innermost statement that starts on `line` (a call may span lines)."""
+    tree = _tree(path)
+    if tree is None:
+        return line
+    best = None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.stmt) and node.lineno == line:
+            end = node.end_lineno or line
+            best = end if best is None else min(best, end)
+    return best or line
+
+
+def call_at(path: str, line: int) -> ast.Call | None:
+    """The one layer-constructor-like call (a capitalized callee) starting on `line`, if there
+    is exactly one: the expression a fix's replacement code takes the place of."""
+    tree = _tree(path)
+    if tree is None:
+        return None
+    calls = [node for node in ast.walk(tree)
+             if isinstance(node, ast.Call) and node.lineno == line and _callee(node)[:1].isupper()]
+    return calls[0] if len(calls) == 1 else None
+
+
+def _callee(call: ast.Call) -> str:
+    func = call.func
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    if isinstance(func, ast.Name):
+        return func.id
+    return ""

@@ -1,0 +1,65 @@
+"""GitHub Actions workflow commands: one annotation per finding, shown on the pull request diff.
+
+    ::warning file=models/net.py,line=12,endLine=12,title=K001 large-kernel::conv: 7x7 conv ...
+
+Paths are relative to the repository root (the git work tree around the working folder), as
+GitHub expects; a finding whose line lies outside the repository is placed as in SARIF output
+(reports/_where.py). Severities map to error, warning and notice. Values are escaped as the
+Actions runner reads them: `%`, CR and LF everywhere, and `:` and `,` inside properties.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from archlint.findings import Severity
+
+from ._where import place, repository_root, target_file
+
+_COMMANDS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
+
+
+def escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def command(name: str, message: str, **properties: Any) -> str:
+    props = ",".join(f"{key}={escape_property(str(value))}" for key, value in properties.items()
+                     if value is not None)
+    return f"::{name}{' ' + props if props else ''}::{escape_data(message)}"
+
+
+def render(report: Any, **_: Any) -> str:
+    root = repository_root()
+    lines = []
+    for problem in report.problems:
+        lines.append(command("warning", problem, title="archlint"))
+    for model in report.models:
+        if model.error is not None:
+            path = target_file(model.target)
+            try:
+                shown = path.relative_to(root).as_posix()
+            except ValueError:
+                shown = str(path)
+            lines.append(command("error", str(model.error), file=shown,
+                                 title=f"archlint could not lint {model.target}"))
+            continue
+        for finding in model.findings:
+            where = place(finding, model.target, root)
+            message = f"{finding.module}: {finding.message}" if finding.module else finding.message
+            if where.moved and finding.location is not None:
+                message += f" (at {finding.location})"
+            if finding.fix is not None:
+                message += f"\nfix: {finding.fix.description}"
+                if finding.fix.code:
+                    message += "\n" + finding.fix.code.rstrip()
+            lines.append(command(_COMMANDS[finding.severity], message, file=where.uri,
+                                 line=where.line, endLine=max(where.end_line, where.line),
+                                 title=f"{finding.code} {finding.name}"))
+    findings = report.findings
+    lines.append(f"archlint: {len(findings)} finding{'' if len(findings) == 1 else 's'} in "
+                 f"{len(report.models) - len(report.errors)} model(s)")
+    return "\n".join(lines) + "\n"

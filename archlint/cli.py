@@ -11,6 +11,7 @@ import click
 from . import __version__
 from .errors import ArchlintError, ConfigError
 from .findings import Severity
+from .reports import FORMATS
 
 
 def _use_color(stream) -> bool:
@@ -43,7 +44,7 @@ def main() -> None:
 @click.option("--ignore", help="Comma-separated rule codes or prefixes to skip.")
 @click.option("--fail-on", type=click.Choice(["info", "warning", "error"]),
               help="Lowest severity that makes the exit status 1 (default: warning).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="text", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the report to FILE.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when findings are reported.")
 @click.option("--statistics", is_flag=True, help="Count findings per rule at the end.")
@@ -51,10 +52,19 @@ def main() -> None:
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="Read [tool.archlint] from this pyproject.toml instead of the nearest one.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+@click.option("--baseline", "baseline_path", type=click.Path(dir_okay=False),
+              help="Report only findings not accepted in this baseline file.")
+@click.option("--write-baseline", is_flag=True,
+              help="Accept every current finding: write them to the --baseline file "
+                   "(default archlint-baseline.json) and exit 0.")
+@click.option("--no-cache", is_flag=True, help="Lint every file again; do not read or write .archlint_cache/.")
+@click.option("--skip-no-model", is_flag=True,
+              help="Skip files that build no model instead of reporting them (for pre-commit, "
+                   "which passes every changed .py file).")
 def check(paths, input_shapes, batch_size, select, ignore, fail_on, fmt, output, exit_zero,
-          statistics, quiet, config_path, debug):
+          statistics, quiet, config_path, debug, baseline_path, write_baseline, no_cache, skip_no_model):
     """Lint the models that PATHS build (file.py, file.py::Name, or a folder)."""
-    from .api import check_paths
+    from .cache import run_check
     from .config import load_settings, parse_shape, settings_from_table
     from .reports import render
 
@@ -75,7 +85,14 @@ def check(paths, input_shapes, batch_size, select, ignore, fail_on, fmt, output,
         )
         if batch_size is not None and batch_size < 1:
             raise ConfigError("--batch-size must be a positive integer.")
-        report = check_paths(list(paths), settings)
+        # The HTML report draws each model's layers, which the cache does not keep.
+        report = run_check(list(paths), settings, use_cache=not no_cache and fmt != "html",
+                           skip_no_model=skip_no_model)
+        if write_baseline:
+            _write_baseline(report, baseline_path)
+            return
+        if baseline_path:
+            _apply_baseline(report, baseline_path, quiet)
     except ArchlintError as exc:
         _fail(str(exc), debug)
         return
@@ -94,6 +111,31 @@ def check(paths, input_shapes, batch_size, select, ignore, fail_on, fmt, output,
         click.echo(f"archlint: wrote {output}", err=True)
     code = report.exit_code(settings.fail_on)
     sys.exit(0 if exit_zero and code == 1 else code)
+
+
+def _write_baseline(report, path: str | None) -> None:
+    from . import baseline
+
+    path = path or baseline.DEFAULT_PATH
+    count = baseline.write(report, path)
+    click.echo(f"archlint: wrote {path}: {count} finding{'' if count == 1 else 's'} accepted", err=True)
+    for model in report.errors:
+        click.echo(f"archlint: error: {model.target}: {model.error}", err=True)
+    sys.exit(2 if report.errors else 0)
+
+
+def _apply_baseline(report, path: str, quiet: bool) -> None:
+    from . import baseline
+
+    result = baseline.Baseline.read(path).filter(report)
+    if quiet:
+        return
+    if result.hidden:
+        click.echo(f"archlint: {result.hidden} finding{'' if result.hidden == 1 else 's'} "
+                   f"accepted in {path} not shown", err=True)
+    if result.stale:
+        click.echo(f"archlint: {result.stale} accepted finding{'' if result.stale == 1 else 's'} "
+                   f"in {path} no longer occur; shrink it with --write-baseline", err=True)
 
 
 @main.command(name="rules")

@@ -1,0 +1,370 @@
+"""The results cache, and the torch-free driver of `archlint check` that uses it.
+
+Linting a file means importing it, and importing torch costs a second or more. A pre-commit
+hook runs on every commit, mostly over files that did not change, so `archlint check` answers
+from `.archlint_cache/` whenever it can, and only imports torch (through `archlint.api`) for a
+file it has to lint again. Nothing in this module may import torch.
+
+An entry is found by a key made of everything that decides a file's findings and is known before
+importing it: the file's content and path, the targets named, the settings (minus fail-on, which
+changes the exit status, not the findings), the working folder (paths in reports are relative to
+it), the Python, torch and archlint versions, the archlint sources themselves (an editable install
+keeps its version number while its rules change) and the rule packs installed. What the file
+imports is only known after importing it: the entry records the project-local modules the import
+pulled in, with the hashes of their contents, and is used only while all of them still match.
+
+Reports with errors are never stored: a missing package or a broken environment can be fixed
+without touching the file.
+"""
+from __future__ import annotations
+
+import builtins
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import sysconfig
+import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from . import __version__
+from .config import Settings
+from .errors import ConfigError
+from .findings import Finding, Fix, Location, Severity
+from .prefilter import expand_paths
+from .results import ModelReport, Report
+
+CACHE_DIR_NAME = ".archlint_cache"
+_FORMAT = 1  # bump when the entry layout changes
+_CACHEDIR_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by archlint.\n"
+    "# For information about cache directory tags, see https://bford.info/cachedir/\n"
+)
+
+_LIBRARY_DIRS = tuple(
+    os.path.realpath(p) + os.sep
+    for p in {sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")}
+)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _file_hash(path: str) -> str | None:
+    try:
+        return _sha256(Path(path).read_bytes())
+    except OSError:
+        return None
+
+
+# --- which project files an import used -----------------------------------------------------
+
+# importer file -> files of the modules its import statements reached, for the whole process:
+# a module imported by an earlier file is not imported again, but its edges stay known.
+_import_edges: dict[str, set[str]] = {}
+_archlint_dirs: tuple[str, ...] | None = None
+
+
+def _own_dirs() -> tuple[str, ...]:
+    """archlint's own package folders; changes there are covered by the sources fingerprint."""
+    global _archlint_dirs
+    if _archlint_dirs is None:
+        dirs = []
+        for name in ("archlint", "archlint.rules", "archlint.reports"):
+            spec = importlib.util.find_spec(name)
+            dirs.extend(os.path.realpath(p) + os.sep for p in (spec.submodule_search_locations or []))
+        _archlint_dirs = tuple(dirs)
+    return _archlint_dirs
+
+
+def is_project_file(path: str | None) -> bool:
+    """A .py file of the user's project: not the standard library, site-packages or archlint."""
+    if not path or not path.endswith(".py"):
+        return False
+    real = os.path.realpath(path)
+    return not real.startswith(_LIBRARY_DIRS + _own_dirs()) and os.path.isfile(real)
+
+
+def _module_file(module: Any) -> str | None:
+    path = getattr(module, "__file__", None)
+    return os.path.realpath(path) if isinstance(path, str) else None
+
+
+def _note_import(name: str, globals_: dict | None, fromlist: Sequence[str], level: int) -> None:
+    importer_file = (globals_ or {}).get("__file__")
+    if not isinstance(importer_file, str):
+        return
+    importer = os.path.realpath(importer_file)
+    if level:
+        package = (globals_ or {}).get("__package__") or ""
+        full = importlib.util.resolve_name("." * level + name, package) if name else package
+    else:
+        full = name
+    names = []
+    parts = full.split(".") if full else []
+    names += [".".join(parts[:i]) for i in range(1, len(parts) + 1)]  # `import a.b` runs a too
+    names += [f"{full}.{item}" for item in fromlist or () if item != "*"]
+    files = {_module_file(sys.modules.get(n)) for n in names}
+    _import_edges.setdefault(importer, set()).update(f for f in files if f)
+
+
+@contextmanager
+def recording_imports() -> Iterator["ImportRecord"]:
+    """While active, remember which module files each import statement reached."""
+    record = ImportRecord(set(sys.modules))
+    original = builtins.__import__
+
+    def hooked(name, globals=None, locals=None, fromlist=(), level=0):
+        module = original(name, globals, locals, fromlist, level)
+        try:
+            _note_import(name, globals, fromlist, level)
+        except Exception:  # bookkeeping must never break the user's import
+            pass
+        return module
+
+    builtins.__import__ = hooked
+    try:
+        yield record
+    finally:
+        builtins.__import__ = original
+        record.new_modules = set(sys.modules) - record.before
+
+
+class ImportRecord:
+    def __init__(self, before: set[str]):
+        self.before = before
+        self.new_modules: set[str] = set()
+
+    def project_dependencies(self, path: str) -> set[str]:
+        """Project files `path` depends on: everything its imports reached, transitively, plus
+        every project module first imported while it was linted."""
+        start = os.path.realpath(path)
+        seen, frontier = {start}, [start]
+        while frontier:
+            for reached in _import_edges.get(frontier.pop(), ()):
+                if reached not in seen and is_project_file(reached):
+                    seen.add(reached)
+                    frontier.append(reached)
+        seen |= {f for f in (_module_file(sys.modules.get(n)) for n in self.new_modules)
+                 if is_project_file(f)}
+        seen.discard(start)
+        return seen
+
+
+# --- serializing reports ------------------------------------------------------------------
+
+def _location_to_json(loc: Location | None) -> dict | None:
+    return None if loc is None else {"path": loc.path, "line": loc.line, "abspath": loc.abspath}
+
+
+def _location_from_json(data: dict | None) -> Location | None:
+    return None if data is None else Location(data["path"], data["line"], data.get("abspath", ""))
+
+
+def finding_to_json(f: Finding) -> dict[str, Any]:
+    return {
+        "code": f.code, "name": f.name, "severity": str(f.severity), "module": f.module,
+        "message": f.message, "location": _location_to_json(f.location), "evidence": f.evidence,
+        "fix": None if f.fix is None else {"description": f.fix.description, "code": f.fix.code},
+        "built_at": _location_to_json(f.built_at), "called_at": _location_to_json(f.called_at),
+    }
+
+
+def finding_from_json(data: dict[str, Any]) -> Finding:
+    fix = data.get("fix")
+    return Finding(
+        code=data["code"], name=data["name"], severity=Severity.parse(data["severity"]),
+        module=data["module"], message=data["message"],
+        location=_location_from_json(data.get("location")), evidence=data.get("evidence") or {},
+        fix=Fix(fix["description"], fix.get("code")) if fix else None,
+        built_at=_location_from_json(data.get("built_at")),
+        called_at=_location_from_json(data.get("called_at")),
+    )
+
+
+def model_report_to_json(m: ModelReport) -> dict[str, Any]:
+    return {
+        "target": m.target, "tracer": m.tracer, "inputs": m.inputs, "input_source": m.input_source,
+        "summary": m.summary, "notes": list(m.notes), "timings": dict(m.timings),
+        "findings": [finding_to_json(f) for f in m.findings],
+    }
+
+
+def model_report_from_json(data: dict[str, Any]) -> ModelReport:
+    return ModelReport(
+        target=data["target"], tracer=data["tracer"], inputs=data["inputs"],
+        input_source=data["input_source"], findings=[finding_from_json(f) for f in data["findings"]],
+        notes=data.get("notes", []), timings=data.get("timings", {}),
+        stored_summary=data["summary"], from_cache=True,
+    )
+
+
+# --- the cache -------------------------------------------------------------------------------
+
+def _settings_fingerprint(settings: Settings) -> dict[str, Any]:
+    data = asdict(settings)
+    data.pop("source", None)
+    data.pop("fail_on", None)
+    return data
+
+
+def _sources_fingerprint() -> list:
+    """Names, sizes and modification times of archlint's own sources (rules included)."""
+    entries = []
+    for folder in _own_dirs():
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for name in sorted(files):
+                if name.endswith((".py", ".toml", ".json")):
+                    st = os.stat(os.path.join(root, name))
+                    entries.append([os.path.join(root, name), st.st_size, st.st_mtime_ns])
+    return entries
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+class ResultCache:
+    """Findings per linted file, under `<root>/.archlint_cache/`."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        self.results = self.directory / f"results-v{_FORMAT}"
+        self._environment: str | None = None
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> "ResultCache":
+        """The cache beside the pyproject.toml that configured the run, else in the working
+        folder; ARCHLINT_CACHE_DIR overrides both."""
+        override = os.environ.get("ARCHLINT_CACHE_DIR")
+        if override:
+            return cls(override)
+        root = Path(settings.source).parent if settings.source and Path(settings.source).is_file() \
+            else Path.cwd()
+        return cls(root / CACHE_DIR_NAME)
+
+    def _ensure_directory(self) -> None:
+        if self.results.is_dir():
+            return
+        self.results.mkdir(parents=True, exist_ok=True)
+        (self.directory / ".gitignore").write_text("# Created by archlint.\n*\n", encoding="utf-8")
+        (self.directory / "CACHEDIR.TAG").write_text(_CACHEDIR_TAG, encoding="utf-8")
+
+    def environment(self) -> str:
+        """What every key shares: versions, archlint's sources and the rule packs installed."""
+        if self._environment is None:
+            packs = sorted(
+                [ep.name, ep.value, _version(ep.dist.name) if ep.dist else None]
+                for ep in metadata.entry_points(group="archlint.rules")
+            )
+            data = {
+                "archlint": __version__, "torch": _version("torch"),
+                "python": sys.version, "sources": _sources_fingerprint(), "packs": packs,
+            }
+            self._environment = _sha256(json.dumps(data, sort_keys=True, default=str).encode())
+        return self._environment
+
+    def key(self, path: str, names: Sequence[str], explicit: bool, settings: Settings) -> tuple[str, str] | None:
+        """(slot, key): the slot names the file and run; the key also covers the contents.
+        None when the file cannot be read (its error is not cached)."""
+        content = _file_hash(path)
+        if content is None:
+            return None
+        slot_data = {"path": os.path.realpath(path), "names": list(names), "explicit": explicit,
+                     "cwd": os.getcwd()}
+        slot = _sha256(json.dumps(slot_data, sort_keys=True).encode())[:24]
+        key_data = {"slot": slot, "content": content, "environment": self.environment(),
+                    "settings": _settings_fingerprint(settings)}
+        return slot, _sha256(json.dumps(key_data, sort_keys=True, default=str).encode())[:40]
+
+    def _entry_path(self, slot: str, key: str) -> Path:
+        return self.results / f"{slot}-{key}.json"
+
+    def get(self, slot_key: tuple[str, str] | None) -> tuple[list[ModelReport], list[str]] | None:
+        """(reports, rule-pack problems) if a valid entry exists, else None."""
+        if slot_key is None:
+            return None
+        try:
+            entry = json.loads(self._entry_path(*slot_key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        for dep, digest in entry.get("dependencies", {}).items():
+            if _file_hash(dep) != digest:
+                return None
+        try:
+            return [model_report_from_json(m) for m in entry["models"]], entry.get("problems", [])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def put(self, slot_key: tuple[str, str] | None, models: list[ModelReport],
+            dependencies: set[str], problems: Sequence[str] = ()) -> bool:
+        """Store the reports of one file; False if they cannot be cached (errors, evidence
+        that JSON cannot hold, an unreadable dependency)."""
+        if slot_key is None or any(m.error is not None for m in models):
+            return False
+        hashes = {dep: _file_hash(dep) for dep in sorted(dependencies)}
+        if any(h is None for h in hashes.values()):
+            return False
+        try:
+            text = json.dumps({"dependencies": hashes, "problems": list(problems),
+                               "models": [model_report_to_json(m) for m in models]})
+        except (TypeError, ValueError):
+            return False
+        try:
+            self._ensure_directory()
+            slot, key = slot_key
+            for stale in self.results.glob(f"{slot}-*.json"):
+                stale.unlink(missing_ok=True)
+            # Written whole, then renamed: a concurrent run never reads half an entry.
+            fd, tmp = tempfile.mkstemp(dir=self.results, suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as stream:
+                stream.write(text)
+            os.replace(tmp, self._entry_path(slot, key))
+        except OSError:
+            return False  # a read-only checkout still lints, only slower
+        return True
+
+
+# --- the driver ---------------------------------------------------------------------------
+
+def run_check(specs: Sequence[str], settings: Settings, *, use_cache: bool = True,
+              skip_no_model: bool = False, cache: ResultCache | None = None) -> Report:
+    """`archlint check`: expand the paths, answer each file from the cache where possible,
+    lint the rest. torch is imported only if some file has to be linted."""
+    if not specs:
+        raise ConfigError("no files given. Usage: archlint check mymodel.py [file.py::Model ...]")
+    files = expand_paths(specs, skip_no_model=skip_no_model)
+    if use_cache and cache is None:
+        cache = ResultCache.for_settings(settings)
+    report = Report()
+    problems: list[str] = []
+    api = None
+    for path, names, explicit in files:
+        slot_key = cache.key(path, names, explicit, settings) if use_cache else None
+        hit = cache.get(slot_key) if use_cache else None
+        if hit is not None:
+            models, stored_problems = hit
+            problems += [p for p in stored_problems if p not in problems]
+            report.models.extend(models)
+            continue
+        if api is None:
+            from . import api  # the first file that needs linting pays for importing torch
+            problems += [p for p in api.load_rules().problems if p not in problems]
+        with recording_imports() as record:
+            models = api.check_file(path, names, explicit, settings)
+        if use_cache:
+            cache.put(slot_key, models, record.project_dependencies(path), api.load_rules().problems)
+        report.models.extend(models)
+    report.problems = problems
+    return report

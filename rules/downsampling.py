@@ -1,0 +1,419 @@
+"""D: downsampling. How a network shrinks its feature maps, and what it does to channels then."""
+from __future__ import annotations
+
+from torch import nn
+
+from archlint.findings import Fix, Severity
+from archlint.rule import Option, Rule
+
+from ._common import (conv_call, conv_weights, human, is_global, is_pool, is_upsampling,
+                      reduction, shape_text, spatial, square)
+
+
+def _dims(layer) -> int:
+    return len(spatial(layer.in_shape) or (0, 0))
+
+
+def _channels(layer) -> int | None:
+    shape = layer.out_shape
+    return shape[1] if shape is not None and len(shape) >= 3 else None
+
+
+def _is_generative(graph) -> bool:
+    """Upsampling anywhere (transposed convs, nn.Upsample, interpolate): a decoder or a
+    generator, where pooling's fixed, gradient-sparse downsampling hurts most."""
+    return any(is_upsampling(l) for l in graph)
+
+
+def _feeds_only_pointwise(graph, layer) -> bool:
+    """An average pool whose only consumer is a 1x1 conv: the ResNet-D projection shortcut,
+    which is exactly what D002 recommends."""
+    after = graph.successors(layer)
+    return (len(after) == 1 and after[0].is_a(nn.modules.conv._ConvNd)
+            and all(k == 1 for k in _tuple(after[0].module.kernel_size)))
+
+
+def _tuple(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def _strided_conv(n: int, c: int, stride: int) -> str:
+    kernel, padding = (3, 1) if stride == 2 else (stride, 0)
+    return (f"nn.Sequential(\n    nn.Conv{n}d({c}, {c}, kernel_size={kernel}, stride={stride}, "
+            f"padding={padding}, bias=False),\n    nn.BatchNorm{n}d({c}),\n    nn.ReLU(inplace=True),\n)")
+
+
+class PoolDownsampling(Rule):
+    code = "D001"
+    name = "pool-downsampling"
+    severity = Severity.INFO
+    summary = "A pooling layer shrinks the feature map where a learned strided conv could."
+    what = """
+        Finds max, average and adaptive pooling that makes the feature map smaller (a stride
+        above 1). Global pooling to one position per channel (a classifier head) is left
+        alone, and so is an average pool that feeds straight into a 1x1 conv (the ResNet-D
+        shortcut, the fix D002 recommends). In a model that also upsamples (transposed convs,
+        nn.Upsample, interpolate: a decoder or a generator) the finding is a warning.
+        """
+    why = """
+        A pooling layer throws away a fixed share of what it sees (three of every four values
+        for a 2x2 max-pool) by a rule nobody trained. Springenberg et al. replaced every
+        pooling layer by a conv with stride 2 and lost no accuracy: the network learns how to
+        summarize a neighbourhood instead of being told. In generative models (GANs, VAEs,
+        decoders) the difference is larger: max-pooling sends gradient to one input in four,
+        and DCGAN-style models train more stably with strided convs throughout. In a
+        classifier this is a matter of taste, hence only information.
+        """
+    how_to_fix = """
+        Replace the pool by a 3x3 conv with stride 2 (with its norm and activation), or give
+        the conv before the pool the stride and delete the pool. The strided conv costs
+        parameters (9C^2 for C channels); the evidence gives the count.
+        """
+    references = (
+        "Springenberg et al., Striving for Simplicity: The All Convolutional Net, ICLR 2015 workshop (https://arxiv.org/abs/1412.6806)",
+        "CS231n, Convolutional Networks: 'Getting rid of pooling' (https://cs231n.github.io/convolutional-networks/)",
+        "Radford et al., Unsupervised Representation Learning with Deep Convolutional GANs (DCGAN), ICLR 2016",
+    )
+    options = {"warn-in-decoders": Option(True, "report as a warning in models that also upsample (decoders, generators)")}
+    bad = (
+        """
+        import torch
+        from torch import nn
+
+        model = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+        )
+        example_input = torch.randn(1, 3, 64, 64)
+        """,
+        """
+        import torch
+        from torch import nn
+
+        class AutoEncoder(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.encode = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+                self.decode = nn.Sequential(nn.ConvTranspose2d(32, 3, 2, stride=2), nn.Sigmoid())
+
+            def forward(self, x):
+                return self.decode(self.encode(x))
+
+        model = AutoEncoder()
+        example_input = torch.randn(1, 3, 64, 64)
+        """,
+    )
+    good = (
+        """
+        import torch
+        from torch import nn
+
+        model = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),  # global pooling: fine
+        )
+        example_input = torch.randn(1, 3, 64, 64)
+        """,
+    )
+
+    def check(self, graph, ctx):
+        generative = ctx["warn-in-decoders"] and _is_generative(graph)
+        for layer in graph:
+            if not is_pool(layer) or is_global(layer):
+                continue
+            factor = reduction(layer)
+            if factor is None:
+                continue
+            if layer.op.startswith(("AvgPool", "avg_pool")) and _feeds_only_pointwise(graph, layer):
+                continue
+            n = _dims(layer)
+            c = layer.in_shape[1]
+            stride = max(factor)
+            conv_params = conv_weights((3,) * n if stride == 2 else (stride,) * n, c, c, bias=False)
+            where = "in a model that upsamples (a decoder or generator)" if generative else ""
+            yield self.finding(
+                layer,
+                f"{layer.op} shrinks {shape_text(spatial(layer.in_shape))} to "
+                f"{shape_text(spatial(layer.out_shape))} by a fixed rule {where}".rstrip()
+                + f"; a stride-{stride} conv would learn the downsampling (+{human(conv_params)} weights)",
+                evidence={"pool": layer.op, "channels": c, "reduction": list(factor),
+                          "in_size": list(spatial(layer.in_shape)), "out_size": list(spatial(layer.out_shape)),
+                          "values_kept": round(1 / _product(factor), 3),
+                          "params_added": conv_params, "generative_model": generative},
+                fix=Fix(f"replace the pool by a {stride}x-strided conv (or move the stride into the conv "
+                        "before it and delete the pool)", _strided_conv(n, c, stride)),
+                severity=Severity.WARNING if generative else None,
+                prefer="built" if layer.kind == "module" else "call",
+            )
+
+
+def _product(values) -> int:
+    total = 1
+    for v in values:
+        total *= v
+    return total
+
+
+class StridedPointwise(Rule):
+    code = "D002"
+    name = "strided-pointwise"
+    severity = Severity.WARNING
+    summary = "A 1x1 conv with stride > 1 reads only one of every stride^2 input positions."
+    what = """
+        Finds convolutions whose kernel is 1 along every axis and whose stride is above 1,
+        typically the projection shortcut of a ResNet stage (`downsample.0`). The finding
+        counts how many input positions the layer never looks at.
+        """
+    why = """
+        A 1x1 kernel with stride 2 samples the grid: it reads the top-left value of each 2x2
+        cell and ignores the other three, so 75% of the activations reaching it contribute
+        nothing to its output and get no gradient through it. In a ResNet this is the only
+        path from one stage to the next that is not a stack of convolutions, so the shortcut
+        carries a quarter of the information it could. He et al. (Bag of Tricks, ResNet-D)
+        average-pool before the 1x1 conv instead and gain about 0.7% ImageNet top-1 accuracy
+        at almost no cost.
+        """
+    how_to_fix = """
+        Average-pool with the stride first, then apply the 1x1 conv with stride 1 (ResNet-D);
+        or make the conv 3x3 with the same stride so its windows cover every input position.
+        """
+    references = (
+        "He et al., Bag of Tricks for Image Classification with Convolutional Neural Networks (ResNet-D), CVPR 2019 (https://arxiv.org/abs/1812.01187)",
+        "timm resnet50d: avg_down=True shortcut (https://github.com/huggingface/pytorch-image-models)",
+    )
+    options = {}
+    bad = (
+        """
+        import torch
+        from torch import nn
+
+        class Block(nn.Module):
+            def __init__(self, c_in, c_out):
+                super().__init__()
+                self.body = nn.Sequential(
+                    nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+                    nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                )
+                self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=2, bias=False), nn.BatchNorm2d(c_out))
+
+            def forward(self, x):
+                return torch.relu(self.body(x) + self.shortcut(x))
+
+        model = Block(32, 64)
+        example_input = torch.randn(1, 32, 32, 32)
+        """,
+    )
+    good = (
+        """
+        import torch
+        from torch import nn
+
+        class Block(nn.Module):
+            def __init__(self, c_in, c_out):
+                super().__init__()
+                self.body = nn.Sequential(
+                    nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+                    nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                )
+                self.shortcut = nn.Sequential(  # ResNet-D: pool, then project
+                    nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False),
+                    nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out),
+                )
+
+            def forward(self, x):
+                return torch.relu(self.body(x) + self.shortcut(x))
+
+        model = Block(32, 64)
+        example_input = torch.randn(1, 32, 32, 32)
+        """,
+    )
+
+    def check(self, graph, ctx):
+        for layer in graph.modules(nn.modules.conv._ConvNd):
+            conv = layer.module
+            if isinstance(conv, nn.modules.conv._ConvTransposeNd):
+                continue
+            kernel, stride = _tuple(conv.kernel_size), _tuple(conv.stride)
+            if any(k != 1 for k in kernel) or all(s == 1 for s in stride):
+                continue
+            size = spatial(layer.in_shape)
+            if size is not None and all(s == 1 for s in size):
+                continue  # a 1x1 map has nothing to skip
+            n = len(kernel)
+            step = _product(stride)
+            pool_stride = square(conv.stride) if square(conv.stride) is not None else tuple(stride)
+            code = (f"nn.Sequential(\n    nn.AvgPool{n}d({pool_stride}, {pool_stride}, ceil_mode=True, "
+                    f"count_include_pad=False),\n    {conv_call(conv, stride=(1,) * n)},\n)")
+            yield self.finding(
+                layer,
+                f"1x1 conv with stride {_compact(stride)} ({conv.in_channels}->{conv.out_channels} channels) "
+                f"reads 1 of every {step} input positions and ignores the other {step - 1} "
+                f"({1 - 1 / step:.0%} of its input)",
+                evidence={"stride": list(stride), "in_channels": conv.in_channels,
+                          "out_channels": conv.out_channels, "positions_read": round(1 / step, 4),
+                          "positions_ignored": round(1 - 1 / step, 4),
+                          "in_size": list(size) if size else None},
+                fix=Fix("average-pool with the stride, then apply the 1x1 conv with stride 1 (ResNet-D); "
+                        "or use a 3x3 kernel with the same stride", code),
+            )
+
+
+def _compact(stride) -> str:
+    return str(stride[0]) if len(set(stride)) == 1 else str(tuple(stride))
+
+
+class DownsampleWithoutWidening(Rule):
+    code = "D003"
+    name = "downsample-without-widening"
+    severity = Severity.INFO
+    summary = "A stride-2 step in the body keeps the channel count: each later layer does 4x less work."
+    what = """
+        Finds downsampling steps (a conv or pool with stride > 1) in the body of the network
+        after which no layer at the new resolution is wider than the narrowest tensor that
+        fed the step. Comparing the stage before with the whole stage after, rather than one
+        layer's input and output, keeps it quiet on pools followed by a widening conv (VGG),
+        on depthwise convs inside an inverted residual block that widens as a whole
+        (MobileNet, EfficientNet) and on ResNet bottlenecks. The stem (steps taken while the
+        map is still larger than 1/`stem-stride` of the input, such as ResNet's max-pool)
+        and global pooling are left alone.
+        """
+    why = """
+        The cost of a conv layer is proportional to H x W x C_in x C_out. Halving H and W
+        while keeping C divides every later layer's compute, and its capacity to represent
+        features, by four: the network gets thinner exactly where its features become more
+        abstract and numerous. VGG and ResNet double the channels whenever they halve the
+        resolution, which keeps the time per layer roughly constant from stage to stage
+        (He & Sun, Convolutional Neural Networks at Constrained Time Cost).
+        """
+    how_to_fix = """
+        Double the channels when you halve the resolution: let the strided conv (or the first
+        conv after the pool) output 2C channels, and widen the rest of the stage to match.
+        """
+    references = (
+        "He & Sun, Convolutional Neural Networks at Constrained Time Cost, CVPR 2015 (https://arxiv.org/abs/1412.1710)",
+        "He et al., Deep Residual Learning for Image Recognition, CVPR 2016: 'if the feature map size is halved, the number of filters is doubled'",
+        "Simonyan & Zisserman, Very Deep Convolutional Networks (VGG), ICLR 2015",
+    )
+    options = {"stem-stride": Option(4, "steps taken before the map is this many times smaller than the input count as the stem")}
+    bad = (
+        """
+        import torch
+        from torch import nn
+
+        def stage(c, stride):
+            return nn.Sequential(nn.Conv2d(c, c, 3, stride=stride, padding=1), nn.BatchNorm2d(c), nn.ReLU())
+
+        model = nn.Sequential(
+            nn.Conv2d(3, 64, 3, stride=4, padding=1), nn.ReLU(),   # stem
+            stage(64, 1), stage(64, 2), stage(64, 1), stage(64, 2), stage(64, 1),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+        )
+        example_input = torch.randn(1, 3, 64, 64)
+        """,
+    )
+    good = (
+        """
+        import torch
+        from torch import nn
+
+        def stage(c_in, c_out, stride):
+            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
+
+        model = nn.Sequential(
+            nn.Conv2d(3, 64, 3, stride=4, padding=1), nn.ReLU(),
+            stage(64, 64, 1), stage(64, 128, 2), stage(128, 128, 1),
+            nn.MaxPool2d(2), stage(128, 256, 1),  # the pool keeps 128, the stage after doubles it
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, 10),
+        )
+        example_input = torch.randn(1, 3, 64, 64)
+        """,
+    )
+
+    def check(self, graph, ctx):
+        image = spatial(graph.input_shapes[0]) if graph.input_shapes else None
+        if image is None:
+            return
+        order = list(graph)
+        for layer in order:
+            if not (is_pool(layer) or layer.is_a(nn.modules.conv._ConvNd)) or is_global(layer):
+                continue
+            if layer.is_a(nn.modules.conv._ConvTransposeNd):
+                continue
+            factor = reduction(layer)
+            before, after = spatial(layer.in_shape), spatial(layer.out_shape)
+            if factor is None or len(before) != len(image):
+                continue
+            if max(i / b for i, b in zip(image, before)) < ctx["stem-stride"]:
+                continue  # still the stem: the input is being reduced cheaply on purpose
+            narrowest = _narrowest_feeding(graph, layer)
+            widest, stage_end, convs = _widest_at(order, layer, after)
+            if narrowest is None or widest is None or widest > narrowest or not convs:
+                continue  # widened, or only a head's pooling follows: no layer does less work
+            yield self._report(layer, factor, narrowest, widest, stage_end)
+
+    def _report(self, layer, factor, narrowest, widest, stage_end):
+        drop = _product(factor)
+        c_in = layer.in_shape[1]
+        if layer.is_a(nn.modules.conv._ConvNd):
+            conv = layer.module
+            code = conv_call(conv, out_channels=2 * conv.out_channels)
+            how = f"let this conv output {2 * conv.out_channels} channels and widen the layers after it to match"
+        else:
+            n = len(factor)
+            code = f"nn.Conv{n}d({c_in}, {2 * c_in}, kernel_size=3, padding=1)  # first conv after the pool"
+            how = f"let the first conv after the pool output {2 * c_in} channels and widen the stage to match"
+        return self.finding(
+            layer,
+            f"{layer.op} shrinks {shape_text(spatial(layer.in_shape))} to {shape_text(spatial(layer.out_shape))} "
+            f"but no layer after it is wider than {narrowest} channels (widest: {widest}): "
+            f"each later layer does {drop}x less work than one before it",
+            evidence={"reduction": list(factor), "channels_before": narrowest, "widest_after": widest,
+                      "compute_per_layer_drop": drop, "stage_ends_at": stage_end},
+            fix=Fix(how, code),
+            prefer="built" if layer.kind == "module" else "call",
+        )
+
+
+def _narrowest_feeding(graph, layer) -> int | None:
+    """The fewest channels on the way into `layer` at its input resolution, walking back
+    along single-input layers (an inverted residual's expansion counts from the block's
+    narrow input, a bottleneck's strided 3x3 from its reduced width)."""
+    size = spatial(layer.in_shape)
+    widths = []
+    current = layer
+    for _ in range(64):  # a block is short; this only bounds a pathological walk
+        producers = [p for p in graph.predecessors(current) if p.out_shapes]
+        if len(producers) != 1:
+            break
+        p = producers[0]
+        if spatial(p.out_shape) != size or p.out_shape is None or len(p.out_shape) != len(layer.in_shape):
+            break
+        widths.append(p.out_shape[1])
+        if len(graph.successors(p)) > 1:
+            break  # a fork: the block's input, which a shortcut also reads
+        current = p
+    return min(widths) if widths else None
+
+
+def _widest_at(order, start, size) -> tuple[int | None, str, int]:
+    """The most channels any conv, pool or merge produces at `size` from `start` until the
+    next step down from that resolution, where that stage ends, and how many convs it has."""
+    widest = None
+    end = ""
+    convs = 0
+    for layer in order[start.index:]:
+        if layer is not start and spatial(layer.in_shape) == size and reduction(layer) is not None \
+                and (is_pool(layer) or layer.is_a(nn.modules.conv._ConvNd)) and not is_global(layer):
+            break
+        if spatial(layer.out_shape) != size or len(layer.out_shape) != len(start.out_shape):
+            continue
+        if layer.is_a(nn.modules.conv._ConvNd) or is_pool(layer) or layer.op in ("add", "cat", "concat"):
+            convs += layer is not start and layer.is_a(nn.modules.conv._ConvNd)
+            width = layer.out_shape[1]
+            if widest is None or width > widest:
+                widest = width
+            end = layer.qualname or layer.name
+    return widest, end, convs

@@ -13,6 +13,7 @@ FORMATS = {
     "json": "archlint.reports.json_report",
     "sarif": "archlint.reports.sarif",
     "github": "archlint.reports.github",
+    "html": "archlint.reports.html",
 }
 
 

@@ -1,0 +1,448 @@
+"""The architecture graph for the HTML report, laid out as plain geometry.
+
+The graph is shown one module level at a time: a level is a module (the model itself at the
+top) and its items are the layers it calls directly plus one box per child module. Each child
+module gets its own level, nested in the page as a `<details>` block, so a 1000-layer network
+opens stage by stage instead of drawing 3000 boxes at once, and it works with JavaScript off.
+
+Each level is laid out as a layered DAG, top to bottom (a small Sugiyama layout): longest-path
+layers, sources pulled down next to their first consumer, dummy points on long edges, barycenter
+ordering, and x positions from isotonic regression (as close to the parents' mean as the
+spacing allows), so chains come out straight. Edges into and out of the level are drawn from an
+"in" and to an "out" port, which is what makes a residual shortcut visible inside a block.
+
+Everything here is data: the template only draws it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from archlint.findings import Finding, Severity
+from archlint.graph import ArchGraph, Layer
+
+Path = tuple[str, ...]
+
+LEAF_W, LEAF_H = 168, 34
+GROUP_W, GROUP_H = 172, 40
+PORT_W, PORT_H = 44, 20
+GAP_X, GAP_Y, DUMMY_GAP = 22, 28, 10
+MARGIN = 14
+_CHAR_W = 6.6  # average advance of the 11px label font, to shorten labels that would overflow
+
+
+@dataclass
+class Node:
+    id: str
+    kind: str  # "leaf" | "group" | "port"
+    title: str  # first line
+    subtitle: str  # second line
+    tooltip: str
+    x: float = 0.0  # centre
+    y: float = 0.0  # centre
+    w: float = 0.0
+    h: float = 0.0
+    severity: str | None = None  # worst finding inside, for the mark
+    finding_count: int = 0
+    href: str | None = None
+
+    @property
+    def left(self) -> float:
+        return self.x - self.w / 2
+
+    @property
+    def top(self) -> float:
+        return self.y - self.h / 2
+
+
+@dataclass
+class Edge:
+    d: str  # SVG path data
+    back: bool = False  # drawn against the flow (a module called again later)
+
+
+@dataclass
+class Level:
+    """One module's graph: the SVG of its items, then its child modules as nested levels."""
+
+    anchor: str
+    path: str  # dotted module path, "" for the model
+    type: str  # the module's class name
+    op_count: int  # operations in this module, all levels down
+    severity: str | None
+    finding_count: int
+    width: float
+    height: float
+    nodes: list[Node]
+    edges: list[Edge]
+    children: list["Level"] = field(default_factory=list)
+    open: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.path or "model"
+
+
+# --- which module level each operation belongs to ------------------------------------------------
+
+def group_of(layer: Layer) -> Path:
+    """The module whose forward calls this layer. A module call belongs to its parent module;
+    a function call belongs to the module whose forward makes it."""
+    parts = tuple(p for p in layer.qualname.split(".") if p)
+    if layer.kind in ("input", "output"):
+        return ()
+    if layer.kind in ("module", "attr"):
+        return parts[:-1]
+    return parts
+
+
+def _leaf_label(layer: Layer) -> str:
+    if layer.kind in ("module", "attr") and layer.qualname:
+        return layer.qualname.rsplit(".", 1)[-1]
+    return layer.op if layer.kind not in ("input", "output") else layer.name
+
+
+def _shape_text(shape: Sequence[int] | None) -> str:
+    if not shape:
+        return ""
+    dims = list(shape[1:]) if len(shape) > 1 else list(shape)
+    return "×".join(str(d) for d in dims)
+
+
+def shorten(text: str, width: float) -> str:
+    """Cut the middle out of a label that would overflow a box `width` px wide."""
+    fits = max(4, int((width - 16) / _CHAR_W))
+    if len(text) <= fits:
+        return text
+    keep = fits - 1
+    return text[: (keep + 1) // 2] + "…" + text[len(text) - keep // 2:]
+
+
+def _subtitle(op: str, shape: str, width: float) -> str:
+    """"Conv2d · 64×56×56": the shape matters more, so the type gives way when space is short."""
+    if not op or not shape:
+        return shorten(op or shape, width)
+    room = width - (len(shape) + 3) * _CHAR_W
+    return f"{shorten(op, room)} · {shape}" if room > 40 else shorten(shape, width)
+
+
+# --- the collapsed graph of one level -------------------------------------------------------------
+
+@dataclass
+class _Item:
+    key: str
+    kind: str  # leaf | group | port
+    order: int  # first appearance in execution order
+    layer: Layer | None = None
+    path: Path = ()
+    layers: list[Layer] = field(default_factory=list)  # all layers inside a group
+
+
+def _item_key(layer: Layer, layer_group: Path, level: Path) -> str:
+    if layer_group == level:
+        return "L:" + layer.name
+    return "G:" + ".".join(level + (layer_group[len(level)],))
+
+
+def _level_items(graph: ArchGraph, level: Path, members: list[Layer],
+                 groups: dict[str, Path]) -> tuple[dict[str, _Item], list[tuple[str, str]]]:
+    inside = {l.name for l in members}
+    items: dict[str, _Item] = {}
+    item_of: dict[str, str] = {}
+    for layer in members:
+        key = _item_key(layer, groups[layer.name], level)
+        item_of[layer.name] = key
+        if key not in items:
+            path = tuple(key[2:].split(".")) if key.startswith("G:") else ()
+            items[key] = _Item(key, "group" if key.startswith("G:") else "leaf", len(items),
+                               layer if key.startswith("L:") else None, path)
+        items[key].layers.append(layer)
+    edges: dict[tuple[str, str], None] = {}
+    if level:  # ports: where data enters and leaves this module
+        for layer in members:
+            preds = [p for p in layer.inputs if p in graph.g]
+            if any(p not in inside for p in preds):
+                edges[("P:in", item_of[layer.name])] = None
+            if any(s not in inside for s in graph.g.successors(layer.name)):
+                edges[(item_of[layer.name], "P:out")] = None
+        if any(k[0] == "P:in" for k in edges):
+            items = {"P:in": _Item("P:in", "port", -1), **items}
+        if any(k[1] == "P:out" for k in edges):
+            items["P:out"] = _Item("P:out", "port", len(items) + 1)
+    for layer in members:
+        for source in layer.inputs:
+            if source in inside and item_of[source] != item_of[layer.name]:
+                edges[(item_of[source], item_of[layer.name])] = None
+    return items, list(edges)
+
+
+# --- layout ---------------------------------------------------------------------------------------
+
+def _layers_of(items: dict[str, _Item], edges: list[tuple[str, str]]) -> dict[str, int]:
+    """Longest-path layering over the edges that run forward in execution order; then each
+    node with all consumers two or more layers below moves down next to them."""
+    order = {k: i.order for k, i in items.items()}
+    forward = [(u, v) for u, v in edges if order[u] < order[v]]
+    preds: dict[str, list[str]] = {k: [] for k in items}
+    succs: dict[str, list[str]] = {k: [] for k in items}
+    for u, v in forward:
+        preds[v].append(u)
+        succs[u].append(v)
+    keys = sorted(items, key=order.__getitem__)
+    rank: dict[str, int] = {}
+    for k in keys:
+        rank[k] = 1 + max((rank[p] for p in preds[k]), default=-1)
+    for k in reversed(keys):
+        if succs[k] and items[k].kind != "port":
+            rank[k] = max(rank[k], min(rank[s] for s in succs[k]) - 1)
+    if "P:out" in items:
+        rank["P:out"] = 1 + max((rank[k] for k in items if k != "P:out"), default=0)
+    return rank
+
+
+def _isotonic(targets: list[float]) -> list[float]:
+    """Non-decreasing values closest (least squares) to `targets`: pool adjacent violators."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for t in targets:
+        blocks.append([t, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            m2, n2 = blocks.pop()
+            m1, n1 = blocks.pop()
+            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
+    out: list[float] = []
+    for mean, count in blocks:
+        out.extend([mean] * int(count))
+    return out
+
+
+def _pack(row: list[str], desired: dict[str, float], width: dict[str, float]) -> dict[str, float]:
+    """x for each node of a row, in order, as near its desired x as the spacing allows."""
+    offsets = [0.0]
+    for a, b in zip(row, row[1:]):
+        gap = DUMMY_GAP if (width[a] == 0 or width[b] == 0) else GAP_X
+        offsets.append(offsets[-1] + (width[a] + width[b]) / 2 + gap)
+    base = _isotonic([desired[k] - o for k, o in zip(row, offsets)])
+    return {k: b + o for k, b, o in zip(row, base, offsets)}
+
+
+def _layout(items: dict[str, _Item], edges: list[tuple[str, str]], size: dict[str, tuple[float, float]]):
+    rank = _layers_of(items, edges)
+    order = {k: i.order for k, i in items.items()}
+    # Long edges get a dummy point per layer they cross, so they bend around boxes.
+    chains: list[tuple[str, list[str], str, bool]] = []
+    nodes_rank = dict(rank)
+    for n, (u, v) in enumerate(edges):
+        back = not order[u] < order[v]
+        lo, hi = (rank[u], rank[v]) if not back else (rank[v], rank[u])
+        dummies = []
+        if not back:
+            for r in range(lo + 1, hi):
+                d = f"D:{n}:{r}"
+                nodes_rank[d] = r
+                dummies.append(d)
+        chains.append((u, dummies, v, back))
+    width = {k: (size[k][0] if k in size else 0.0) for k in nodes_rank}
+    rows: dict[int, list[str]] = {}
+    for k in sorted(nodes_rank, key=lambda k: (nodes_rank[k], order.get(k, 0), k)):
+        rows.setdefault(nodes_rank[k], []).append(k)
+    up: dict[str, list[str]] = {k: [] for k in nodes_rank}
+    down: dict[str, list[str]] = {k: [] for k in nodes_rank}
+    for u, dummies, v, back in chains:
+        if back:
+            continue
+        path = [u, *dummies, v]
+        for a, b in zip(path, path[1:]):
+            down[a].append(b)
+            up[b].append(a)
+    ranks = sorted(rows)
+    pos = {k: float(i) for r in ranks for i, k in enumerate(rows[r])}
+
+    def sweep(sequence, neighbours):
+        for r in sequence:
+            row = rows[r]
+            bary = {k: (sum(pos[n] for n in neighbours[k]) / len(neighbours[k]) if neighbours[k] else pos[k])
+                    for k in row}
+            row.sort(key=lambda k: (bary[k], pos[k]))
+            for i, k in enumerate(row):
+                pos[k] = float(i)
+
+    for _ in range(3):
+        sweep(ranks[1:], up)
+        sweep(list(reversed(ranks[:-1])), down)
+    x: dict[str, float] = {}
+    for r in ranks:
+        row = rows[r]
+        x.update(_pack(row, {k: pos[k] * (LEAF_W + GAP_X) for k in row}, width))
+    for _ in range(4):
+        for sequence, neighbours in ((ranks[1:], up), (list(reversed(ranks[:-1])), down)):
+            for r in sequence:
+                row = rows[r]
+                desired = {k: (sum(x[n] for n in neighbours[k]) / len(neighbours[k]) if neighbours[k] else x[k])
+                           for k in row}
+                x.update(_pack(row, desired, width))
+    left = min(x[k] - width[k] / 2 for k in x)
+    x = {k: v - left + MARGIN for k, v in x.items()}
+    row_h = [max((size[k][1] for k in rows[r] if k in size), default=PORT_H) for r in ranks]
+    y: dict[str, float] = {}
+    top = MARGIN
+    for r, h in zip(ranks, row_h):
+        for k in rows[r]:
+            y[k] = top + h / 2
+        top += h + GAP_Y
+    total_w = max(x[k] + width[k] / 2 for k in x) + MARGIN
+    total_h = top - GAP_Y + MARGIN
+    return x, y, chains, total_w, total_h
+
+
+def _edge_path(points: list[tuple[float, float]]) -> str:
+    """A smooth vertical path through the points: a cubic per segment."""
+    (x0, y0), rest = points[0], points[1:]
+    d = [f"M{x0:.1f},{y0:.1f}"]
+    px, py = x0, y0
+    for x1, y1 in rest:
+        my = (py + y1) / 2
+        d.append(f"C{px:.1f},{my:.1f} {x1:.1f},{my:.1f} {x1:.1f},{y1:.1f}")
+        px, py = x1, y1
+    return "".join(d)
+
+
+def _back_edge(ux, uy, uh, vx, vy, vh, reach) -> str:
+    """An edge against the flow, looping out to the right of the boxes."""
+    x = reach + 18
+    return (f"M{ux + 6:.1f},{uy + uh / 2:.1f}C{x:.1f},{uy + uh / 2 + 20:.1f} "
+            f"{x:.1f},{vy - vh / 2 - 20:.1f} {vx + 6:.1f},{vy - vh / 2:.1f}")
+
+
+# --- building the levels --------------------------------------------------------------------------
+
+_SEVERITY_ORDER = {"error": 3, "warning": 2, "info": 1}
+
+
+def _worst(findings: Iterable[Finding]) -> str | None:
+    worst = max((f.severity for f in findings), default=None)
+    return str(worst) if worst is not None else None
+
+
+class GraphBuilder:
+    """Turns an ArchGraph into nested Levels. `finding_ids` maps each finding to the id of its
+    card, so a marked node links to it."""
+
+    def __init__(self, graph: ArchGraph, findings: Sequence[Finding], prefix: str,
+                 finding_ids: dict[int, str]):
+        self.graph = graph
+        self.prefix = prefix
+        self.groups = {l.name: group_of(l) for l in graph}
+        self.findings_at = self._place_findings(findings)
+        self.finding_ids = finding_ids
+
+    def anchor(self, path: Path) -> str:
+        return f"{self.prefix}-g-" + (".".join(path) if path else "model")
+
+    def _place_findings(self, findings: Sequence[Finding]) -> dict[str, list[Finding]]:
+        """Findings per graph item key: the layer a finding names, else its module's box."""
+        by_qualname: dict[str, str] = {}
+        for layer in self.graph:
+            if layer.kind in ("module", "attr"):
+                by_qualname.setdefault(layer.qualname, layer.name)
+        placed: dict[str, list[Finding]] = {}
+        for f in findings:
+            name = by_qualname.get(f.module)
+            key = "L:" + name if name else "G:" + f.module
+            placed.setdefault(key, []).append(f)
+        return placed
+
+    def node_of_finding(self, finding: Finding) -> str:
+        """The anchor of the level that draws the finding's layer."""
+        for key, found in self.findings_at.items():
+            if any(f is finding for f in found):
+                if key.startswith("L:"):
+                    return self.anchor(self.groups[key[2:]])
+                path = tuple(key[2:].split("."))
+                return self.anchor(path[:-1]) if path else self.anchor(())
+        return self.anchor(())
+
+    def _findings_under(self, item: _Item) -> list[Finding]:
+        if item.kind == "leaf":
+            return list(self.findings_at.get(item.key, []))
+        prefix = ".".join(item.path)
+        found = []
+        for key, fs in self.findings_at.items():
+            if key.startswith("L:"):
+                if any(l.name == key[2:] for l in item.layers):
+                    found.extend(fs)
+            elif key[2:] == prefix or key[2:].startswith(prefix + "."):
+                found.extend(fs)
+        return found
+
+    def _module_type(self, path: Path) -> str:
+        try:
+            return type(self.graph.model.get_submodule(".".join(path))).__name__
+        except AttributeError:
+            return ""
+
+    def _node(self, item: _Item) -> Node:
+        findings = self._findings_under(item)
+        severity = _worst(findings)
+        count = len(findings)
+        if item.kind == "port":
+            word = item.key[2:]
+            return Node(item.key, "port", word, "", f"data {'entering' if word == 'in' else 'leaving'} this module",
+                        w=PORT_W, h=PORT_H)
+        if item.kind == "leaf":
+            layer = item.layer
+            label = _leaf_label(layer)
+            sub = _subtitle(layer.op if layer.kind not in ("input", "output") else "",
+                            _shape_text(layer.out_shape), LEAF_W)
+            tip = f"{layer.qualname or layer.name} ({layer.op}) → {_shape_text(layer.out_shape) or '?'}"
+            if count:
+                tip += f"; {count} finding{'s' * (count != 1)}"
+            href = "#" + self.finding_ids[id(findings[0])] if findings and id(findings[0]) in self.finding_ids else None
+            return Node(item.key, "leaf", shorten(label, LEAF_W), sub, tip,
+                        w=LEAF_W, h=LEAF_H, severity=severity, finding_count=count, href=href)
+        name = item.path[-1]
+        kind = self._module_type(item.path)
+        ops = len(item.layers)
+        sub = f"{kind} · {ops} op{'s' * (ops != 1)}" if kind else f"{ops} ops"
+        tip = f"{'.'.join(item.path)} ({kind}), {ops} operations"
+        if count:
+            tip += f"; {count} finding{'s' * (count != 1)}"
+        return Node(item.key, "group", shorten(name, GROUP_W), shorten(sub, GROUP_W), tip,
+                    w=GROUP_W, h=GROUP_H, severity=severity, finding_count=count,
+                    href="#" + self.anchor(item.path))
+
+    def build(self) -> Level:
+        members = [l for l in self.graph]
+        return self._level((), members)
+
+    def _level(self, path: Path, members: list[Layer]) -> Level:
+        items, edges = _level_items(self.graph, path, members, self.groups)
+        nodes = {k: self._node(i) for k, i in items.items()}
+        size = {k: (n.w, n.h) for k, n in nodes.items()}
+        x, y, chains, width, height = _layout(items, edges, size)
+        for k, n in nodes.items():
+            n.x, n.y = x[k], y[k]
+        reach = max((n.x + n.w / 2 for n in nodes.values()), default=0)
+        drawn: list[Edge] = []
+        for u, dummies, v, back in chains:
+            a, b = nodes[u], nodes[v]
+            if back:
+                drawn.append(Edge(_back_edge(a.x, a.y, a.h, b.x, b.y, b.h, reach), back=True))
+                continue
+            points = [(a.x, a.y + a.h / 2)] + [(x[d], y[d]) for d in dummies] + [(b.x, b.y - b.h / 2)]
+            drawn.append(Edge(_edge_path(points)))
+        if any(e.back for e in drawn):
+            width = max(width, reach + 40)
+        findings = [f for i in items.values() if i.kind != "port" for f in self._findings_under(i)]
+        level = Level(
+            anchor=self.anchor(path), path=".".join(path),
+            type=self._module_type(path) if path else type(self.graph.model).__name__,
+            op_count=len(members), severity=_worst(findings), finding_count=len(findings),
+            width=round(width, 1), height=round(height, 1),
+            nodes=list(nodes.values()), edges=drawn,
+        )
+        for item in items.values():
+            if item.kind == "group":
+                level.children.append(self._level(item.path, item.layers))
+        if len(level.children) == 1:
+            level.children[0].open = True  # a lone wrapper module hides nothing worth a click
+        return level

@@ -84,12 +84,12 @@ def _own_dirs() -> tuple[str, ...]:
     return _archlint_dirs
 
 
-def is_project_file(path: str | None) -> bool:
+def is_project_file(path: str | None, must_exist: bool = True) -> bool:
     """A .py file of the user's project: not the standard library, site-packages or archlint."""
     if not path or not path.endswith(".py"):
         return False
     real = os.path.realpath(path)
-    return not real.startswith(_LIBRARY_DIRS + _own_dirs()) and os.path.isfile(real)
+    return not real.startswith(_LIBRARY_DIRS + _own_dirs()) and (os.path.isfile(real) or not must_exist)
 
 
 def _module_file(module: Any) -> str | None:

@@ -1,4 +1,4 @@
-"""The command line: `archlint check`, `archlint rules`, `archlint explain`."""
+"""The command line: `archlint check`, `archlint report`, `archlint rules`, `archlint explain`."""
 from __future__ import annotations
 
 import os
@@ -35,6 +35,29 @@ def main() -> None:
     """A design linter for PyTorch architectures."""
 
 
+def _settings(first_spec: str, config_path, select, ignore, fail_on, batch_size, input_shapes):
+    """[tool.archlint] from --config or the pyproject.toml nearest the first path, then flags."""
+    from .config import load_settings, parse_shape, settings_from_table
+
+    if config_path:
+        import tomllib
+        data = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
+        settings = settings_from_table(data.get("tool", {}).get("archlint", {}), config_path)
+    else:
+        first = Path(first_spec.partition("::")[0])
+        settings = load_settings(first if first.exists() else Path.cwd())
+    settings = settings.with_overrides(
+        select=[c.strip().upper() for c in select.split(",") if c.strip()] if select else None,
+        ignore=[c.strip().upper() for c in ignore.split(",") if c.strip()] if ignore else None,
+        fail_on=Severity.parse(fail_on) if fail_on else None,
+        batch_size=batch_size,
+        cli_input_shapes=[parse_shape(s) for s in input_shapes] if input_shapes else None,
+    )
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError("--batch-size must be a positive integer.")
+    return settings
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--input-shape", "input_shapes", multiple=True,
@@ -65,26 +88,10 @@ def check(paths, input_shapes, batch_size, select, ignore, fail_on, fmt, output,
           statistics, quiet, config_path, debug, baseline_path, write_baseline, no_cache, skip_no_model):
     """Lint the models that PATHS build (file.py, file.py::Name, or a folder)."""
     from .cache import run_check
-    from .config import load_settings, parse_shape, settings_from_table
     from .reports import render
 
     try:
-        if config_path:
-            import tomllib
-            data = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
-            settings = settings_from_table(data.get("tool", {}).get("archlint", {}), config_path)
-        else:
-            first = Path(paths[0].partition("::")[0])
-            settings = load_settings(first if first.exists() else Path.cwd())
-        settings = settings.with_overrides(
-            select=[c.strip().upper() for c in select.split(",") if c.strip()] if select else None,
-            ignore=[c.strip().upper() for c in ignore.split(",") if c.strip()] if ignore else None,
-            fail_on=Severity.parse(fail_on) if fail_on else None,
-            batch_size=batch_size,
-            cli_input_shapes=[parse_shape(s) for s in input_shapes] if input_shapes else None,
-        )
-        if batch_size is not None and batch_size < 1:
-            raise ConfigError("--batch-size must be a positive integer.")
+        settings = _settings(paths[0], config_path, select, ignore, fail_on, batch_size, input_shapes)
         # The HTML report draws each model's layers, which the cache does not keep.
         report = run_check(list(paths), settings, use_cache=not no_cache and fmt != "html",
                            skip_no_model=skip_no_model)
@@ -113,6 +120,36 @@ def check(paths, input_shapes, batch_size, select, ignore, fail_on, fmt, output,
     sys.exit(0 if exit_zero and code == 1 else code)
 
 
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("-o", "--output", default="archlint-report.html", show_default=True,
+              type=click.Path(dir_okay=False, writable=True), help="Write the page to FILE.")
+@click.option("--input-shape", "input_shapes", multiple=True,
+              help="Example input shape, e.g. 1,3,224,224; repeat for several inputs.")
+@click.option("--batch-size", type=int, help="Per-device training batch size (N001 uses it).")
+@click.option("--select", help="Comma-separated rule codes or prefixes to run (ALL for every rule).")
+@click.option("--ignore", help="Comma-separated rule codes or prefixes to skip.")
+@click.option("--fail-on", type=click.Choice(["info", "warning", "error"]),
+              help="Lowest severity that makes the exit status 1 (default: warning).")
+@click.option("--exit-zero", is_flag=True, help="Exit 0 even when findings are reported.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Read [tool.archlint] from this pyproject.toml instead of the nearest one.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+@click.pass_context
+def report(ctx, paths, output, **options):
+    """Write the HTML report for PATHS and print its path (`check --format html -o FILE`)."""
+    before = os.stat(output).st_mtime_ns if os.path.exists(output) else None
+    try:
+        ctx.invoke(check, paths=paths, fmt="html", output=output, quiet=True, **options)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    # `check` exits before writing when the run itself failed (bad config, no such file).
+    if os.path.exists(output) and os.stat(output).st_mtime_ns != before:
+        click.echo(os.path.abspath(output))
+    sys.exit(code)
+
+
 def _write_baseline(report, path: str | None) -> None:
     from . import baseline
 
@@ -136,6 +173,46 @@ def _apply_baseline(report, path: str, quiet: bool) -> None:
     if result.stale:
         click.echo(f"archlint: {result.stale} accepted finding{'' if result.stale == 1 else 's'} "
                    f"in {path} no longer occur; shrink it with --write-baseline", err=True)
+
+
+@main.command()
+@click.argument("old")
+@click.argument("new")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "html"]), default="text", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the diff to FILE.")
+@click.option("--input-shape", "input_shapes", multiple=True,
+              help="Example input shape for both versions, e.g. 1,3,224,224.")
+@click.option("--batch-size", type=int, help="Per-device training batch size (N001 uses it).")
+@click.option("--select", help="Comma-separated rule codes or prefixes to run (ALL for every rule).")
+@click.option("--ignore", help="Comma-separated rule codes or prefixes to skip.")
+@click.option("--fail-on", type=click.Choice(["info", "warning", "error"]),
+              help="Lowest severity of an introduced finding that makes the exit status 1 (default: warning).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Read [tool.archlint] from this pyproject.toml instead of the nearest one.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+def diff(old, new, fmt, output, input_shapes, batch_size, select, ignore, fail_on, config_path, debug):
+    """Compare two versions of a model: layers, params, MACs, receptive field, findings.
+
+    OLD and NEW are files (file.py or file.py::Name) or git:REV:path for a file at a git
+    revision, e.g. `archlint diff git:HEAD~1:models/net.py models/net.py`. Exits 1 when a
+    finding at or above --fail-on is introduced.
+    """
+    from . import diff as model_diff
+
+    try:
+        first = new if not new.startswith(model_diff.GIT_PREFIX) else old
+        settings = _settings(first if not first.startswith(model_diff.GIT_PREFIX) else ".",
+                             config_path, select, ignore, fail_on, batch_size, input_shapes)
+        text, result = model_diff.run(old, new, settings, fmt)
+    except ArchlintError as exc:
+        _fail(str(exc), debug)
+        return
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        click.echo(f"archlint: wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+    sys.exit(result.exit_code(settings.fail_on))
 
 
 @main.command(name="rules")

@@ -105,6 +105,8 @@ class ArchGraph:
         self.tracer = tracer
         self.input_shapes = [tuple(s) for s in input_shapes]
         self.notes = list(notes)
+        # Where each module (by qualified name) was built, also for modules forward never calls.
+        self.construction: dict[str, tuple[Frame, ...]] = {}
         self._order: list[Layer] = []
         self._module_names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
 
@@ -286,6 +288,7 @@ def build_graph(trace: Trace, input_shapes: Sequence[Shape],
     the original model to where each module was built."""
     construction = construction or {}
     graph = ArchGraph(trace.model, trace.tracer, input_shapes, trace.notes)
+    graph.construction = dict(construction)
     for index, op in enumerate(trace.ops):
         if op.kind == "module":
             qualname = op.target

@@ -194,16 +194,20 @@ def model_report_to_json(m: ModelReport) -> dict[str, Any]:
         "target": m.target, "tracer": m.tracer, "inputs": m.inputs, "input_source": m.input_source,
         "summary": m.summary, "notes": list(m.notes), "timings": dict(m.timings),
         "findings": [finding_to_json(f) for f in m.findings],
+        "parts": list(getattr(m, "parts", None) or []),  # models linted part by part
     }
 
 
 def model_report_from_json(data: dict[str, Any]) -> ModelReport:
-    return ModelReport(
+    report = ModelReport(
         target=data["target"], tracer=data["tracer"], inputs=data["inputs"],
         input_source=data["input_source"], findings=[finding_from_json(f) for f in data["findings"]],
         notes=data.get("notes", []), timings=data.get("timings", {}),
         stored_summary=data["summary"], from_cache=True,
     )
+    if data.get("parts"):
+        report.parts = data["parts"]
+    return report
 
 
 # --- the cache -------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from torch import nn
 from . import load, sources
 from .config import Settings, parse_shape
 from .engine import run_rules
-from .errors import ArchlintError, ConfigError
+from .errors import ArchlintError, ConfigError, ShapeError, TraceError
 from .findings import Severity
 from .graph import ArchGraph, build_graph
 from .registry import load_rules
@@ -33,7 +33,12 @@ def analyze(model: nn.Module, inputs: load.ExampleInputs,
         construction = {name: sources.construction_frames(m)
                         for name, m in model.named_modules(remove_duplicate=False)}
     meta_model = meta_copy(model)
-    traced = trace(meta_model, inputs.tensors, inputs.describe())
+    try:
+        traced = trace(meta_model, inputs.tensors, inputs.describe())
+    except (TraceError, ShapeError) as exc:
+        if not meta_model.training:
+            raise
+        traced = _trace_in_eval(meta_model, inputs, exc)
     timings["trace"] = time.perf_counter() - started
     started = time.perf_counter()
     graph = build_graph(traced, [tuple(s) for s in inputs.shapes], construction)
@@ -41,14 +46,33 @@ def analyze(model: nn.Module, inputs: load.ExampleInputs,
     return graph, timings
 
 
+def _trace_in_eval(meta_model: nn.Module, inputs: load.ExampleInputs, in_training: ArchlintError):
+    """Some models only run in eval mode with a batch of one (BatchNorm after global pooling
+    needs two values per channel in training) or without targets (detection models). Trace
+    those in eval mode and say so; if that fails too, its error is the one to show."""
+    meta_model.eval()
+    traced = trace(meta_model, inputs.tensors, inputs.describe())
+    first = str(in_training).split(". ")[0][:240]
+    traced.notes.append(f"traced in eval mode: in training mode the forward failed ({first})")
+    return traced
+
+
 def _lint_model(report: ModelReport, model: nn.Module, inputs: load.ExampleInputs,
                 settings: Settings) -> ModelReport:
     report.inputs, report.input_source = inputs.shapes, inputs.source
-    graph, timings = analyze(model, inputs)
+    try:
+        graph, timings = analyze(model, inputs)
+    except (TraceError, ShapeError) as exc:
+        from .partial import lint_parts, layer_rejected_input
+
+        if layer_rejected_input(exc):  # a real shape error: the user must fix it
+            raise
+        return lint_parts(report, model, inputs, settings, exc)  # detection: backbone, neck, heads
     report.timings.update(timings)
     report.graph, report.tracer, report.notes = graph, graph.tracer, list(graph.notes)
     started = time.perf_counter()
-    report.findings = run_rules(graph, load_rules().rules, settings, inputs.describe())
+    report.findings = run_rules(graph, load_rules().rules, settings, inputs.describe(),
+                                problems=report.notes)
     report.timings["rules"] = time.perf_counter() - started
     return report
 

@@ -34,14 +34,34 @@ def sort_key(finding: Finding):
     return (-int(finding.severity), loc.path, loc.line, finding.code, finding.module)
 
 
+def _crash_note(rule_cls: type[Rule], exc: Exception) -> str:
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
+    text = " ".join(str(exc).split())[:200]
+    return (f"rule {rule_cls.code} ({rule_cls.name}) failed on this model and was skipped: "
+            f"{type(exc).__name__}{': ' + text if text else ''}{where}. This is a bug in the rule; "
+            "the other rules ran.")
+
+
 def run_rules(graph: ArchGraph, rules: Iterable[type[Rule]], settings: Settings,
-              input_description: str = "") -> list[Finding]:
+              input_description: str = "", problems: list[str] | None = None) -> list[Finding]:
+    """Every selected rule's findings. A rule that raises is left out and, so that one broken
+    rule cannot take down the run, described in `problems` instead (re-raised if none given)."""
     findings: list[Finding] = []
     for rule_cls in selected_rules(rules, settings):
         options = rule_cls.resolve_options(settings.rule_options.get(rule_cls.code))
         ctx = Context(options, settings.batch_size, input_description)
         severity = settings.severity_for(rule_cls.code, rule_cls.severity)
-        for finding in rule_cls().check(graph, ctx):
+        try:
+            found = list(rule_cls().check(graph, ctx))
+        except Exception as exc:
+            if problems is None:
+                raise
+            problems.append(_crash_note(rule_cls, exc))
+            continue
+        for finding in found:
             if severity != rule_cls.severity and finding.severity == rule_cls.severity:
                 finding = replace(finding, severity=severity)
             if not _suppressed(finding):

@@ -214,8 +214,23 @@ def _function_window(layer: Layer, ndim: int):
         return layer.args[i] if len(layer.args) > i else default
 
     def tup(v):
-        return tuple(v) if isinstance(v, (tuple, list)) else (int(v),) * ndim
+        values = tuple(v) if isinstance(v, (tuple, list)) else (v,) * ndim
+        # An argument computed in forward is recorded as its producer's name: unknown here.
+        if not all(isinstance(x, int) for x in values):
+            raise _UnknownWindow
+        return values
 
+    try:
+        return _window_from_args(layer, arg, tup)
+    except _UnknownWindow:
+        return None
+
+
+class _UnknownWindow(Exception):
+    pass
+
+
+def _window_from_args(layer: Layer, arg, tup):
     if layer.op in ("conv1d", "conv2d", "conv3d", "convolution") and len(layer.in_shapes) >= 2:
         kernel = tuple(layer.in_shapes[1][2:])
         padding = arg(4, "padding", 0)

@@ -29,12 +29,19 @@ class ModelReport:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     stored_summary: dict[str, Any] | None = None  # set when the report came from the cache
+    # Set when the model could not be traced whole and its parts were linted alone
+    # (archlint/partial.py): {"module", "tracer", "inputs", "params", "macs", "layers"} per
+    # linted part, {"module", "skipped"} per part left out.
+    parts: list[dict[str, Any]] = field(default_factory=list)
     from_cache: bool = False
 
     @property
     def summary(self) -> dict[str, Any]:
         if self.graph is not None:
             return self.graph.summary()
+        if self.parts and not self.stored_summary:
+            linted = [p for p in self.parts if "skipped" not in p]
+            return {k: sum(p[k] for p in linted) for k in ("params", "macs", "layers")}
         return self.stored_summary or {"params": 0, "macs": 0, "layers": 0}
 
     def counts(self) -> dict[str, int]:
@@ -54,6 +61,8 @@ class ModelReport:
         }
         if self.notes:
             data["notes"] = self.notes
+        if self.parts:
+            data["parts"] = self.parts
         if self.error is not None:
             data["error"] = {"kind": self.error.kind, "message": str(self.error)}
         return data

@@ -111,6 +111,18 @@ def _tensors(value: Any) -> list[torch.Tensor]:
     return found
 
 
+def _mutable(value: Any) -> Any:
+    """fx's immutable containers as plain ones; other types (namedtuples, torch.Size) kept."""
+    kind = type(value)
+    if kind in (list, fx.immutable_collections.immutable_list):
+        return [_mutable(v) for v in value]
+    if kind is tuple:
+        return tuple(_mutable(v) for v in value)
+    if kind in (dict, fx.immutable_collections.immutable_dict):
+        return {k: _mutable(v) for k, v in value.items()}
+    return value
+
+
 class NodeFailed(Exception):
     def __init__(self, node: fx.Node, inputs: list[TensorMeta], error: Exception):
         super().__init__(str(error))
@@ -133,6 +145,11 @@ class _Propagator(fx.Interpreter):
         with self._counter, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return self.run(*args)
+
+    def call_function(self, target, args, kwargs):
+        # fx hands lists over as immutable_list; a wrapped user function that edits its list
+        # argument in place (torchvision's swin3d `_get_window_and_shift_size`) runs eagerly fine.
+        return super().call_function(target, _mutable(args), _mutable(kwargs))
 
     def run_node(self, n: fx.Node):
         inputs = [v for a in n.all_input_nodes for v in _tensors(self.env.get(a))]
@@ -248,7 +265,8 @@ def _is_layer(module: nn.Module) -> bool:
 def _export_args(ep, model: nn.Module, inputs: Sequence[torch.Tensor]) -> list[Any]:
     from torch.export.graph_signature import InputKind
 
-    user = iter(inputs)
+    # export takes nested inputs (a list or dict of feature maps) flattened, one per leaf.
+    user = iter(torch.utils._pytree.tree_leaves(tuple(inputs)))
     args = []
     for spec in ep.graph_signature.input_specs:
         if spec.kind == InputKind.PARAMETER:

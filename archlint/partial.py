@@ -1,0 +1,251 @@
+"""Lint the traceable parts of a model that cannot be traced whole.
+
+Detection models end in post-processing whose output size depends on the data (score
+thresholds, non-maximum suppression): neither torch.fx nor torch.export can follow it. Their
+backbone, neck and heads are ordinary networks, and they are where design mistakes live.
+
+So when the whole model fails to trace, the model is run eagerly on meta tensors (eval mode,
+as detection models run at inference) with a forward pre-hook on every submodule. Each hook
+records the first inputs its module receives; hooks that fire before the failure point still
+fire, so every part that ran before it has real inputs. Then, top down, each child of the
+model that received inputs is traced and linted on its own; a child that cannot be traced is
+split into its own children, down to a few levels. Each part is traced inside an empty shell
+that holds it at its own path, so layer names (and findings) stay qualified from the root:
+"backbone.body.layer1.0.conv1", not "body.layer1.0.conv1".
+"""
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.utils._pytree as pytree
+from torch import nn
+
+from . import load
+from .errors import ArchlintError
+from .trace import Trace, _is_layer, meta_copy, trace
+
+MAX_DEPTH = 4  # how far a failing part is split into its children
+MAX_ATTEMPTS = 60  # parts tried at most, so a huge untraceable model cannot take forever
+
+
+@dataclass
+class Part:
+    path: str
+    traced: Trace
+    input_shapes: list[tuple[int, ...]]
+
+
+@dataclass
+class Plan:
+    parts: list[Part] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+    failure: str = ""  # where the eager run stopped, if it did
+
+
+# --- capturing each part's inputs ---------------------------------------------------------------
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).strip().split())
+    return f"{type(exc).__name__}: {text[:240]}" if text else type(exc).__name__
+
+
+def capture_inputs(model: nn.Module, inputs: Sequence[Any]) -> tuple[dict[str, tuple], str]:
+    """Run `model` eagerly and return {qualified name: positional inputs of its first call},
+    and how the run ended ("" if it finished)."""
+    captured: dict[str, tuple] = {}
+    handles = []
+
+    def hook_for(name: str, module: nn.Module):
+        def hook(_module, args, kwargs):
+            if name not in captured:
+                captured[name] = _positional(module, args, kwargs)
+        return hook
+
+    for name, module in model.named_modules():
+        if name:
+            handles.append(module.register_forward_pre_hook(hook_for(name, module), with_kwargs=True))
+    failure = ""
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    except Exception as exc:  # the point the whole trace could not get past either
+        failure = _first_line(exc)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured, failure
+
+
+def _positional(module: nn.Module, args: tuple, kwargs: dict) -> tuple:
+    """The call's arguments as positional ones (tracing takes positional inputs only)."""
+    if not kwargs:
+        return tuple(args)
+    try:
+        bound = inspect.signature(module.forward).bind(*args, **kwargs)
+    except TypeError:
+        return tuple(args)
+    values = []
+    for name, param in inspect.signature(module.forward).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.KEYWORD_ONLY):
+            if param.kind == param.VAR_POSITIONAL:
+                values.extend(bound.arguments.get(name, ()))
+            continue
+        if name in bound.arguments:
+            values.append(bound.arguments[name])
+        elif param.default is not inspect.Parameter.empty:
+            values.append(param.default)
+    return tuple(values)
+
+
+# --- tracing one part where it sits ---------------------------------------------------------------
+
+def shell(path: str, part: nn.Module, n_inputs: int) -> nn.Module:
+    """An otherwise empty module holding `part` at `path`, whose forward calls it, so traced
+    names are the part's names in the whole model."""
+    root = nn.Module()
+    holder = root
+    *parents, leaf = path.split(".")
+    for name in parents:
+        child = nn.Module()
+        holder.add_module(name, child)
+        holder = child
+    holder.add_module(leaf, part)
+    names = [f"input_{i}" for i in range(n_inputs)]
+    # fx needs a forward with a fixed signature, not *args.
+    namespace: dict[str, Any] = {}
+    exec(f"def forward(self, {', '.join(names)}):\n"
+         f"    return self.get_submodule({path!r})({', '.join(names)})\n", namespace)
+    cls = type("Shell", (nn.Module,), {"forward": namespace["forward"]})
+    wrapped = cls()
+    for name, child in root.named_children():
+        wrapped.add_module(name, child)
+    return wrapped
+
+
+def _tensor_shapes(value: Any) -> list[tuple[int, ...]]:
+    return [tuple(t.shape) for t in pytree.tree_leaves(value) if isinstance(t, torch.Tensor)]
+
+
+def _has_tensor(value: Any) -> bool:
+    return any(isinstance(t, torch.Tensor) for t in pytree.tree_leaves(value))
+
+
+def plan_parts(model: nn.Module, inputs: Sequence[Any]) -> Plan:
+    """Trace what can be traced of `model` (a meta copy), top down."""
+    meta = meta_copy(model).eval()
+    captured, failure = capture_inputs(meta, inputs)
+    plan = Plan(failure=failure)
+    attempts = [0]
+
+    def visit(prefix: str, module: nn.Module, depth: int) -> None:
+        for name, child in module.named_children():
+            path = f"{prefix}.{name}" if prefix else name
+            args = captured.get(path)
+            if args is None:
+                if any(p.startswith(path + ".") for p in captured):
+                    visit(path, child, depth)  # a container whose members are called directly
+                elif sum(1 for _ in child.parameters()):
+                    plan.skipped.append((path, "did not run before the forward pass failed"))
+                continue
+            if _is_layer(child) and not list(child.children()):
+                continue  # a bare torch.nn layer called by the failing code itself
+            if not _has_tensor(args):
+                plan.skipped.append((path, "its inputs hold no tensors"))
+                continue
+            problem = None
+            if attempts[0] < MAX_ATTEMPTS:
+                attempts[0] += 1
+                try:
+                    shown = ", ".join("x".join(map(str, t)) for t in _tensor_shapes(args)[:4])
+                    traced = trace(shell(path, child, len(args)), args, f"{shown} (captured for {path})")
+                except ArchlintError as exc:
+                    problem = exc
+                except Exception as exc:  # a part's code may fail in ways the whole did not
+                    problem = exc
+                else:
+                    plan.parts.append(Part(path, traced, _tensor_shapes(args)))
+                    continue
+            else:
+                problem = RuntimeError("too many parts tried")
+            has_children = any(True for _ in child.named_children())
+            if has_children and depth < MAX_DEPTH:
+                visit(path, child, depth + 1)
+            else:
+                plan.skipped.append((path, f"cannot be traced on its own ({_reason(problem)})"))
+
+    visit("", meta, 1)
+    return plan
+
+
+def layer_rejected_input(exc: BaseException) -> bool:
+    """Did tracing follow the code to a layer that failed on its input (a real shape or
+    configuration error, not code a tracer cannot follow)?"""
+    from .trace import NodeFailed
+
+    while exc is not None:
+        if isinstance(exc, NodeFailed):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if "failed: " in text:  # "tracing the model with the example input ... failed: <cause>"
+        text = text.split("failed: ", 1)[1]
+    # The paragraph's advice is for whole models; the first sentence names the cause.
+    cut = text.find(". ")
+    return (text[: cut] if 0 < cut < 300 else text[:300]) or type(exc).__name__
+
+
+def describe(plan: Plan, whole_error: ArchlintError) -> list[str]:
+    """Notes for the model report: what was linted, what was skipped, and why."""
+    linted = ", ".join(f"{p.path} ({p.traced.tracer})" for p in plan.parts)
+    notes = [
+        f"The whole model could not be traced: {_reason(whole_error)}. archlint ran it eagerly on "
+        "meta tensors in eval mode to capture each part's inputs, and linted the parts that trace "
+        f"on their own: {linted}.",
+    ]
+    if plan.failure:
+        notes.append(f"The eager run on meta tensors stopped at {_reason(plan.failure)}.")
+    for path, why in plan.skipped:
+        notes.append(f"Skipped {path}: {why}.")
+    return notes
+
+
+def lint_parts(report, model: nn.Module, inputs: load.ExampleInputs, settings,
+               whole_error: ArchlintError):
+    """Fill `report` from the model's traceable parts, or raise `whole_error` if none traces."""
+    from . import sources
+    from .engine import run_rules, sort_key
+    from .graph import build_graph
+    from .registry import load_rules
+
+    started = time.perf_counter()
+    plan = plan_parts(model, inputs.tensors)
+    report.timings["trace"] = time.perf_counter() - started
+    if not plan.parts:
+        raise whole_error
+    construction = {name: sources.construction_frames(m)
+                    for name, m in model.named_modules(remove_duplicate=False)}
+    rules = load_rules().rules
+    report.tracer = "parts"
+    report.notes = describe(plan, whole_error)
+    report.parts, report.findings = [], []
+    started = time.perf_counter()
+    for part in plan.parts:
+        graph = build_graph(part.traced, part.input_shapes, construction)
+        report.notes.extend(f"{part.path}: {note}" for note in graph.notes)
+        shapes = ", ".join("x".join(map(str, s)) for s in part.input_shapes[:4])
+        report.findings.extend(run_rules(graph, rules, settings, f"{shapes} (captured for {part.path})",
+                                         problems=report.notes))
+        report.parts.append({"module": part.path, "tracer": graph.tracer,
+                             "inputs": [list(s) for s in part.input_shapes], **graph.summary()})
+    report.parts.extend({"module": path, "skipped": why} for path, why in plan.skipped)
+    report.findings.sort(key=sort_key)
+    report.timings["rules"] = time.perf_counter() - started
+    return report

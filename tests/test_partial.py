@@ -1,0 +1,181 @@
+"""Models that cannot be traced whole: parts linted alone, eval-mode retry, crashing rules.
+
+Each test here is a regression test for a failure seen in the model-zoo corpus (bench/corpus.py).
+"""
+import torch
+from torch import nn
+
+import archlint
+from archlint.api import analyze
+from archlint.engine import run_rules
+from archlint.errors import ShapeError
+from archlint.findings import Severity
+from archlint.graph import ArchGraph
+from archlint.load import ExampleInputs, _from_shapes
+from archlint.rule import Rule
+from archlint.rules.kernels import LargeKernel
+from archlint.config import Settings
+
+from .helpers import lint_source
+
+
+class Backbone(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 7, stride=2, padding=3)  # K001 fires here
+        self.body = nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU())
+
+    def forward(self, x):
+        return self.body(self.stem(x))
+
+
+class Head(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cls = nn.Conv2d(32, 4, 1)
+        self.box = nn.Conv2d(32, 4, 1)
+
+    def forward(self, features):
+        return [self.cls(f) for f in features], [self.box(f) for f in features]
+
+
+class Refiner(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, boxes):
+        return self.fc(boxes)
+
+
+class Detector(nn.Module):
+    """A toy two-stage detector: the proposal filter's output size depends on the scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = Backbone()
+        self.head = Head()
+        self.refine = Refiner()
+
+    def forward(self, x):
+        feature = self.backbone(x)
+        scores, boxes = self.head([feature])
+        keep = torch.nonzero(scores[0].flatten() > 0.5).squeeze(1)
+        if keep.numel() == 0:
+            return boxes[0].new_zeros(0, 4)
+        return self.refine(boxes[0].flatten()[keep].view(-1, 4))
+
+
+def test_untraceable_detector_lints_its_parts_with_qualified_names():
+    report = archlint.lint(Detector(), input_shape=(1, 3, 64, 64), select=["K001"])
+    assert report.error is None
+    assert report.tracer == "parts"
+    linted = {p["module"] for p in report.parts if "skipped" not in p}
+    assert linted == {"backbone", "head"}
+    skipped = {p["module"]: p["skipped"] for p in report.parts if "skipped" in p}
+    assert skipped == {"refine": "did not run before the forward pass failed"}
+    assert any(n.startswith("The whole model could not be traced") and "backbone" in n for n in report.notes)
+    assert any(n.startswith("Skipped refine") for n in report.notes)
+    # Findings keep the module's name in the whole model, not in the part.
+    assert [f.module for f in report.findings] == ["backbone.stem"]
+    assert report.summary["layers"] == 3 + 2  # stem, body.0, body.1 + cls, box
+    assert report.to_dict()["parts"][0]["module"] == "backbone"
+
+
+def test_parts_captured_inputs_have_the_real_shapes():
+    report = archlint.lint(Detector(), input_shape=(1, 3, 64, 64), select=["K001"])
+    head = next(p for p in report.parts if p["module"] == "head")
+    assert head["inputs"] == [[1, 32, 16, 16]]
+
+
+def test_nothing_traceable_keeps_the_exit_2_error(tmp_path):
+    source = """
+        import torch
+        from torch import nn
+
+        class Thresholded(nn.Module):
+            def forward(self, x):
+                if x.sum() > 0:
+                    return x.relu()
+                return x
+        model = Thresholded()
+        example_input = torch.randn(1, 3, 8, 8)
+    """
+    report = lint_source(source, tmp_path)
+    assert report.exit_code(Severity.WARNING) == 2
+    assert report.models[0].error is not None
+    assert "Traceback" not in str(report.models[0].error)
+
+
+def test_a_real_shape_error_is_not_papered_over_by_parts():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(10, 2))
+    try:
+        archlint.lint(model, input_shape=(1, 3, 32, 32))
+    except ShapeError as exc:
+        assert "1." in str(exc) or "Linear" in str(exc)
+    else:
+        raise AssertionError("a Linear fed the wrong width must stay an error")
+
+
+class NeedsTargets(nn.Module):
+    """As torchvision's detection models: training mode needs targets, eval mode does not."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        if self.training:  # the real ones compute losses from targets passed in training
+            raise ValueError("targets should not be none when in training mode")
+        return self.conv(x)
+
+
+def test_a_model_that_only_runs_in_eval_mode_is_traced_in_eval_mode():
+    model = NeedsTargets()
+    report = archlint.lint(model, input_shape=(1, 3, 32, 32))
+    assert report.error is None and report.tracer == "torch.fx"
+    assert any(n.startswith("traced in eval mode") and "targets should not be none" in n
+               for n in report.notes)
+    assert model.training, "the user's model must not be switched to eval mode"
+
+
+def test_wrapped_function_that_edits_its_list_argument():
+    """torchvision's swin3d: an fx-wrapped helper mutates a list it is given."""
+    report = archlint.lint(_ListEditing(), input_shape=(1, 3, 8, 8))
+    assert report.error is None and report.tracer == "torch.fx"
+
+
+@torch.fx.wrap
+def _clip_window(window, size):
+    for i in range(len(window)):
+        window[i] = min(window[i], size[i])
+    return window
+
+
+class _ListEditing(nn.Module):
+    def forward(self, x):
+        window = _clip_window([4, 4], x.shape[2:])
+        return torch.nn.functional.avg_pool2d(x, window)
+
+
+class _Crashing(Rule, abstract=True):
+    code, name, severity = "Z999", "always-crashes", Severity.WARNING
+
+    def check(self, graph, ctx):
+        raise ValueError("boom")
+        yield  # pragma: no cover
+
+
+def test_a_crashing_rule_is_reported_and_the_others_still_run():
+    model = nn.Sequential(nn.Conv2d(3, 8, 7))
+    inputs = ExampleInputs(_from_shapes([(1, 3, 32, 32)]), "test")
+    graph, _ = analyze(model, inputs)
+    problems: list[str] = []
+    found = run_rules(graph, [_Crashing, LargeKernel], Settings(), problems=problems)
+    assert [f.code for f in found] == ["K001"]
+    assert len(problems) == 1 and "Z999" in problems[0] and "ValueError: boom" in problems[0]
+
+
+def test_partial_traces_whole_when_possible():
+    graph, _ = analyze(Backbone(), ExampleInputs(_from_shapes([(1, 3, 32, 32)]), "test"))
+    assert isinstance(graph, ArchGraph) and graph.tracer == "torch.fx"

@@ -24,15 +24,16 @@ from .results import ModelReport, Report  # noqa: F401  (part of the API)
 from .trace import meta_copy, trace
 
 
-def analyze(model: nn.Module, inputs: load.ExampleInputs,
-            construction: dict | None = None) -> tuple[ArchGraph, dict[str, float]]:
-    """Trace a model on meta tensors and build its annotated graph."""
+def analyze(model: nn.Module, inputs: load.ExampleInputs, construction: dict | None = None,
+            owned: bool = False) -> tuple[ArchGraph, dict[str, float]]:
+    """Trace a model on meta tensors and build its annotated graph. `owned`: archlint built
+    the model itself, so its tensors may be moved to the meta device in place."""
     timings = {}
     started = time.perf_counter()
     if construction is None:
         construction = {name: sources.construction_frames(m)
                         for name, m in model.named_modules(remove_duplicate=False)}
-    meta_model = meta_copy(model)
+    meta_model = meta_copy(model, in_place=owned)
     try:
         traced = trace(meta_model, inputs.tensors, inputs.describe())
     except (TraceError, ShapeError) as exc:
@@ -58,10 +59,10 @@ def _trace_in_eval(meta_model: nn.Module, inputs: load.ExampleInputs, in_trainin
 
 
 def _lint_model(report: ModelReport, model: nn.Module, inputs: load.ExampleInputs,
-                settings: Settings) -> ModelReport:
+                settings: Settings, owned: bool = False) -> ModelReport:
     report.inputs, report.input_source = inputs.shapes, inputs.source
     try:
-        graph, timings = analyze(model, inputs)
+        graph, timings = analyze(model, inputs, owned=owned)
     except (TraceError, ShapeError) as exc:
         from .partial import lint_parts, layer_rejected_input
 
@@ -136,7 +137,7 @@ def check_file(path: str, names: Sequence[str], explicit: bool, settings: Settin
             model_report.timings["build"] = time.perf_counter() - started
             inputs = load.example_inputs(model, target.module, settings.cli_input_shapes,
                                          settings.input_shapes)
-            _lint_model(model_report, model, inputs, settings)
+            _lint_model(model_report, model, inputs, settings, owned=True)
         except ArchlintError as exc:
             model_report.error = exc
         reports.append(model_report)

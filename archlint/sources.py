@@ -135,6 +135,19 @@ def frames_from_stack_trace(stack_trace: str | None) -> tuple[Frame, ...]:
     return tuple(reversed(frames))
 
 
+def current_frames(stop=None) -> tuple[Frame, ...]:
+    """The caller's stack as frames, innermost first, torch's and archlint's own left out,
+    up to (not including) the frame `stop`."""
+    frames = []
+    frame = sys._getframe(1)
+    while frame is not None and frame is not stop:
+        path = frame.f_code.co_filename
+        if not _is_internal(path):
+            frames.append(Frame(path, frame.f_lineno))
+        frame = frame.f_back
+    return tuple(frames)
+
+
 _SUPPRESS_RE = re.compile(r"#\s*archlint:\s*disable\s*=\s*([A-Za-z0-9_,\s]+)")
 
 

@@ -18,6 +18,7 @@ import copy
 import io
 import logging
 import re
+import sys
 import warnings
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
@@ -73,19 +74,27 @@ class Trace:
 
 # --- the meta copy --------------------------------------------------------------------------
 
-def meta_copy(model: nn.Module) -> nn.Module:
-    """A copy of the model whose parameters and buffers live on the meta device. Weight sharing
-    is kept (two modules that share a Parameter share its meta copy) and the original is never
-    touched; no weight memory is allocated."""
+def meta_copy(model: nn.Module, in_place: bool = False) -> nn.Module:
+    """The model with its parameters and buffers on the meta device. Weight sharing is kept
+    (two modules that share a Parameter share its meta copy) and no weight memory is allocated.
+    By default the original is not touched (the structure is deep-copied around meta tensors);
+    `in_place=True`, for models archlint built itself, swaps the tensors without a copy."""
     memo: dict[int, Any] = {}
     for tensor in list(model.parameters()) + list(model.buffers()):
-        if id(tensor) in memo:
+        if id(tensor) in memo or tensor.device.type == "meta" and in_place:
             continue
         meta = torch.empty_like(tensor, device="meta")
         if isinstance(tensor, nn.Parameter):
             meta = type(tensor)(meta, requires_grad=tensor.requires_grad)
         memo[id(tensor)] = meta
-    return copy.deepcopy(model, memo)
+    if not in_place:
+        return copy.deepcopy(model, memo)
+    for module in model.modules():
+        for table in (module._parameters, module._buffers):
+            for key, tensor in table.items():
+                if tensor is not None and id(tensor) in memo:
+                    table[key] = memo[id(tensor)]
+    return model
 
 
 # --- the interpreter ------------------------------------------------------------------------
@@ -146,7 +155,23 @@ class _Propagator(fx.Interpreter):
             warnings.simplefilter("ignore")
             return self.run(*args)
 
+    # Normalization keeps its input's shape and does no multiply-accumulate work that MACs count,
+    # yet on meta tensors it runs through Python decompositions (~4 ms a call, half of a
+    # 1000-block net's trace). Its output shape is known in closed form, so it is not run.
+    _SAME_SHAPE_MODULES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
+                           nn.modules.instancenorm._InstanceNorm)
+    _SAME_SHAPE_FUNCTIONS = {"batch_norm", "group_norm", "layer_norm", "instance_norm"}
+
+    def call_module(self, target, args, kwargs):
+        module = self.fetch_attr(target)
+        if (isinstance(module, self._SAME_SHAPE_MODULES) and len(args) == 1 and not kwargs
+                and isinstance(args[0], torch.Tensor)):
+            return torch.empty_like(args[0])
+        return super().call_module(target, args, kwargs)
+
     def call_function(self, target, args, kwargs):
+        if op_name(target) in self._SAME_SHAPE_FUNCTIONS and args and isinstance(args[0], torch.Tensor):
+            return torch.empty_like(args[0])
         # fx hands lists over as immutable_list; a wrapped user function that edits its list
         # argument in place (torchvision's swin3d `_get_window_and_shift_size`) runs eagerly fine.
         return super().call_function(target, _mutable(args), _mutable(kwargs))
@@ -187,19 +212,41 @@ def _propagate(gm: fx.GraphModule, args: Sequence[Any]) -> dict[str, dict[str, A
 
 
 def _augmented_writes(ops: list[Op]) -> None:
-    """fx records `out += x` as `out + x`; the source line tells them apart. The last matching
-    operator on an augmented-assignment line wrote its first argument in place."""
-    last_on_line: dict[tuple[str, int], Op] = {}
+    """fx records `out += x` as `out + x`; the source line tells them apart. Within one run of
+    consecutive ops from the same line and module (one execution of the statement: the same
+    line runs again in every block that shares the class), the last matching operator wrote
+    its first argument in place, and its output is that argument's storage."""
+    runs: list[list[Op]] = []
+    previous = None
     for op in ops:
-        if op.kind != "function" or not op.call_frames or not op.inputs:
+        frame = op.call_frames[0] if op.call_frames else None
+        key = (op.scope, frame.path, frame.line) if frame is not None else None
+        if key is None or key != previous:
+            runs.append([])
+        previous = key
+        runs[-1].append(op)
+    by_name = {op.name: op for op in ops}
+    moved: dict[str, str] = {}  # storage owner fx saw -> the storage it really is
+    for run in runs:
+        source = run[0].call_frames[0].source() if run[0].call_frames else ""
+        match = _AUGMENTED_RE.match(source)
+        if not match:
             continue
-        frame = op.call_frames[0]
-        match = _AUGMENTED_RE.match(frame.source())
-        if match and _AUGMENTED.get(match.group(1)) == op.target and op.args and op.args[0] == op.inputs[0]:
-            last_on_line[(frame.path, frame.line)] = op
-    for op in last_on_line.values():
+        matching = [op for op in run if op.kind == "function" and op.inputs and op.out_metas
+                    and _AUGMENTED.get(match.group(1)) == op.target
+                    and op.args and op.args[0] == op.inputs[0]]
+        if not matching:
+            continue
+        op = matching[-1]
         if op.inputs[0] not in op.writes:
             op.writes.append(op.inputs[0])
+        target = by_name.get(op.inputs[0])
+        root = (target.alias_of or target.name) if target is not None else op.inputs[0]
+        moved[op.name] = root
+        op.alias_of = root
+    for op in ops:  # later views of `out` were recorded as sharing the add's (new) storage
+        if op.alias_of in moved and op.name not in moved:
+            op.alias_of = moved[op.alias_of]
 
 
 def _arg_repr(value: Any) -> Any:
@@ -209,11 +256,24 @@ def _arg_repr(value: Any) -> Any:
 # --- rung 1: torch.fx ---------------------------------------------------------------------
 
 class _LeafTracer(fx.Tracer):
-    """fx's default: torch.nn layers are leaves, everything else is traced through."""
+    """fx's default: torch.nn layers are leaves, everything else is traced through. Each node
+    remembers the call stack that made it (file and line only: fx's own stack traces format
+    every frame's source text, a third of the trace time of a deep net)."""
 
-    def __init__(self):
-        super().__init__()
-        self.record_stack_traces = True
+    def trace(self, root, concrete_args=None):
+        self._outermost = sys._getframe()
+        return super().trace(root, concrete_args)
+
+    def create_node(self, *args, **kwargs):
+        node = super().create_node(*args, **kwargs)
+        node.meta["archlint_frames"] = sources.current_frames(stop=self._outermost)
+        return node
+
+
+def _call_frames(node: fx.Node) -> tuple[Frame, ...]:
+    if "archlint_frames" in node.meta:
+        return node.meta["archlint_frames"]
+    return sources.frames_from_stack_trace(node.meta.get("stack_trace"))
 
 
 def _scope(node: fx.Node) -> str:
@@ -235,7 +295,7 @@ def trace_fx(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
         kind = {"placeholder": "input", "call_module": "module", "call_function": "function",
                 "call_method": "method", "get_attr": "attr", "output": "output"}[n.op]
         module = gm.get_submodule(n.target) if n.op == "call_module" else None
-        frames = sources.frames_from_stack_trace(n.stack_trace)
+        frames = _call_frames(n)
         op = Op(
             name=n.name, kind=kind,
             target=n.target if n.op in ("call_module", "get_attr", "placeholder") else op_name(n.target),
@@ -429,7 +489,7 @@ def _describe_module(module: nn.Module) -> str:
 
 def _shape_error(failure: NodeFailed, gm_root: nn.Module, inputs_desc: str) -> ShapeError:
     n = failure.node
-    frames = sources.frames_from_stack_trace(n.stack_trace or n.meta.get("stack_trace"))
+    frames = _call_frames(n)
     what = ""
     built = None
     if n.op == "call_module":

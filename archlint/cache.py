@@ -280,16 +280,16 @@ class ResultCache:
         return self._environment
 
     def key(self, path: str, names: Sequence[str], explicit: bool, settings: Settings) -> tuple[str, str] | None:
-        """(slot, key): the slot names the file and run; the key also covers the contents.
+        """(slot, key): the slot names the file and the run's settings (one entry each: a new
+        one replaces the old); the key also covers the contents and the environment.
         None when the file cannot be read (its error is not cached)."""
         content = _file_hash(path)
         if content is None:
             return None
         slot_data = {"path": os.path.realpath(path), "names": list(names), "explicit": explicit,
-                     "cwd": os.getcwd()}
-        slot = _sha256(json.dumps(slot_data, sort_keys=True).encode())[:24]
-        key_data = {"slot": slot, "content": content, "environment": self.environment(),
-                    "settings": _settings_fingerprint(settings)}
+                     "cwd": os.getcwd(), "settings": _settings_fingerprint(settings)}
+        slot = _sha256(json.dumps(slot_data, sort_keys=True, default=str).encode())[:24]
+        key_data = {"slot": slot, "content": content, "environment": self.environment()}
         return slot, _sha256(json.dumps(key_data, sort_keys=True, default=str).encode())[:40]
 
     def _entry_path(self, slot: str, key: str) -> Path:

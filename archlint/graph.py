@@ -247,6 +247,31 @@ def _window_from_args(layer: Layer, arg, tup):
     return None
 
 
+# Operations that move, select or pad values without combining them: each value keeps the
+# field it had. (Treating them as global lost the field of every ConvNeXt block at its first
+# permute, and made a flatten look like a fully connected layer.)
+_MOVES_VALUES = {"view", "reshape", "_unsafe_view", "flatten", "unflatten", "permute", "transpose",
+                 "t", "movedim", "contiguous", "squeeze", "unsqueeze", "getitem", "clone", "alias",
+                 "detach", "expand", "expand_as", "chunk", "split", "unbind", "narrow", "slice",
+                 "select", "to", "float", "half", "type", "pad", "constant_pad_nd", "roll"}
+_MOVES_VALUES_MODULES = (nn.Identity, nn.Flatten, nn.Unflatten, nn.modules.padding._ConstantPadNd,
+                         nn.modules.padding._ReflectionPadNd, nn.modules.padding._ReplicationPadNd)
+
+
+def _moves_values(layer: Layer) -> bool:
+    if layer.module is not None:
+        return isinstance(layer.module, _MOVES_VALUES_MODULES)
+    return layer.op in _MOVES_VALUES
+
+
+def _per_position(layer: Layer) -> bool:
+    """A linear layer over the last axis of a tensor that still has positions (ViT tokens,
+    ConvNeXt's channels-last MLP) maps each position alone; over a flat (N, features) input
+    it sees every position at once."""
+    is_linear = isinstance(layer.module, nn.Linear) or (layer.module is None and layer.op == "linear")
+    return is_linear and layer.in_shape is not None and len(layer.in_shape) >= 3
+
+
 def _propagate_rf(graph: ArchGraph) -> None:
     if not graph.input_shapes:
         return
@@ -267,15 +292,18 @@ def _propagate_rf(graph: ArchGraph) -> None:
         first = incoming[0]
         window = window_of(layer.module, ndim) if layer.module is not None else _function_window(layer, ndim)
         if window is not None and out is not None:
-            rf = first.rf.through_window(*window)
             if isinstance(layer.module, nn.modules.conv._ConvTransposeNd):
-                rf = first.rf.scaled(window[1])
-            layer.rf = rf
+                layer.rf = first.rf.transposed(*window)
+            else:
+                layer.rf = first.rf.through_window(*window)
             continue
         widest = ReceptiveField.widest([p.rf for p in incoming])
+        if _moves_values(layer) or _per_position(layer):
+            layer.rf = widest
+            continue
         spatial_in = [_spatial(p.out_shape, ndim) for p in incoming]
         if out is None:
-            # Global pooling, flatten, a linear head: every output sees the whole input.
+            # Global pooling, a linear layer over a flat input: every output sees the whole input.
             if layer.out_shape is not None and len(layer.out_shape) >= 1:
                 layer.rf = widest.whole(image_size)
             continue

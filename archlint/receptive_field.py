@@ -39,6 +39,18 @@ class ReceptiveField:
             jump.append(self.jump[axis] * stride[axis])
         return ReceptiveField(tuple(size), tuple(jump), tuple(start), self.is_global)
 
+    def transposed(self, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+                   dilation: Sequence[int]) -> "ReceptiveField":
+        """A transposed conv: the jump shrinks by the stride, and one output position gathers
+        up to ceil(k_eff / stride) input positions, so the field grows by that many minus one."""
+        size = []
+        for axis in range(len(self.size)):
+            k_eff = dilation[axis] * (kernel[axis] - 1) + 1
+            reads = -(-k_eff // stride[axis])
+            size.append(int(self.size[axis] + (reads - 1) * self.jump[axis]))
+        grown = ReceptiveField(tuple(size), self.jump, self.start, self.is_global)
+        return grown.scaled(stride)
+
     def scaled(self, factors: Sequence[float]) -> "ReceptiveField":
         """Upsampling by `factors` divides the jump."""
         return ReceptiveField(self.size, tuple(j / f for j, f in zip(self.jump, factors)),

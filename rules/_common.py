@@ -191,3 +191,160 @@ def tensor_inputs(graph, layer: Layer, dependent: set[str]) -> list[Layer]:
 
 def shape_text(shape) -> str:
     return "x".join(str(s) for s in shape)
+
+
+# --- sliding-window geometry shared by the K, S and R rules ---------------------------------
+
+from dataclasses import dataclass  # noqa: E402  (this section is appended; imports above are others')
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where a conv or pool slides, per spatial axis: kernel, stride, padding on each side,
+    dilation, and the input and output sizes the trace measured."""
+
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    pad_before: tuple[int, ...]
+    pad_after: tuple[int, ...]
+    dilation: tuple[int, ...]
+    size_in: tuple[int, ...]
+    size_out: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.kernel)
+
+    def span(self, axis: int) -> int:
+        """The dilated kernel: how many input positions one window stretches over."""
+        return self.dilation[axis] * (self.kernel[axis] - 1) + 1
+
+    def last_read(self, axis: int) -> int:
+        """The last input index the last window reaches (padding indices included)."""
+        return (self.size_out[axis] - 1) * self.stride[axis] - self.pad_before[axis] + self.span(axis) - 1
+
+    def taps_reading_input(self, axis: int) -> list[int]:
+        """The kernel taps that read a real input position for at least one output position;
+        the others only ever multiply zero padding."""
+        def reads_input(tap: int) -> bool:
+            offset = tap * self.dilation[axis] - self.pad_before[axis]
+            return any(0 <= offset + o * self.stride[axis] < self.size_in[axis]
+                       for o in range(self.size_out[axis]))
+
+        return [tap for tap in range(self.kernel[axis]) if reads_input(tap)]
+
+
+def _per_axis(value, ndim: int) -> tuple[int, ...]:
+    if isinstance(value, (tuple, list)):
+        return tuple(int(v) for v in value)
+    return (int(value),) * ndim
+
+
+def _string_padding(mode: str, kernel, dilation) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """padding="same" puts the odd pixel after (as torch does); "valid" pads nothing."""
+    if mode != "same":
+        zero = (0,) * len(kernel)
+        return zero, zero
+    total = [d * (k - 1) for k, d in zip(kernel, dilation)]
+    before = tuple(t // 2 for t in total)
+    return before, tuple(t - b for t, b in zip(total, before))
+
+
+CONV_FUNCTIONS = {"conv1d", "conv2d", "conv3d"}
+WINDOW_POOL_FUNCTIONS = {"max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d",
+                         "avg_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices",
+                         "max_pool3d_with_indices"}
+
+
+def is_conv(layer: Layer) -> bool:
+    """A forward convolution, as a layer or a functional call (transposed convs are not)."""
+    if layer.kind == "module":
+        return isinstance(layer.module, nn.modules.conv._ConvNd) and not layer.module.transposed
+    return layer.kind in ("function", "method") and layer.op in CONV_FUNCTIONS
+
+
+def sliding_window(layer: Layer) -> Window | None:
+    """The window of a conv or pool (module or function), or None for anything else or when
+    the trace did not record its shapes."""
+    before, after = spatial(layer.in_shape), spatial(layer.out_shape)
+    if before is None or after is None or len(before) != len(after):
+        return None
+    ndim = len(before)
+    module = layer.module
+    if layer.kind == "module":
+        if is_conv(layer):
+            kernel, dilation = _per_axis(module.kernel_size, ndim), _per_axis(module.dilation, ndim)
+            if isinstance(module.padding, str):
+                pad_before, pad_after = _string_padding(module.padding, kernel, dilation)
+            else:
+                pad_before = pad_after = _per_axis(module.padding, ndim)
+            stride = _per_axis(module.stride, ndim)
+        elif isinstance(module, (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
+                                 nn.modules.pooling._LPPoolNd)):
+            kernel = _per_axis(module.kernel_size, ndim)
+            stride = _per_axis(module.stride or module.kernel_size, ndim)
+            pad_before = pad_after = _per_axis(getattr(module, "padding", 0), ndim)
+            dilation = _per_axis(getattr(module, "dilation", 1), ndim)
+        else:
+            return None
+    elif layer.kind in ("function", "method") and layer.op in CONV_FUNCTIONS | WINDOW_POOL_FUNCTIONS:
+        window = _functional_window(layer, ndim)
+        if window is None:
+            return None
+        kernel, stride, pad_before, pad_after, dilation = window
+    else:
+        return None
+    if not (len(kernel) == len(stride) == len(pad_before) == len(dilation) == ndim):
+        return None
+    return Window(kernel, stride, pad_before, pad_after, dilation, before, after)
+
+
+def _functional_window(layer: Layer, ndim: int):
+    def arg(i, key, default):
+        if key in layer.kwargs:
+            return layer.kwargs[key]
+        return layer.args[i] if len(layer.args) > i else default
+
+    if layer.op in CONV_FUNCTIONS:
+        if len(layer.in_shapes) < 2 or len(layer.in_shapes[1]) != ndim + 2:
+            return None
+        kernel = tuple(layer.in_shapes[1][2:])
+        dilation = _per_axis(arg(5, "dilation", 1), ndim)
+        padding = arg(4, "padding", 0)
+        if isinstance(padding, str):
+            pad_before, pad_after = _string_padding(padding, kernel, dilation)
+        else:
+            pad_before = pad_after = _per_axis(padding, ndim)
+        return kernel, _per_axis(arg(3, "stride", 1), ndim), pad_before, pad_after, dilation
+    kernel = arg(1, "kernel_size", None)
+    if kernel is None or isinstance(kernel, str):
+        return None
+    stride = arg(2, "stride", None) or kernel
+    padding = _per_axis(arg(3, "padding", 0), ndim)
+    dilation = arg(4, "dilation", 1) if layer.op.startswith("max") else 1
+    return _per_axis(kernel, ndim), _per_axis(stride, ndim), padding, padding, _per_axis(dilation, ndim)
+
+
+def pool_call(module: nn.Module, **changes) -> str:
+    """The constructor call that builds pooling `module`, with `changes` applied."""
+    kind = type(module).__name__
+    fields = {"kernel_size": module.kernel_size, "stride": module.stride,
+              "padding": getattr(module, "padding", 0)}
+    if hasattr(module, "dilation"):
+        fields["dilation"] = module.dilation
+    fields["ceil_mode"] = getattr(module, "ceil_mode", False)
+    if hasattr(module, "count_include_pad"):
+        fields["count_include_pad"] = module.count_include_pad
+    fields.update(changes)
+    defaults = {"stride": fields["kernel_size"], "padding": 0, "dilation": 1, "ceil_mode": False,
+                "count_include_pad": True}
+    parts = [_compact(_tuple_or(fields.pop("kernel_size")))]
+    for key, value in fields.items():
+        if value is None or (key in defaults and _compact(_tuple_or(value)) == _compact(_tuple_or(defaults[key]))):
+            continue
+        parts.append(f"{key}={value if isinstance(value, bool) else _compact(_tuple_or(value))}")
+    return f"nn.{kind}({', '.join(parts)})"
+
+
+def _tuple_or(value):
+    return tuple(value) if isinstance(value, list) else value

@@ -63,7 +63,7 @@ def place(finding: Finding, target: str, root: Path) -> Place:
     for loc in candidates:
         if loc is not None and _inside(_absolute(loc), root):
             path = _absolute(loc)
-            return Place(_uri(path, root), path, loc.line, statement_end(str(path), loc.line),
+            return Place(_uri(path, root), path, loc.line, region_end(str(path), loc.line),
                          moved=loc != own)
     path = target_file(target)
     return Place(_uri(path, root), path, 1, 1, moved=True)
@@ -77,8 +77,17 @@ def _tree(path: str) -> ast.Module | None:
         return None
 
 
+def region_end(path: str, line: int) -> int:
+    """Last line of what starts on `line`: the layer's constructor call if there is one (it may
+    span lines), else the innermost statement."""
+    call = call_at(path, line)
+    if call is not None and call.end_lineno:
+        return call.end_lineno
+    return statement_end(path, line)
+
+
 def statement_end(path: str, line: int) -> int:
-    """Last line of the innermost statement that starts on `line` (a call may span lines)."""
+    """Last line of the innermost statement that starts on `line`."""
     tree = _tree(path)
     if tree is None:
         return line

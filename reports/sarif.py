@@ -23,7 +23,7 @@ from typing import Any
 from archlint import __version__
 from archlint.findings import Finding, Severity
 
-from ._where import Place, call_at, place, repository_root
+from ._where import Place, call_at, place, repository_root, statement_end
 
 SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 _LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
@@ -90,7 +90,7 @@ def _fix(finding: Finding, where: Place) -> dict[str, Any] | None:
         inserted = _indent_following(code.strip(), indent)
     else:
         region = {"startLine": where.line, "startColumn": 1,
-                  "endLine": where.end_line + 1, "endColumn": 1}
+                  "endLine": statement_end(str(where.path), where.line) + 1, "endColumn": 1}
         inserted = textwrap.indent(textwrap.dedent(code).strip("\n"), indent) + "\n"
     return {
         "description": {"text": finding.fix.description},

@@ -10,7 +10,7 @@ from archlint.findings import Fix, Severity
 from archlint.graph import Layer
 from archlint.rule import Option, Rule
 
-from ._common import (conv_call, data_dependent, human, is_dropout, is_identity, is_pool,
+from ._common import (conv_call, data_dependent, human, is_dropout, is_identity, is_norm, is_pool,
                       is_shape_op, is_weighted, keeps_linearity, tensor_inputs)
 
 _PLAIN_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -84,7 +84,20 @@ def _module_code(layer: Layer) -> str | None:
         return f"nn.Linear({m.in_features}, {m.out_features}{'' if m.bias is not None else ', bias=False'})"
     if isinstance(layer.module, _PLAIN_CONVS):
         return conv_call(layer.module)
-    return "nn." + repr(layer.module).replace("\n", " ")
+    m = layer.module
+    kind = type(m).__name__
+    if isinstance(m, nn.modules.batchnorm._BatchNorm) or isinstance(m, nn.modules.instancenorm._InstanceNorm):
+        return f"nn.{kind}({m.num_features})"
+    if isinstance(m, nn.GroupNorm):
+        return f"nn.GroupNorm({m.num_groups}, {m.num_channels})"
+    if isinstance(m, nn.LayerNorm):
+        shape = m.normalized_shape
+        return f"nn.LayerNorm({shape[0] if len(shape) == 1 else tuple(shape)})"
+    if isinstance(m, nn.modules.dropout._DropoutNd):
+        return f"nn.{kind}({m.p})"
+    if type(m).__module__.startswith("torch.nn"):
+        return "nn." + repr(m).replace("\n", " ")
+    return None  # a user's own module: leave it where it is
 
 
 class MissingNonlinearity(Rule):
@@ -178,12 +191,16 @@ class MissingNonlinearity(Rule):
                     yield self._linear_finding(first, second, path)
 
     def _fix(self, first, second, path, activation: str) -> Fix:
-        lines = [_module_code(first)] + [c for c in map(_module_code, path) if c]
-        lines += [f"{activation},  # the missing nonlinearity", _module_code(second)]
-        code = "nn.Sequential(\n" + "".join(f"    {line.rstrip(',')},\n" for line in lines) + ")"
-        code = code.replace(",  # the missing nonlinearity,", ",  # the missing nonlinearity")
-        return Fix(f"add an activation after {path[-1].qualname if path else first.qualname}, "
-                   f"before {second.qualname}", code)
+        # The activation goes after the last norm (conv-BN-ReLU), before any dropout.
+        norms = [i for i, l in enumerate(path) if is_norm(l)]
+        cut = norms[-1] + 1 if norms else 0
+        after = path[cut - 1] if cut else first
+        lines = [_module_code(first)] + [c for c in map(_module_code, path[:cut]) if c]
+        lines.append(f"{activation},  # the missing nonlinearity")
+        lines += [c for c in map(_module_code, path[cut:]) if c] + [_module_code(second)]
+        code = "nn.Sequential(\n" + "".join(
+            f"    {line}\n" if line.endswith("nonlinearity") else f"    {line},\n" for line in lines) + ")"
+        return Fix(f"add an activation after {after.qualname or after.op}, before {second.qualname}", code)
 
     def _joined_by(self, path) -> str:
         names = [l.op for l in path]

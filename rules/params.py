@@ -232,8 +232,8 @@ class ChannelsNotMultipleOf8(Rule):
         yield self.finding(
             worst,
             f"{len(misaligned)} conv/linear layer(s) doing {macs / total:.0%} of the MACs have channel "
-            f"counts that are not multiples of {multiple} (largest: {worst.qualname}, "
-            f"{'->'.join(map(str, _in_out(worst.module)))}); Tensor Cores cannot tile them in fp16/bf16",
+            f"counts that are not multiples of {multiple} (costliest: layer {worst.qualname}, "
+            f"{'->'.join(map(str, _in_out(worst.module)))} channels); Tensor Cores cannot tile them in fp16/bf16",
             evidence={"layers": [{"module": l.qualname, "in": _in_out(l.module)[0], "out": _in_out(l.module)[1],
                                   "macs": l.macs} for l in misaligned],
                       "count": len(misaligned), "macs_share": round(macs / total, 4), "multiple": multiple},
@@ -405,7 +405,7 @@ class UnusedParameters(Rule):
                        "that forward never uses: DistributedDataParallel will stop with 'Expected to have "
                        "finished reduction' and the optimizer keeps state for them")
             severity = None
-            fix = _deletion_fix(parent, attr)
+            fix = _deletion_fix(parent, attr, layer.built_frame if param is None else None)
         return self.finding(
             layer, message,
             evidence={"module": name, "unused_params": count, "share": round(count / total, 4),
@@ -414,13 +414,17 @@ class UnusedParameters(Rule):
         )
 
 
-def _deletion_fix(parent: nn.Module, attr: str) -> Fix:
+def _deletion_fix(parent: nn.Module, attr: str, frame=None) -> Fix:
     kind = type(parent).__name__
     if type(parent).__module__.startswith("torch.nn") and attr == "bias":
         # forward read the layer's weight but never its bias (x @ layer.weight.T)
         return Fix(f"build the {kind} without a bias", f"nn.{kind}(..., bias=False)")
+    built = frame.source().strip() if frame is not None and frame.is_user_code else ""
+    if built.startswith(f"self.{attr}"):
+        return Fix(f"delete self.{attr} from {kind}.__init__, or use it in forward",
+                   f"# {frame.location()}: delete\n{built}")
     return Fix(f"delete self.{attr} from {kind}.__init__, or use it in forward",
-               f"# in {kind}.__init__, remove the line that builds it:\n# self.{attr} = ...")
+               f"# in {kind}.__init__, delete the line that builds it:\n# self.{attr} = ...")
 
 
 def _used_parameters(graph) -> set[int]:

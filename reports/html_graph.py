@@ -131,11 +131,12 @@ def _subtitle(op: str, shape: str, width: float) -> str:
 @dataclass
 class _Item:
     key: str
-    kind: str  # leaf | group | port
+    kind: str  # leaf | group | chunk | port
     order: int  # first appearance in execution order
     layer: Layer | None = None
-    path: Path = ()
-    layers: list[Layer] = field(default_factory=list)  # all layers inside a group
+    path: Path = ()  # group: the module; chunk: the module whose children it holds
+    layers: list[Layer] = field(default_factory=list)  # everything inside
+    parts: list[str] = field(default_factory=list)  # chunk: the item keys it holds
 
 
 def _item_key(layer: Layer, layer_group: Path, level: Path) -> str:
@@ -144,24 +145,26 @@ def _item_key(layer: Layer, layer_group: Path, level: Path) -> str:
     return "G:" + ".".join(level + (layer_group[len(level)],))
 
 
-def _level_items(graph: ArchGraph, level: Path, members: list[Layer],
-                 groups: dict[str, Path]) -> tuple[dict[str, _Item], list[tuple[str, str]]]:
+def _kind(key: str) -> str:
+    return {"L": "leaf", "G": "group", "C": "chunk", "P": "port"}[key[0]]
+
+
+def _level_items(graph: ArchGraph, members: list[Layer], key_of, ports: bool
+                 ) -> tuple[dict[str, _Item], list[tuple[str, str]]]:
     inside = {l.name for l in members}
     items: dict[str, _Item] = {}
     item_of: dict[str, str] = {}
     for layer in members:
-        key = _item_key(layer, groups[layer.name], level)
+        key = key_of(layer)
         item_of[layer.name] = key
         if key not in items:
-            path = tuple(key[2:].split(".")) if key.startswith("G:") else ()
-            items[key] = _Item(key, "group" if key.startswith("G:") else "leaf", len(items),
-                               layer if key.startswith("L:") else None, path)
+            items[key] = _Item(key, _kind(key), len(items), layer if key[0] == "L" else None,
+                               tuple(key[2:].split(".")) if key[0] == "G" else ())
         items[key].layers.append(layer)
     edges: dict[tuple[str, str], None] = {}
-    if level:  # ports: where data enters and leaves this module
+    if ports:  # where data enters and leaves this module
         for layer in members:
-            preds = [p for p in layer.inputs if p in graph.g]
-            if any(p not in inside for p in preds):
+            if any(p not in inside for p in layer.inputs if p in graph.g):
                 edges[("P:in", item_of[layer.name])] = None
             if any(s not in inside for s in graph.g.successors(layer.name)):
                 edges[(item_of[layer.name], "P:out")] = None
@@ -255,6 +258,9 @@ def _layout(items: dict[str, _Item], edges: list[tuple[str, str]], size: dict[st
             down[a].append(b)
             up[b].append(a)
     ranks = sorted(rows)
+    if all(len(row) == 1 for row in rows.values()):  # a chain: one column, nothing to order
+        column = max(width.values()) / 2 + MARGIN
+        return _finish(rows, ranks, {k: column for k in nodes_rank}, width, size, chains)
     pos = {k: float(i) for r in ranks for i, k in enumerate(rows[r])}
 
     def sweep(sequence, neighbours):
@@ -282,6 +288,11 @@ def _layout(items: dict[str, _Item], edges: list[tuple[str, str]], size: dict[st
                 x.update(_pack(row, desired, width))
     left = min(x[k] - width[k] / 2 for k in x)
     x = {k: v - left + MARGIN for k, v in x.items()}
+    return _finish(rows, ranks, x, width, size, chains)
+
+
+def _finish(rows, ranks, x, width, size, chains):
+    """y per row, and the drawing's size."""
     row_h = [max((size[k][1] for k in rows[r] if k in size), default=PORT_H) for r in ranks]
     y: dict[str, float] = {}
     top = MARGIN
@@ -294,14 +305,22 @@ def _layout(items: dict[str, _Item], edges: list[tuple[str, str]], size: dict[st
     return x, y, chains, total_w, total_h
 
 
+def _n(v: float) -> str:
+    """A coordinate, as short as it can be written."""
+    return f"{v:.1f}".rstrip("0").rstrip(".")
+
+
 def _edge_path(points: list[tuple[float, float]]) -> str:
-    """A smooth vertical path through the points: a cubic per segment."""
+    """A smooth vertical path through the points: a cubic per segment, a plain line where the
+    points stand in one column (most edges of a chain)."""
     (x0, y0), rest = points[0], points[1:]
-    d = [f"M{x0:.1f},{y0:.1f}"]
+    if all(abs(x - x0) < 0.05 for x, _ in rest):
+        return f"M{_n(x0)},{_n(y0)}V{_n(rest[-1][1])}"
+    d = [f"M{_n(x0)},{_n(y0)}"]
     px, py = x0, y0
     for x1, y1 in rest:
-        my = (py + y1) / 2
-        d.append(f"C{px:.1f},{my:.1f} {x1:.1f},{my:.1f} {x1:.1f},{y1:.1f}")
+        my = _n((py + y1) / 2)
+        d.append(f"C{_n(px)},{my} {_n(x1)},{my} {_n(x1)},{_n(y1)}")
         px, py = x1, y1
     return "".join(d)
 
@@ -315,7 +334,8 @@ def _back_edge(ux, uy, uh, vx, vy, vh, reach) -> str:
 
 # --- building the levels --------------------------------------------------------------------------
 
-_SEVERITY_ORDER = {"error": 3, "warning": 2, "info": 1}
+CHUNK_ABOVE = 48  # a level with more items than this is split into chunks...
+CHUNK_SIZE = 32  # ...of about this many items, each a box that opens
 
 
 def _worst(findings: Iterable[Finding]) -> str | None:
@@ -323,23 +343,30 @@ def _worst(findings: Iterable[Finding]) -> str | None:
     return str(worst) if worst is not None else None
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 class GraphBuilder:
-    """Turns an ArchGraph into nested Levels. `finding_ids` maps each finding to the id of its
-    card, so a marked node links to it."""
+    """Turns an ArchGraph into nested Levels. `finding_ids` maps each finding (by id()) to the
+    id of its card, so a marked node links to it; after `build()`, `level_of_finding` tells
+    which level draws each finding's node."""
 
     def __init__(self, graph: ArchGraph, findings: Sequence[Finding], prefix: str,
                  finding_ids: dict[int, str]):
         self.graph = graph
         self.prefix = prefix
+        self.finding_ids = finding_ids
         self.groups = {l.name: group_of(l) for l in graph}
         self.findings_at = self._place_findings(findings)
-        self.finding_ids = finding_ids
+        self._drawn_in: dict[str, str] = {}  # item key -> anchor of the level that draws it
 
     def anchor(self, path: Path) -> str:
         return f"{self.prefix}-g-" + (".".join(path) if path else "model")
 
     def _place_findings(self, findings: Sequence[Finding]) -> dict[str, list[Finding]]:
-        """Findings per graph item key: the layer a finding names, else its module's box."""
+        """Findings per item key: the first call of the layer a finding names ("L:name"), else
+        the module's box ("G:path")."""
         by_qualname: dict[str, str] = {}
         for layer in self.graph:
             if layer.kind in ("module", "attr"):
@@ -347,30 +374,35 @@ class GraphBuilder:
         placed: dict[str, list[Finding]] = {}
         for f in findings:
             name = by_qualname.get(f.module)
-            key = "L:" + name if name else "G:" + f.module
-            placed.setdefault(key, []).append(f)
+            placed.setdefault("L:" + name if name else "G:" + f.module, []).append(f)
         return placed
 
-    def node_of_finding(self, finding: Finding) -> str:
-        """The anchor of the level that draws the finding's layer."""
+    def level_of_finding(self, finding: Finding) -> str:
         for key, found in self.findings_at.items():
             if any(f is finding for f in found):
-                if key.startswith("L:"):
-                    return self.anchor(self.groups[key[2:]])
-                path = tuple(key[2:].split("."))
-                return self.anchor(path[:-1]) if path else self.anchor(())
+                path = key[2:]
+                while key not in self._drawn_in and "." in path:
+                    path = path.rsplit(".", 1)[0]  # a module no layer runs in: its parent's box
+                    key = "G:" + path
+                return self._drawn_in.get(key, self.anchor(()))
         return self.anchor(())
 
     def _findings_under(self, item: _Item) -> list[Finding]:
+        if item.kind == "port":
+            return []
         if item.kind == "leaf":
             return list(self.findings_at.get(item.key, []))
-        prefix = ".".join(item.path)
+        names = {l.name for l in item.layers}
+        if item.kind == "group":
+            prefixes = {".".join(item.path)}
+        else:  # a chunk: the child modules of its level that it holds
+            prefixes = {".".join(self.groups[n][:len(item.path) + 1]) for n in names
+                        if len(self.groups[n]) > len(item.path)}
         found = []
         for key, fs in self.findings_at.items():
-            if key.startswith("L:"):
-                if any(l.name == key[2:] for l in item.layers):
-                    found.extend(fs)
-            elif key[2:] == prefix or key[2:].startswith(prefix + "."):
+            if key[0] == "L" and key[2:] in names:
+                found.extend(fs)
+            elif key[0] == "G" and any(key[2:] == p or key[2:].startswith(p + ".") for p in prefixes if p):
                 found.extend(fs)
         return found
 
@@ -380,45 +412,66 @@ class GraphBuilder:
         except AttributeError:
             return ""
 
-    def _node(self, item: _Item) -> Node:
-        findings = self._findings_under(item)
-        severity = _worst(findings)
-        count = len(findings)
+    def _node(self, item: _Item, chunk_anchor: dict[str, str]) -> Node:
         if item.kind == "port":
             word = item.key[2:]
             return Node(item.key, "port", word, "", f"data {'entering' if word == 'in' else 'leaving'} this module",
                         w=PORT_W, h=PORT_H)
+        findings = self._findings_under(item)
+        severity, count = _worst(findings), len(findings)
+        marks = f"; {_plural(count, 'finding')}" if count else ""
         if item.kind == "leaf":
             layer = item.layer
-            label = _leaf_label(layer)
             sub = _subtitle(layer.op if layer.kind not in ("input", "output") else "",
                             _shape_text(layer.out_shape), LEAF_W)
-            tip = f"{layer.qualname or layer.name} ({layer.op}) → {_shape_text(layer.out_shape) or '?'}"
-            if count:
-                tip += f"; {count} finding{'s' * (count != 1)}"
+            tip = f"{layer.qualname or layer.name} ({layer.op}) → {_shape_text(layer.out_shape) or '?'}{marks}"
             href = "#" + self.finding_ids[id(findings[0])] if findings and id(findings[0]) in self.finding_ids else None
-            return Node(item.key, "leaf", shorten(label, LEAF_W), sub, tip,
+            return Node(item.key, "leaf", shorten(_leaf_label(layer), LEAF_W), sub, tip,
                         w=LEAF_W, h=LEAF_H, severity=severity, finding_count=count, href=href)
-        name = item.path[-1]
+        ops = _plural(len(item.layers), "op")
+        if item.kind == "chunk":
+            first, last = item.parts[0][2:], item.parts[-1][2:]
+            title = f"{first} … {last}"
+            tip = f"{len(item.parts)} items from {first} to {last}, {ops}{marks}"
+            return Node(item.key, "group", shorten(title, GROUP_W), f"{len(item.parts)} items · {ops}", tip,
+                        w=GROUP_W, h=GROUP_H, severity=severity, finding_count=count,
+                        href="#" + chunk_anchor[item.key])
         kind = self._module_type(item.path)
-        ops = len(item.layers)
-        sub = f"{kind} · {ops} op{'s' * (ops != 1)}" if kind else f"{ops} ops"
-        tip = f"{'.'.join(item.path)} ({kind}), {ops} operations"
-        if count:
-            tip += f"; {count} finding{'s' * (count != 1)}"
-        return Node(item.key, "group", shorten(name, GROUP_W), shorten(sub, GROUP_W), tip,
+        tip = f"{'.'.join(item.path)} ({kind}), {ops}{marks}"
+        return Node(item.key, "group", shorten(item.path[-1], GROUP_W),
+                    shorten(f"{kind} · {ops}" if kind else ops, GROUP_W), tip,
                     w=GROUP_W, h=GROUP_H, severity=severity, finding_count=count,
                     href="#" + self.anchor(item.path))
 
     def build(self) -> Level:
-        members = [l for l in self.graph]
-        return self._level((), members)
+        return self._level((), list(self.graph), self.anchor(()), "", allow_chunks=True)
 
-    def _level(self, path: Path, members: list[Layer]) -> Level:
-        items, edges = _level_items(self.graph, path, members, self.groups)
-        nodes = {k: self._node(i) for k, i in items.items()}
-        size = {k: (n.w, n.h) for k, n in nodes.items()}
-        x, y, chains, width, height = _layout(items, edges, size)
+    def _level(self, path: Path, members: list[Layer], anchor: str, label: str,
+               allow_chunks: bool) -> Level:
+        def base_key(layer: Layer) -> str:
+            return _item_key(layer, self.groups[layer.name], path)
+
+        keys = list(dict.fromkeys(base_key(l) for l in members))
+        chunked = allow_chunks and len(keys) > CHUNK_ABOVE
+        chunk_anchor: dict[str, str] = {}
+        if chunked:
+            count = -(-len(keys) // CHUNK_SIZE)
+            size = -(-len(keys) // count)
+            chunk_of = {k: f"C:{i // size}" for i, k in enumerate(keys)}
+            key_of = lambda l: chunk_of[base_key(l)]  # noqa: E731
+        else:
+            key_of = base_key
+        items, edges = _level_items(self.graph, members, key_of, ports=bool(path) or not allow_chunks)
+        if chunked:
+            for k, item in items.items():
+                if item.kind == "chunk":
+                    item.path = path
+                    item.parts = [b for b in keys if chunk_of[b] == k]
+                    chunk_anchor[k] = f"{anchor}~{k[2:]}"
+        for k in items:
+            self._drawn_in.setdefault(k, anchor)
+        nodes = {k: self._node(i, chunk_anchor) for k, i in items.items()}
+        x, y, chains, width, height = _layout(items, edges, {k: (n.w, n.h) for k, n in nodes.items()})
         for k, n in nodes.items():
             n.x, n.y = x[k], y[k]
         reach = max((n.x + n.w / 2 for n in nodes.values()), default=0)
@@ -432,17 +485,20 @@ class GraphBuilder:
             drawn.append(Edge(_edge_path(points)))
         if any(e.back for e in drawn):
             width = max(width, reach + 40)
-        findings = [f for i in items.values() if i.kind != "port" for f in self._findings_under(i)]
+        findings = [f for i in items.values() for f in self._findings_under(i)]
         level = Level(
-            anchor=self.anchor(path), path=".".join(path),
-            type=self._module_type(path) if path else type(self.graph.model).__name__,
+            anchor=anchor, path=label or ".".join(path),
+            type=(self._module_type(path) if path else type(self.graph.model).__name__) if not label else "",
             op_count=len(members), severity=_worst(findings), finding_count=len(findings),
-            width=round(width, 1), height=round(height, 1),
-            nodes=list(nodes.values()), edges=drawn,
-        )
-        for item in items.values():
+            width=round(width, 1), height=round(height, 1), nodes=list(nodes.values()), edges=drawn)
+        for k, item in items.items():
             if item.kind == "group":
-                level.children.append(self._level(item.path, item.layers))
+                level.children.append(self._level(item.path, item.layers, self.anchor(item.path), "",
+                                                  allow_chunks=True))
+            elif item.kind == "chunk":
+                first, last = item.parts[0][2:], item.parts[-1][2:]
+                level.children.append(self._level(path, item.layers, chunk_anchor[k],
+                                                  f"{first} … {last}", allow_chunks=False))
         if len(level.children) == 1:
             level.children[0].open = True  # a lone wrapper module hides nothing worth a click
         return level

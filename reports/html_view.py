@@ -132,6 +132,7 @@ class RuleDoc:
     good: str
     options: list[RuleOptionView]
     references: list[str]
+    open: bool = False  # rules with findings in this run show their docs unfolded
 
 
 @dataclass
@@ -257,17 +258,21 @@ def model_view(model: Any, index: int, documented: set[str]) -> ModelView:
     graph = model.graph
     findings = _sorted_findings(model.findings)
     ids = {id(f): f"{mid}-f{i}" for i, f in enumerate(findings)}
-    builder = html_graph.GraphBuilder(graph, findings, mid, ids)
-    view.findings = [_finding_view(f, ids[id(f)], documented, "#" + builder.node_of_finding(f)) for f in findings]
     summary = model.summary
     view.header = Header(
         target=model.target, tracer=model.tracer or "", inputs=html_plots.sizes_of(model.inputs),
         input_source=model.input_source, params=human(summary["params"]), params_exact=f"{summary['params']:,}",
         macs=human(summary["macs"]), macs_exact=f"{summary['macs']:,}", layers=summary["layers"],
-        operations=len(graph), receptive_field=html_plots.rf_summary(graph), counts=view.counts,
-        notes=list(model.notes))
-    view.rows = layer_rows(graph, builder.findings_at)
+        operations=len(graph) if graph is not None else 0,
+        receptive_field=html_plots.rf_summary(graph) if graph is not None else "n/a",
+        counts=view.counts, notes=list(model.notes))
+    if graph is None:  # a report without the traced graph (e.g. read back from a cache)
+        view.findings = [_finding_view(f, ids[id(f)], documented, "") for f in findings]
+        return view
+    builder = html_graph.GraphBuilder(graph, findings, mid, ids)
     view.graph = builder.build()
+    view.findings = [_finding_view(f, ids[id(f)], documented, "#" + builder.level_of_finding(f)) for f in findings]
+    view.rows = layer_rows(graph, builder.findings_at)
     marked = {k[2:] for k in builder.findings_at if k.startswith("L:")}
     view.plots = html_plots.build_plots(graph, marked)
     return view
@@ -280,6 +285,9 @@ def page(report: Any, rules: Sequence[type] | None = None) -> Page:
         from archlint.registry import load_rules
         rules = load_rules().rules
     docs = rule_docs(rules)
+    found = {f.code for f in report.findings}
+    for doc in docs:
+        doc.open = doc.code in found
     documented = {d.code for d in docs}
     models = [model_view(m, i, documented) for i, m in enumerate(report.models)]
     targets = [m.target for m in report.models]

@@ -169,6 +169,13 @@ class _Propagator(fx.Interpreter):
             return torch.empty_like(args[0])
         return super().call_module(target, args, kwargs)
 
+    def get_attr(self, target, args, kwargs):
+        # A parameter passed straight into a layer (timm's attention-pool `self.q(self.latent)`)
+        # trips FlopCounterMode's module tracker, which hooks the autograd graph of inputs that
+        # require grad and finds none under no_grad. Shapes are all that is needed here.
+        value = super().get_attr(target, args, kwargs)
+        return value.detach() if isinstance(value, torch.Tensor) and value.requires_grad else value
+
     def call_function(self, target, args, kwargs):
         if op_name(target) in self._SAME_SHAPE_FUNCTIONS and args and isinstance(args[0], torch.Tensor):
             return torch.empty_like(args[0])

@@ -179,3 +179,22 @@ def test_a_crashing_rule_is_reported_and_the_others_still_run():
 def test_partial_traces_whole_when_possible():
     graph, _ = analyze(Backbone(), ExampleInputs(_from_shapes([(1, 3, 32, 32)]), "test"))
     assert isinstance(graph, ArchGraph) and graph.tracer == "torch.fx"
+
+
+class _LatentQuery(nn.Module):
+    """timm's AttentionPoolLatent: a learned query fed straight into a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.latent = nn.Parameter(torch.zeros(1, 1, 16))
+        self.q = nn.Linear(16, 16)
+        self.proj = nn.Linear(16, 16)
+
+    def forward(self, x):
+        return self.proj(x) + self.q(self.latent)
+
+
+def test_a_parameter_fed_straight_into_a_layer():
+    report = archlint.lint(_LatentQuery(), input_shape=(1, 4, 16))
+    assert report.error is None and report.tracer == "torch.fx"
+    assert report.summary["macs"] == 4 * 16 * 16 + 16 * 16

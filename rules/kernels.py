@@ -22,6 +22,9 @@ class LargeKernel(Rule):
         Finds standard 2-D convolutions (groups=1, dilation 1) with a square kernel of 5x5 or
         larger. Depthwise convs (one filter per channel, as in ConvNeXt and MobileNet) and
         factorized 1xk / kx1 kernels are left alone: their cost grows with k, not with k x C^2.
+        So are patchify convs whose stride equals the kernel (a ViT's 16x16/16 patch
+        embedding): they cut the image into tokens that do not overlap, which no stack of 3x3
+        convs reproduces.
         """
     why = """
         A stack of (k-1)/2 3x3 convs sees the same k x k window as one k x k conv, but puts a
@@ -66,6 +69,7 @@ class LargeKernel(Rule):
             nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
             nn.Conv2d(64, 64, 7, padding=3, groups=64),  # depthwise 7x7 is cheap: fine
             nn.Conv2d(64, 64, (1, 7), padding=(0, 3)),   # factorized: fine
+            nn.Conv2d(64, 96, 8, stride=8),              # patchify: non-overlapping tokens, fine
         )
         example_input = torch.randn(1, 64, 32, 32)
         """,
@@ -77,6 +81,8 @@ class LargeKernel(Rule):
             k = square(conv.kernel_size)
             if not is_standard_conv(layer) or k is None or k < ctx["min-kernel"] or square(conv.dilation) != 1:
                 continue
+            if square(conv.stride) == k:
+                continue  # patchify (ViT's 16x16/16 embedding): windows do not overlap, nothing to stack
             depth = (k - 1 + 1) // 2  # ceil((k-1)/2) 3x3 convs span k (k odd) or k+1 (k even)
             c_in, c_out = conv.in_channels, conv.out_channels
             bias = conv.bias is not None

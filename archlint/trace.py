@@ -15,6 +15,7 @@ is allocated or computed for real.
 from __future__ import annotations
 
 import copy
+import math
 import io
 import logging
 import re
@@ -133,9 +134,11 @@ def _mutable(value: Any) -> Any:
 
 
 class NodeFailed(Exception):
-    def __init__(self, node: fx.Node, inputs: list[TensorMeta], error: Exception):
+    def __init__(self, node: fx.Node, inputs: list[TensorMeta], error: Exception,
+                 seen: list[tuple[int, ...]] | None = None):
         super().__init__(str(error))
         self.node, self.inputs, self.error = node, inputs, error
+        self.seen = seen or []  # shapes of the activations computed before the failure
 
 
 class _Propagator(fx.Interpreter):
@@ -183,6 +186,11 @@ class _Propagator(fx.Interpreter):
         # argument in place (torchvision's swin3d `_get_window_and_shift_size`) runs eagerly fine.
         return super().call_function(target, _mutable(args), _mutable(kwargs))
 
+    def _activations(self) -> list[tuple[int, ...]]:
+        computed = {m.name for m in self.module.graph.nodes
+                    if m.op in ("call_module", "call_function", "call_method")}
+        return [meta.shape for name, rec in self.records.items() if name in computed for meta in rec["out"]]
+
     def run_node(self, n: fx.Node):
         inputs = [v for a in n.all_input_nodes for v in _tensors(self.env.get(a))]
         versions = [(t, t._version) for t in inputs]
@@ -190,7 +198,7 @@ class _Propagator(fx.Interpreter):
         try:
             result = super().run_node(n)
         except Exception as exc:
-            raise NodeFailed(n, [TensorMeta.of(t) for t in inputs], exc) from exc
+            raise NodeFailed(n, [TensorMeta.of(t) for t in inputs], exc, self._activations()) from exc
         outputs = _tensors(result)
         alias = None
         for t in outputs:
@@ -494,7 +502,36 @@ def _describe_module(module: nn.Module) -> str:
     return f"{type(module).__name__}({extra})" if extra else type(module).__name__
 
 
-def _shape_error(failure: NodeFailed, gm_root: nn.Module, inputs_desc: str) -> ShapeError:
+_MERGES = {"cat", "concat", "concatenate", "stack", "add", "add_", "iadd", "sub", "mul"}
+
+
+def _merge_hint(failure: NodeFailed, inputs: Sequence[torch.Tensor]) -> str:
+    """When maps that differ only in height/width fail to merge, the usual cause is an
+    encoder-decoder fed an input size its downsampling does not divide: say which multiple."""
+    if op_name(failure.node.target) not in _MERGES or not inputs or inputs[0].dim() < 3:
+        return ""
+    image, rank = tuple(inputs[0].shape[2:]), inputs[0].dim()
+    sizes = sorted({tuple(m.shape[2:]) for m in failure.inputs if len(m.shape) == rank})
+    if len(sizes) < 2:
+        return ""
+    differ = " vs ".join("x".join(map(str, s)) for s in sizes)
+    maps = [tuple(s[2:]) for s in failure.seen if len(s) == rank and all(d > 1 for d in s[2:])]
+    smallest = min(maps + sizes, key=math.prod)
+    multiple = [2 ** round(math.log2(i / s)) if 0 < s < i else 1 for i, s in zip(image, smallest)]
+    if max(multiple) < 2 or all(i % m == 0 for i, m in zip(image, multiple)):
+        return f" The merged maps differ in height/width ({differ})."
+    below = [i - i % m for i, m in zip(image, multiple)]
+    above = [b + m for b, m in zip(below, multiple)]
+    m_text = str(multiple[0]) if len(set(multiple)) == 1 else "x".join(map(str, multiple))
+    return (f" The merged maps differ in height/width ({differ}): an encoder-decoder that merges "
+            f"upsampled maps with skip connections needs input sides that are multiples of its "
+            f"total downsampling, here {m_text} ({'x'.join(map(str, image))} is downsampled to "
+            f"{'x'.join(map(str, smallest))} before this merge), such as "
+            f"{'x'.join(map(str, below))} or {'x'.join(map(str, above))}.")
+
+
+def _shape_error(failure: NodeFailed, gm_root: nn.Module, inputs_desc: str,
+                 inputs: Sequence[torch.Tensor] = ()) -> ShapeError:
     n = failure.node
     frames = _call_frames(n)
     what = ""
@@ -510,8 +547,8 @@ def _shape_error(failure: NodeFailed, gm_root: nn.Module, inputs_desc: str) -> S
     text = str(failure.error).strip()
     first_line = text.splitlines()[0].rstrip(".") if text else type(failure.error).__name__
     return ShapeError(
-        f"{where}{what} failed on input shape(s) {shapes}: {first_line}. The example input was "
-        f"{inputs_desc}. If the model is built for another input size, pass it with "
+        f"{where}{what} failed on input shape(s) {shapes}: {first_line}.{_merge_hint(failure, inputs)} "
+        f"The example input was {inputs_desc}. If the model is built for another input size, pass it with "
         "--input-shape (e.g. --input-shape 1,3,32,32) or set `example_input` in the file; "
         "otherwise the layer's configuration does not match what feeds it."
     )
@@ -527,16 +564,16 @@ def trace(model: nn.Module, inputs: Sequence[torch.Tensor], inputs_desc: str = "
         except NodeFailed as exc:
             # fx followed the code and a layer rejected its input: a real shape error that
             # export would only repeat, slower and less precisely.
-            raise _shape_error(exc, model, inputs_desc) from exc
+            raise _shape_error(exc, model, inputs_desc, inputs) from exc
         except Exception as exc:  # fx cannot follow this forward: climb a rung
             fx_problem = exc
     try:
         result = trace_export(model, inputs)
     except NodeFailed as exc:
-        raise _shape_error(exc, model, inputs_desc) from exc
+        raise _shape_error(exc, model, inputs_desc, inputs) from exc
     except Exception as exc:
         if isinstance(fx_problem, NodeFailed):
-            raise _shape_error(fx_problem, model, inputs_desc) from exc
+            raise _shape_error(fx_problem, model, inputs_desc, inputs) from exc
         raise _export_error(exc, fx_problem, inputs_desc) from exc
     if fx_problem is not None:
         first = str(fx_problem).strip().splitlines()[0][:200] if str(fx_problem).strip() else type(fx_problem).__name__

@@ -114,12 +114,22 @@ class LargeKernel(Rule):
 
 
 def _conv_modules(graph):
-    """Forward conv layers (not transposed) whose window the trace measured."""
-    for layer in graph.layers:
+    """Forward convs (layers and functional calls, not transposed) whose window the trace
+    measured."""
+    for layer in graph:
         if is_conv(layer):
             window = sliding_window(layer)
             if window is not None:
                 yield layer, window
+
+
+def _channels(layer) -> tuple[int, int, int, bool]:
+    """(in, out, groups, has bias) of a conv layer or a functional conv call."""
+    if layer.kind == "module":
+        conv = layer.module
+        return conv.in_channels, conv.out_channels, conv.groups, conv.bias is not None
+    c_in, weight = layer.in_shape[1], layer.in_shapes[1]
+    return c_in, weight[0], max(1, c_in // weight[1]), len(layer.in_shapes) > 2
 
 
 def _kernel_text(kernel) -> str:
@@ -185,9 +195,8 @@ class EvenKernel(Rule):
     def check(self, graph, ctx):
         for layer, w in _conv_modules(graph):
             axes = [a for a in range(w.ndim) if w.stride[a] == 1 and w.span(a) % 2 == 0]
-            if not axes or layer.kind != "module":
+            if not axes:
                 continue
-            conv = layer.module
             shift = [(w.span(a) - 1) / 2 - w.pad_before[a] for a in range(w.ndim)]
             kernel = list(w.kernel)
             padding = list(w.pad_before)
@@ -196,9 +205,11 @@ class EvenKernel(Rule):
                 # weight count down (a stack of 3x3 covers the rest, see K001)
                 kernel[a] = w.kernel[a] + 1 if w.kernel[a] == 2 else w.kernel[a] - 1
                 padding[a] = w.dilation[a] * (kernel[a] - 1) // 2
-            bias = conv.bias is not None
-            now = conv_weights(w.kernel, conv.in_channels, conv.out_channels, conv.groups, bias)
-            after = conv_weights(tuple(kernel), conv.in_channels, conv.out_channels, conv.groups, bias)
+            c_in, c_out, groups, bias = _channels(layer)
+            now = conv_weights(w.kernel, c_in, c_out, groups, bias)
+            after = conv_weights(tuple(kernel), c_in, c_out, groups, bias)
+            code = conv_call(layer.module, kernel_size=tuple(kernel), padding=tuple(padding)) \
+                if layer.kind == "module" else None
             drift = max(abs(shift[a]) for a in axes)
             size_note = ("" if w.size_in == w.size_out else
                          f", and the map goes from {shape_text(w.size_in)} to {shape_text(w.size_out)}")
@@ -212,7 +223,7 @@ class EvenKernel(Rule):
                           "params_now": now, "params_after": after},
                 fix=Fix(f"use an odd {_kernel_text(kernel)} kernel with padding "
                         f"{padding[0] if len(set(padding)) == 1 else tuple(padding)}: centered, and the size is kept",
-                        conv_call(conv, kernel_size=tuple(kernel), padding=tuple(padding))),
+                        code),
             )
 
 
@@ -281,7 +292,7 @@ class KernelExceedsInput(Rule):
 
     def check(self, graph, ctx):
         for layer, w in _conv_modules(graph):
-            if layer.kind != "module" or layer.module.padding_mode != "zeros":
+            if layer.kind == "module" and layer.module.padding_mode != "zeros":
                 continue
             if not any(w.span(a) > w.size_in[a] for a in range(w.ndim)):
                 continue
@@ -290,8 +301,8 @@ class KernelExceedsInput(Rule):
             live = math.prod(len(u) for u in used)
             if live == taps:
                 continue
-            conv = layer.module
-            per_tap = conv.in_channels // conv.groups * conv.out_channels
+            c_in, c_out, groups, _ = _channels(layer)
+            per_tap = c_in // groups * c_out
             wasted = (taps - live) * per_tap
             dilated = "" if all(d == 1 for d in w.dilation) else f" (dilation {shape_text(w.dilation)})"
             yield self.finding(
@@ -302,11 +313,11 @@ class KernelExceedsInput(Rule):
                 evidence={"kernel": list(w.kernel), "dilation": list(w.dilation),
                           "input_size": list(w.size_in), "taps": taps, "taps_reading_input": live,
                           "weights_wasted": wasted, "weights": taps * per_tap},
-                fix=self._fix(conv, w, used),
+                fix=self._fix(layer, w, used),
             )
 
     @staticmethod
-    def _fix(conv, w, used) -> Fix:
+    def _fix(layer, w, used) -> Fix:
         """The conv that keeps only the live taps. Dropped taps multiplied zeros only, so the
         outputs are unchanged when the kept taps sit symmetrically in the old kernel; then the
         old weights can be sliced over: weight[..., first:last+1]."""
@@ -322,9 +333,10 @@ class KernelExceedsInput(Rule):
             return Fix("feed the conv a larger map (a larger input or one downsampling fewer "
                        "before it), or lower its kernel or dilation below the map size")
         dilation = tuple(d if k > 1 else 1 for d, k in zip(w.dilation, kernel))
-        code = conv_call(conv, kernel_size=tuple(kernel), padding=tuple(padding), dilation=dilation)
-        return Fix(f"use the {_kernel_text(kernel)} conv it really is (same outputs; copy the kept "
-                   "taps' weights), or feed it a larger map", code)
+        code = conv_call(layer.module, kernel_size=tuple(kernel), padding=tuple(padding), dilation=dilation) \
+            if layer.kind == "module" else None
+        return Fix(f"use the {_kernel_text(kernel)} conv (padding {shape_text(padding)}) it really is "
+                   "(same outputs; copy the kept taps' weights), or feed it a larger map", code)
 
 
 _NORM_FOR = {1: "BatchNorm1d", 2: "BatchNorm2d", 3: "BatchNorm3d"}

@@ -7,6 +7,8 @@ read a storage before and after it was overwritten.
 from __future__ import annotations
 
 import re
+import weakref
+from collections import defaultdict
 
 from torch import nn
 
@@ -47,21 +49,39 @@ class Storage:
         self.graph = graph
         self.root: dict[str, str] = {}
         self.parent: dict[str, str | None] = {}
+        self.children: dict[str, list[str]] = defaultdict(list)
         self.grad: dict[str, bool] = {}
+        self.index = {layer.name: layer.index for layer in graph}
+        self.made: dict[str, list] = defaultdict(list)  # root -> layers whose output is that storage
+        self.read: dict[str, list] = defaultdict(list)  # root -> (layer, input name) reading it
         for layer in graph:
             self.root[layer.name] = self._root_of(layer)
-            self.parent[layer.name] = self._parent_of(layer)
-            self.grad[layer.name] = bool(layer.params) or layer.kind == "attr" or any(
-                self.grad.get(i, False) for i in layer.inputs)
+            parent = self._parent_of(layer)
+            self.parent[layer.name] = parent
+            if parent is not None:
+                self.children[parent].append(layer.name)
+            # Parameters (an attr node of a parameter has params > 0; a buffer has none) start
+            # the gradient; it flows to everything computed from them.
+            self.grad[layer.name] = bool(layer.params) or any(self.grad.get(i, False) for i in layer.inputs)
+            self.made[self.root[layer.name]].append(layer)
+            for name in layer.inputs:
+                if name in self.root:
+                    self.read[self.root[name]].append((layer, name))
+
+    _cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, graph) -> "Storage":
+        """One storage model per graph, shared by the three I rules."""
+        if graph not in cls._cache:
+            cls._cache[graph] = cls(graph)
+        return cls._cache[graph]
 
     def _root_of(self, layer) -> str:
-        name, seen = layer.name, set()
-        while True:
-            alias = self.graph.layer(name).alias_of if name in self.graph.g else None
-            if not alias or alias == name or alias in seen:
-                return self.root.get(name, name)
-            seen.add(name)
-            name = alias
+        alias = layer.alias_of
+        if not alias or alias == layer.name:
+            return layer.name
+        return self.root.get(alias, alias)  # aliases point backwards, so theirs is known
 
     def _parent_of(self, layer) -> str | None:
         """The input this layer's output is a view of (or, for an in-place op, wrote)."""
@@ -86,11 +106,12 @@ class Storage:
         changes: the tensor itself, what it is a view of, and views taken of it. Sibling views
         (two chunks of one tensor) may be disjoint and are left out."""
         names = {written, *self.ancestors(written)}
-        for layer in self.graph:
-            if layer.index >= before:
-                break
-            if written in self.ancestors(layer.name):
-                names.add(layer.name)
+        frontier = [written]
+        while frontier:
+            for child in self.children.get(frontier.pop(), ()):
+                if self.index[child] < before and child not in names:
+                    names.add(child)
+                    frontier.append(child)
         return names
 
 
@@ -201,7 +222,9 @@ class InplaceOverwritesShared(Rule):
         activated version. Views count: writing a view changes the tensor it views, and views
         taken before the write change with it. Two chunks of one tensor may not overlap and are
         not linked. An in-place call whose result is thrown away (`x.relu_()` on a line of its
-        own) is taken to be meant as a mutation and left alone.
+        own) is taken to be meant as a mutation and left alone. On models only torch.export can
+        trace the rule sees less: export follows tensor objects, not the names forward used, so
+        a later read of the old name looks like a read of the new value.
         """
     why = """
         An in-place op writes its result over its input's memory, and every name that pointed to
@@ -220,7 +243,7 @@ class InplaceOverwritesShared(Rule):
         """
     references = (
         "PyTorch docs, Autograd mechanics: In-place operations with autograd (https://pytorch.org/docs/stable/notes/autograd.html#in-place-operations-with-autograd)",
-        "Should I use inplace=True in PyTorch? (seed notes: it modifies the input directly and may not always be valid)",
+        "PyTorch docs, torch.nn.ReLU: inplace 'can optionally do the operation in-place' (https://pytorch.org/docs/stable/generated/torch.nn.ReLU.html)",
     )
     bad = (
         """
@@ -274,7 +297,7 @@ class InplaceOverwritesShared(Rule):
     )
 
     def check(self, graph, ctx):
-        storage = Storage(graph)
+        storage = Storage.of(graph)
         for writer in _writers(graph):
             if not graph.successors(writer):
                 continue  # result discarded: the mutation is the point
@@ -283,8 +306,9 @@ class InplaceOverwritesShared(Rule):
                     continue
                 old = storage.overlapping(written, writer.index)
                 ancestors = set(storage.ancestors(written))
-                readers = [r for r in graph if r.index > writer.index and r is not writer
-                           and any(i in old and not (i in ancestors and _is_getitem(r)) for i in r.inputs)]
+                readers = {r.name: r for name in old for r in graph.successors(graph.layer(name))
+                           if r.index > writer.index and not (name in ancestors and _is_getitem(r))}
+                readers = sorted(readers.values(), key=lambda r: r.index)
                 if not readers:
                     continue
                 yield self._finding(graph, writer, graph.layer(written), readers)
@@ -384,7 +408,7 @@ class InplaceOnSavedOutput(Rule):
     )
 
     def check(self, graph, ctx):
-        storage = Storage(graph)
+        storage = Storage.of(graph)
         for writer in _writers(graph):
             roots = {storage.root.get(w, w) for w in writer.writes}
             saver, why = self._saver(graph, storage, writer, roots)
@@ -402,15 +426,14 @@ class InplaceOnSavedOutput(Rule):
 
     @staticmethod
     def _saver(graph, storage, writer, roots):
-        for layer in graph:
-            if layer.index >= writer.index:
-                break
-            if storage.root.get(layer.name) in roots and _saves_output(layer) and storage.grad[layer.name]:
-                return layer, "the output"
-            for name in layer.inputs:
-                if storage.root.get(name) in roots and _saves_input(layer, storage, name):
-                    return layer, "the input"
-        return None, ""
+        """The first op before `writer` that keeps a tensor of the written storage."""
+        found = []
+        for root in roots:
+            found += [(layer, "the output") for layer in storage.made.get(root, ())
+                      if layer.index < writer.index and _saves_output(layer) and storage.grad[layer.name]]
+            found += [(layer, "the input") for layer, name in storage.read.get(root, ())
+                      if layer.index < writer.index and _saves_input(layer, storage, name)]
+        return min(found, key=lambda pair: pair[0].index) if found else (None, "")
 
 
 # --- I003 ------------------------------------------------------------------------------------
@@ -427,9 +450,9 @@ class InplaceOnInput(Rule):
     why = """
         The caller still holds the tensor it passed in. After forward it holds different
         numbers: a batch reused for a second model, logged, or fed again in the next epoch of a
-        cached dataset is silently transformed twice. PyTorch's autograd docs call in-place
-        operations on a function's inputs forbidden for this reason, and if the input requires
-        grad (adversarial training, input attribution) autograd refuses the write outright.
+        cached dataset is silently transformed twice. If the input requires grad (adversarial
+        training, input attribution), autograd refuses the write outright: "a leaf Variable
+        that requires grad is being used in an in-place operation".
         """
     how_to_fix = """
         Make the op out of place (`x = x / 255`), or copy once at the top of forward
@@ -437,7 +460,7 @@ class InplaceOnInput(Rule):
         """
     references = (
         "PyTorch docs, Autograd mechanics: In-place operations with autograd (https://pytorch.org/docs/stable/notes/autograd.html#in-place-operations-with-autograd)",
-        "Seed notes: performing in-place operations on the input of any of the functions is forbidden",
+        "PyTorch docs, Autograd mechanics: In-place correctness checks (https://pytorch.org/docs/stable/notes/autograd.html#in-place-correctness-checks)",
     )
     bad = (
         """
@@ -482,7 +505,7 @@ class InplaceOnInput(Rule):
     )
 
     def check(self, graph, ctx):
-        storage = Storage(graph)
+        storage = Storage.of(graph)
         inputs = {l.name: l for l in graph.inputs}
         for writer in _writers(graph):
             hit = next((storage.root.get(w, w) for w in writer.writes if storage.root.get(w, w) in inputs), None)

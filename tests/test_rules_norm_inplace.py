@@ -259,6 +259,30 @@ def test_n002_fix_is_the_constructor_without_bias(tmp_path, monkeypatch):
     assert f.evidence["bias_params"] == 16 and f.location.line == 4
 
 
+def test_n002_one_finding_per_line_that_builds_the_layers(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = """
+    import torch
+    from torch import nn
+
+
+    def stage(c_in, c_out):
+        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
+
+
+    model = nn.Sequential(stage(3, 16), stage(16, 32), stage(32, 32))
+    example_input = torch.randn(1, 3, 16, 16)
+    """
+    findings = only(lint(source, tmp_path, ["N002"]), "N002")
+    assert len(findings) == 1
+    f = findings[0]
+    assert f.location.line == 6 and f.evidence["layers"] == ["0.0", "1.0", "2.0"]
+    assert f.evidence["bias_params"] == 16 + 32 + 32
+    assert f.fix.code.splitlines() == ["nn.Conv2d(3, 16, 3, padding=1, bias=False)",
+                                       "nn.Conv2d(16, 32, 3, padding=1, bias=False)",
+                                       "nn.Conv2d(32, 32, 3, padding=1, bias=False)"]
+
+
 # --- N003 shared-norm-module -----------------------------------------------------------------
 
 def test_n003_fires_on_one_batchnorm_reused_at_several_depths(tmp_path, monkeypatch):

@@ -155,8 +155,12 @@ def _describe(layer) -> str:
         return f"{layer.op} {layer.qualname}"
     if layer.kind == "input":
         return f"the input {layer.name}"
-    where = f" in {layer.qualname}" if layer.qualname else ""
-    return f"{layer.op}{where}"
+    if layer.kind == "output":
+        return "the model's output"
+    frame = layer.frame("call")
+    if frame is not None:
+        return f"{layer.op} at line {frame.line}"
+    return f"{layer.op} in {layer.qualname}" if layer.qualname else layer.op
 
 
 def _writer_text(layer) -> str:
@@ -181,7 +185,9 @@ def out_of_place(layer) -> str | None:
         module = layer.module
         if getattr(module, "inplace", False):
             args = _INPLACE_KW_RE.sub("", module.extra_repr()).strip(", ")
-            return f"nn.{type(module).__name__}({args})"
+            kind = type(module)
+            prefix = "nn." if kind.__module__.startswith("torch.nn") else ""
+            return f"{prefix}{kind.__name__}({args})"
         return None
     frame = layer.frame("call")
     line = frame.source() if frame is not None else ""

@@ -574,14 +574,17 @@ def _reaches(graph, start, goal) -> bool:
 
 # --- N004 --------------------------------------------------------------------------------------
 
-def _dropout_rate(layer) -> float | None:
-    """The drop probability of a dropout layer or call, None if it is not one."""
+def _dropout_rate(layer, model_training: bool = True) -> float | None:
+    """The drop probability of a dropout layer or call, None if it is not one. A call traced
+    with training=False in a model that trains was switched off on purpose; in a model traced
+    in eval mode, `training=self.training` reads False too, and the dropout is real."""
     if layer.kind == "module":
         if isinstance(layer.module, _DROPOUTS) and not isinstance(layer.module, (nn.AlphaDropout,)):
             return float(layer.module.p)
         return None
     if layer.kind in ("function", "method") and layer.op in _DROPOUT_FUNCTIONS:
-        if layer.kwargs.get("training", True) is False:
+        training = layer.kwargs.get("training", layer.args[2] if len(layer.args) > 2 else True)
+        if training is False and model_training:
             return None
         p = layer.kwargs.get("p", layer.args[1] if len(layer.args) > 1 else 0.5)
         return float(p) if isinstance(p, (int, float)) else None
@@ -651,7 +654,7 @@ class DropoutBeforeBatchNorm(Rule):
 
     def check(self, graph, ctx):
         for layer in graph:
-            p = _dropout_rate(layer)
+            p = _dropout_rate(layer, graph.model.training)
             if not p or p >= 1:
                 continue
             reached = graph.next_layers(

@@ -357,7 +357,8 @@ def test_n004_cases(tmp_path, monkeypatch, middle, fires):
     assert bool(only(lint(source, tmp_path, ["N004"]), "N004")) is fires
 
 
-def test_n004_follows_functional_dropout_through_a_residual_add(tmp_path, monkeypatch):
+@pytest.mark.parametrize("training", ["self.training", "False"])
+def test_n004_follows_functional_dropout_through_a_residual_add(tmp_path, monkeypatch, training):
     monkeypatch.chdir(tmp_path)
     source = """
     import torch
@@ -373,14 +374,17 @@ def test_n004_follows_functional_dropout_through_a_residual_add(tmp_path, monkey
             self.bn = nn.BatchNorm2d(8)
 
         def forward(self, x):
-            y = F.dropout(self.conv1(x), p=0.25, training=self.training)
+            y = F.dropout(self.conv1(x), p=0.25, training=TRAINING)
             return self.bn(self.conv2(x + y))
 
 
     model = Net()
     example_input = torch.randn(1, 8, 16, 16)
-    """
+    """.replace("TRAINING", training)
     findings = only(lint(source, tmp_path, ["N004"]), "N004")
+    if training == "False":  # switched off for good: nothing to report
+        assert findings == []
+        return
     assert len(findings) == 1
     f = findings[0]
     assert f.evidence["batchnorm"] == "bn" and f.evidence["p"] == 0.25
@@ -416,7 +420,8 @@ def test_i001_points_at_the_forward_line_of_the_write(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     f = only(lint(I001_BAD, tmp_path, ["I001"]), "I001")[0]
     assert f.location.line == 14  # out = self.relu(y)
-    assert f.evidence["overwritten"] == "conv1" and f.evidence["readers_after"] == ["add"]
+    assert f.evidence["overwritten"] == "conv1" and f.evidence["readers_after"] == ["add at line 15"]
+    assert "add at line 15 still reads" in f.message
     assert f.fix.code == "nn.ReLU()"
 
 

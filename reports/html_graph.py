@@ -347,6 +347,13 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def _chunk_ends(item: _Item) -> tuple[str, str]:
+    """The first and last item of a chunk, named within their module: "32" for "stages.1.32"."""
+    def short(key: str) -> str:
+        return key[2:].rsplit(".", 1)[-1] if key[0] == "G" else key[2:]
+    return short(item.parts[0]), short(item.parts[-1])
+
+
 class GraphBuilder:
     """Turns an ArchGraph into nested Levels. `finding_ids` maps each finding (by id()) to the
     id of its card, so a marked node links to it; after `build()`, `level_of_finding` tells
@@ -430,9 +437,9 @@ class GraphBuilder:
                         w=LEAF_W, h=LEAF_H, severity=severity, finding_count=count, href=href)
         ops = _plural(len(item.layers), "op")
         if item.kind == "chunk":
-            first, last = item.parts[0][2:], item.parts[-1][2:]
+            first, last = _chunk_ends(item)
             title = f"{first} … {last}"
-            tip = f"{len(item.parts)} items from {first} to {last}, {ops}{marks}"
+            tip = f"{len(item.parts)} items of {'.'.join(item.path) or 'the model'}, {first} to {last}, {ops}{marks}"
             return Node(item.key, "group", shorten(title, GROUP_W), f"{len(item.parts)} items · {ops}", tip,
                         w=GROUP_W, h=GROUP_H, severity=severity, finding_count=count,
                         href="#" + chunk_anchor[item.key])
@@ -455,7 +462,7 @@ class GraphBuilder:
         chunked = allow_chunks and len(keys) > CHUNK_ABOVE
         chunk_anchor: dict[str, str] = {}
         if chunked:
-            count = -(-len(keys) // CHUNK_SIZE)
+            count = min(-(-len(keys) // CHUNK_SIZE), CHUNK_ABOVE)
             size = -(-len(keys) // count)
             chunk_of = {k: f"C:{i // size}" for i, k in enumerate(keys)}
             key_of = lambda l: chunk_of[base_key(l)]  # noqa: E731
@@ -496,9 +503,10 @@ class GraphBuilder:
                 level.children.append(self._level(item.path, item.layers, self.anchor(item.path), "",
                                                   allow_chunks=True))
             elif item.kind == "chunk":
-                first, last = item.parts[0][2:], item.parts[-1][2:]
+                first, last = _chunk_ends(item)
                 level.children.append(self._level(path, item.layers, chunk_anchor[k],
-                                                  f"{first} … {last}", allow_chunks=False))
+                                                  f"{'.'.join(path) or 'model'} [{first} … {last}]",
+                                                  allow_chunks=False))
         if len(level.children) == 1:
             level.children[0].open = True  # a lone wrapper module hides nothing worth a click
         return level

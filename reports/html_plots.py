@@ -244,7 +244,8 @@ def rf_summary(graph: ArchGraph) -> str:
     best = max(spatial, key=lambda l: max(l.rf.size))
     size = "×".join(map(str, best.rf.size))
     ratio = max(best.rf.size) / max(image)
-    text = f"{size} px on a {'×'.join(map(str, image))} input ({ratio:.2g}× the input side)"
+    times = f"{ratio:.0f}" if ratio >= 10 else f"{ratio:.2g}"
+    text = f"{size} px on a {'×'.join(map(str, image))} input ({times}× the input side)"
     pooled = next((l for l in graph if l.rf is not None and l.rf.is_global), None)
     if pooled is not None:
         text += f"; global from {_name(pooled)}"

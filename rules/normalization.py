@@ -87,11 +87,11 @@ class BatchNormTinyBatch(Rule):
         FrozenBatchNorm2d (fixed statistics), and a BatchNorm put in eval mode inside a model that
         trains (frozen on purpose).
 
-        One finding per source line that builds BatchNorm layers, not one per layer: ResNet-50
-        has 53 BatchNorms built on five lines of torchvision, and the remedy is one edit per line.
-        The finding counts the layers, names the first, and lists them all in its evidence; a
-        model built by a library call (`torchvision.models.resnet50()`) gives one finding at that
-        call.
+        One finding per model, not one per layer: ResNet-50 has 53 BatchNorms, and they share
+        one cause (the batch size) and one remedy. The finding points at the first BatchNorm,
+        counts them, and lists in its evidence every layer and every line that builds one, so
+        the list of edits is complete. To accept BatchNorm at this batch size, ignore N001 in
+        the config or put `# archlint: disable=N001` on the first BatchNorm's line.
         """
     why = """
         In training, BatchNorm normalizes every channel with the mean and variance of the current
@@ -189,34 +189,36 @@ class BatchNormTinyBatch(Rule):
             if not module.training and graph.model.training:
                 continue  # frozen on purpose inside a model that trains
             layers.append(layer)
-        groups: dict[object, list] = defaultdict(list)
-        for layer in layers:
-            # One finding per line of the user's code that builds BatchNorms; lines inside a
-            # library cannot be edited, so all of those make one finding.
-            frame = layer.frame("built")
-            groups[(frame.path, frame.line) if frame and frame.is_user_code else None].append(layer)
-        for members in groups.values():
-            yield self._finding(graph, members, len(layers), batch, ctx["min-batch"])
+        if layers:
+            yield self._finding(graph, layers, batch, ctx["min-batch"])
 
-    def _finding(self, graph, members, total, batch, minimum):
+    def _finding(self, graph, members, batch, minimum):
+        # One finding per model: every BatchNorm shares the cause (the batch size) and the
+        # remedy; the evidence lists each layer and each line that builds one.
         first = members[0]
         names = [l.qualname for l in members]
         channels = sorted({l.module.num_features for l in members})
+        lines = []
+        for layer in members:
+            frame = layer.frame("built")
+            where = str(frame.location()) if frame else layer.qualname
+            if where not in lines:
+                lines.append(where)
         convs = self._preceding_convs(graph, members)
-        here = " built here" if first.frame("built") and first.frame("built").is_user_code else ""
-        what = (f"{len(members)} BatchNorm layers{here} ({first.qualname}, ...) normalize"
+        what = (f"{len(members)} BatchNorm layers ({first.qualname}, ...) normalize"
                 if len(members) > 1 else f"{first.op} {first.qualname} normalizes")
         message = (f"{what} with statistics of {batch} samples per device "
                    f"(fewer than {minimum}): the estimates are noisy and the running averages drift; "
                    f"GroupNorm + Weight Standardization do not depend on the batch")
         library = not (first.built_frames and first.built_frames[0].is_user_code)
         description = ("replace BatchNorm by GroupNorm and standardize the weights of the conv before it"
+                       + (f" at {len(lines)} places (evidence: built_at)" if len(lines) > 1 else "")
                        + (" (these layers are built inside a library: pass a norm_layer if its constructor "
                           "takes one, e.g. torchvision resnet50(norm_layer=group_norm))" if library else ""))
         return self.finding(
             first, message,
-            evidence={"batch_size": batch, "min_batch": minimum, "layers_here": len(members),
-                      "batchnorm_layers_in_model": total, "channels": channels, "layers": names},
+            evidence={"batch_size": batch, "min_batch": minimum, "batchnorm_layers": len(members),
+                      "channels": channels, "layers": names, "built_at": lines},
             fix=Fix(description, self._fix_code(members, convs)),
         )
 

@@ -101,15 +101,36 @@ def test_n001_threshold_is_an_option(tmp_path, monkeypatch):
     assert only(lint(CONV_BN_HELPER, tmp_path, ["N001"], **raised), "N001")
 
 
-def test_n001_reports_once_per_line_that_builds_batchnorms(tmp_path, monkeypatch):
+def test_n001_reports_once_per_model_naming_every_layer(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     findings = only(lint(CONV_BN_HELPER, tmp_path, ["N001"], **{"batch-size": 4}), "N001")
     assert len(findings) == 1
     f = findings[0]
     assert f.location.line == 8  # nn.BatchNorm2d(c_out) in ConvBN
     assert f.evidence["layers"] == ["0.1", "1.1", "2.1"]
-    assert f.evidence["layers_here"] == 3 and f.evidence["batch_size"] == 4
+    assert f.evidence["batchnorm_layers"] == 3 and f.evidence["batch_size"] == 4
     assert f.evidence["channels"] == [24, 48]
+
+
+def test_n001_one_finding_lists_every_line_that_builds_a_batchnorm(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = """
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Flatten(), nn.Linear(16 * 12 * 12, 10), nn.BatchNorm1d(10),
+    )
+    example_input = torch.randn(2, 3, 16, 16)
+    """
+    findings = only(lint(source, tmp_path, ["N001"], **{"batch-size": 2}), "N001")
+    assert len(findings) == 1
+    f = findings[0]
+    assert f.location.line == 5 and f.evidence["batchnorm_layers"] == 3
+    assert [where.rsplit(":", 1)[1] for where in f.evidence["built_at"]] == ["5", "6", "7"]
+    assert "nn.BatchNorm1d(10)  ->  nn.GroupNorm(5, 10)" in f.fix.code
 
 
 def test_n001_fix_code_runs_and_its_group_counts_divide_the_channels(tmp_path, monkeypatch):
@@ -160,7 +181,7 @@ def test_n001_one_finding_for_a_library_model_built_in_the_users_file(tmp_path, 
     """
     findings = only(lint(source, tmp_path, ["N001"], **{"batch-size": 8}), "N001")
     assert len(findings) == 1
-    assert findings[0].evidence["layers_here"] == 20 == findings[0].evidence["batchnorm_layers_in_model"]
+    assert findings[0].evidence["batchnorm_layers"] == 20
     assert findings[0].location.line == 4
     assert "norm_layer" in findings[0].fix.description
 

@@ -9,7 +9,8 @@ An entry is found by a key made of everything that decides a file's findings and
 importing it: the file's content and path, the targets named, the settings (minus fail-on, which
 changes the exit status, not the findings), the working folder (paths in reports are relative to
 it), the Python, torch and archlint versions, the archlint sources themselves (an editable install
-keeps its version number while its rules change) and the rule packs installed. What the file
+keeps its version number while its rules change) and the packages installed (the times of the
+sys.path folders, which change with every install: a new torchvision or rule pack). What the file
 imports is only known after importing it: the entry records the project-local modules the import
 pulled in, with the hashes of their contents, and is used only while all of them still match.
 
@@ -23,12 +24,11 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import sys
 import sysconfig
-import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -232,11 +232,38 @@ def _sources_fingerprint() -> list:
     return entries
 
 
-def _version(distribution: str) -> str | None:
+def torch_version() -> str | None:
+    """torch's version without importing torch, nor importlib.metadata (which alone costs more
+    than the rest of a cached run): torch/version.py is one line to read."""
+    spec = importlib.util.find_spec("torch")
+    folder = (spec.submodule_search_locations or [None])[0] if spec else None
+    if folder:
+        try:
+            text = Path(folder, "version.py").read_text(encoding="utf-8")
+            match = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.M)
+            if match:
+                return match.group(1)
+        except OSError:
+            pass
+    from importlib import metadata
+
     try:
-        return metadata.version(distribution)
+        return metadata.version("torch")
     except metadata.PackageNotFoundError:
         return None
+
+
+def _installed_packages_fingerprint() -> list:
+    """Modification times of the folders on sys.path: installing, upgrading or removing any
+    package (a new torch, torchvision or timm, a rule pack registered through entry points)
+    adds or removes a *.dist-info folder there, which changes the folder's time."""
+    entries = []
+    for folder in sys.path:
+        try:
+            entries.append([folder, os.stat(folder or ".").st_mtime_ns])
+        except OSError:
+            continue
+    return entries
 
 
 class ResultCache:
@@ -266,15 +293,11 @@ class ResultCache:
         (self.directory / "CACHEDIR.TAG").write_text(_CACHEDIR_TAG, encoding="utf-8")
 
     def environment(self) -> str:
-        """What every key shares: versions, archlint's sources and the rule packs installed."""
+        """What every key shares: versions, archlint's sources and the packages installed."""
         if self._environment is None:
-            packs = sorted(
-                [ep.name, ep.value, _version(ep.dist.name) if ep.dist else None]
-                for ep in metadata.entry_points(group="archlint.rules")
-            )
             data = {
-                "archlint": __version__, "torch": _version("torch"),
-                "python": sys.version, "sources": _sources_fingerprint(), "packs": packs,
+                "archlint": __version__, "torch": torch_version(), "python": sys.version,
+                "sources": _sources_fingerprint(), "packages": _installed_packages_fingerprint(),
             }
             self._environment = _sha256(json.dumps(data, sort_keys=True, default=str).encode())
         return self._environment
@@ -331,6 +354,8 @@ class ResultCache:
             for stale in self.results.glob(f"{slot}-*.json"):
                 stale.unlink(missing_ok=True)
             # Written whole, then renamed: a concurrent run never reads half an entry.
+            import tempfile
+
             fd, tmp = tempfile.mkstemp(dir=self.results, suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as stream:
                 stream.write(text)

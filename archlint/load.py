@@ -84,11 +84,30 @@ def meta_parameters() -> Iterator[None]:
         nn.Module.register_parameter = original
 
 
+# In-place ops that only change values. On a meta tensor there are no values, yet each call
+# still runs torch's Python meta decomposition (~1-3 ms); weight initialization makes hundreds
+# of them, most of a meta build's time (timm convnext_base: 1.9 s -> 0.4 s without them).
+_VALUE_ONLY_INPLACE = frozenset({
+    "uniform_", "normal_", "trunc_normal_", "fill_", "zero_", "constant_", "zeros_", "ones_",
+    "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_", "erfinv_",
+    "mul_", "div_", "add_", "sub_", "clamp_", "clamp_min_", "clamp_max_", "sqrt_", "copy_",
+    "exponential_", "bernoulli_", "random_", "log_normal_", "cauchy_", "geometric_",
+})
+
+
+class _SkipMetaValueWrites(torch.overrides.TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if (getattr(func, "__name__", "") in _VALUE_ONLY_INPLACE and args
+                and isinstance(args[0], torch.Tensor) and args[0].is_meta):
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
 @contextmanager
 def building(on_meta: bool) -> Iterator[None]:
     with sources.record_construction():
         if on_meta:
-            with meta_parameters():
+            with meta_parameters(), _SkipMetaValueWrites():
                 yield
         else:
             yield

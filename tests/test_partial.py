@@ -198,3 +198,28 @@ def test_a_parameter_fed_straight_into_a_layer():
     report = archlint.lint(_LatentQuery(), input_shape=(1, 4, 16))
     assert report.error is None and report.tracer == "torch.fx"
     assert report.summary["macs"] == 4 * 16 * 16 + 16 * 16
+
+
+def test_meta_build_skips_weight_initialization_but_keeps_real_buffers():
+    from archlint.load import building
+
+    calls = []
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+            nn.init.trunc_normal_(self.fc.weight, std=0.02)
+            self.register_buffer("index", torch.arange(4).float())
+            self.index.mul_(2)  # a real buffer: the write must happen
+            calls.append(self.fc.weight.is_meta)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    with building(on_meta=True):
+        net = Net()
+    assert calls == [True]
+    assert net.index.tolist() == [0.0, 2.0, 4.0, 6.0]
+    report = archlint.lint(net, input_shape=(2, 8))
+    assert report.error is None and report.summary["params"] == 72

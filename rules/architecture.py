@@ -10,7 +10,7 @@ from archlint.findings import Fix, Severity
 from archlint.graph import Layer
 from archlint.rule import Option, Rule
 
-from ._common import (conv_call, data_dependent, human, is_dropout, is_identity, is_norm, is_pool,
+from ._common import (conv_call, data_dependent, human, is_depthwise, is_dropout, is_identity, is_norm, is_pool,
                       is_shape_op, is_weighted, keeps_linearity, tensor_inputs)
 
 _PLAIN_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -418,7 +418,8 @@ class DeepPlainStack(Rule):
         flows one layer after the other, with no residual addition, concatenation or other
         merge of two branches along the way, and reports a chain longer than
         `max-plain-depth` weighted layers (VGG-16's 16 are allowed). Normalization,
-        activation, pooling and reshapes do not count as layers and do not break a chain.
+        activation, pooling and reshapes do not count as layers and do not break a chain; a
+        depthwise conv and the pointwise conv after it count as one layer.
         """
     why = """
         Plain networks get worse as they get deeper past a point, and not from overfitting:
@@ -484,6 +485,12 @@ class DeepPlainStack(Rule):
         )
 
 
+def _counts_as_layer(layer: Layer) -> bool:
+    """Convs and Linear layers; a depthwise conv and the pointwise conv after it count once,
+    as the one factorized conv they are (MobileNet)."""
+    return is_weighted(layer) and not (layer.kind == "module" and is_depthwise(layer.module))
+
+
 def longest_plain_chains(graph) -> list[tuple[int, Layer, Layer]]:
     """(weighted layers, first, last) of the longest plain chain starting at each chain
     start, found in one pass in execution order: a layer with one data input extends its
@@ -496,7 +503,7 @@ def longest_plain_chains(graph) -> list[tuple[int, Layer, Layer]]:
             continue
         producers = tensor_inputs(graph, layer, dependent)
         count, first, last = state.get(producers[0].name, (0, None, None)) if len(producers) == 1 else (0, None, None)
-        if is_weighted(layer):
+        if _counts_as_layer(layer):
             count, first, last = count + 1, first or layer, layer
         state[layer.name] = (count, first, last)
         if first is not None and count > best.get(first.name, (0,))[0]:

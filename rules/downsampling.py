@@ -6,8 +6,8 @@ from torch import nn
 from archlint.findings import Fix, Severity
 from archlint.rule import Option, Rule
 
-from ._common import (conv_call, conv_weights, human, is_global, is_pool, is_upsampling,
-                      reduction, shape_text, spatial, square)
+from ._common import (conv_call, conv_weights, data_dependent, human, is_global, is_pool, is_upsampling,
+                      keeps_linearity, reduction, shape_text, spatial, square)
 
 
 def _dims(layer) -> int:
@@ -165,7 +165,9 @@ class StridedPointwise(Rule):
     what = """
         Finds convolutions whose kernel is 1 along every axis and whose stride is above 1,
         typically the projection shortcut of a ResNet stage (`downsample.0`). The finding
-        counts how many input positions the layer never looks at.
+        counts how many input positions the layer never looks at. A strided 1x1 branch that
+        is summed with a kxk conv of the same input and stride (RepVGG, MobileOne) is left
+        alone: it is the centre tap of that kernel, and the two fold into one kxk conv.
         """
     why = """
         A 1x1 kernel with stride 2 samples the grid: it reads the top-left value of each 2x2
@@ -242,6 +244,8 @@ class StridedPointwise(Rule):
             size = spatial(layer.in_shape)
             if size is not None and all(s == 1 for s in size):
                 continue  # a 1x1 map has nothing to skip
+            if _reparameterizable(graph, layer):
+                continue
             n = len(kernel)
             step = _product(stride)
             pool_stride = square(conv.stride) if square(conv.stride) is not None else tuple(stride)
@@ -261,6 +265,37 @@ class StridedPointwise(Rule):
             )
 
 
+def _data_producers(graph, layer) -> set[str]:
+    return {p.name for p in graph.predecessors(layer) if p.out_shapes and p.kind != "attr"}
+
+
+def _reparameterizable(graph, pointwise) -> bool:
+    """A strided 1x1 branch summed with a strided kxk conv of the same input (RepVGG,
+    MobileOne, FastViT): the 1x1 is the kxk kernel's centre tap, the pair folds into one kxk
+    conv at inference, and that conv reads every position."""
+    source = _data_producers(graph, pointwise)
+    stride = _tuple(pointwise.module.stride)
+    frontier, seen = [pointwise], set()
+    for _ in range(8):  # the branches meet within a few adds
+        merges = [l for start in frontier for l in graph.next_layers(start, through=keeps_linearity)
+                  if l.op in ("add", "add_", "iadd") and l.name not in seen]
+        if not merges:
+            return False
+        for merge in merges:
+            seen.add(merge.name)
+            for other in graph.predecessors(merge):
+                candidates = [other] if not keeps_linearity(other) else \
+                    graph.previous_layers(other, through=keeps_linearity)
+                for conv in candidates:
+                    if (conv is not pointwise and conv.is_a(nn.modules.conv._ConvNd)
+                            and any(k > 1 for k in _tuple(conv.module.kernel_size))
+                            and _tuple(conv.module.stride) == stride
+                            and _data_producers(graph, conv) & source):
+                        return True
+        frontier = merges
+    return False
+
+
 def _compact(stride) -> str:
     return str(stride[0]) if len(set(stride)) == 1 else str(tuple(stride))
 
@@ -272,13 +307,15 @@ class DownsampleWithoutWidening(Rule):
     summary = "A stride-2 step in the body keeps the channel count: each later layer does 4x less work."
     what = """
         Finds downsampling steps (a conv or pool with stride > 1) in the body of the network
-        after which no layer at the new resolution is wider than the narrowest tensor that
-        fed the step. Comparing the stage before with the whole stage after, rather than one
+        after which the widest layer at the new resolution has exactly as many channels as
+        the narrowest tensor that fed the step. Comparing the stage before with the whole stage after, rather than one
         layer's input and output, keeps it quiet on pools followed by a widening conv (VGG),
         on depthwise convs inside an inverted residual block that widens as a whole
         (MobileNet, EfficientNet) and on ResNet bottlenecks. The stem (steps taken while the
         map is still larger than 1/`stem-stride` of the input, such as ResNet's max-pool)
-        and global pooling are left alone.
+        global pooling, and steps whose output never reaches a conv with a kernel above 1 at
+        the new resolution (GoogLeNet's auxiliary heads, MViT's pooled attention) are left
+        alone, and so are steps that narrow on purpose (HRNet's lower-resolution branches).
         """
     why = """
         The cost of a conv layer is proportional to H x W x C_in x C_out. Halving H and W
@@ -337,6 +374,7 @@ class DownsampleWithoutWidening(Rule):
         if image is None:
             return
         order = list(graph)
+        dependent = data_dependent(graph)
         for layer in order:
             if not (is_pool(layer) or layer.is_a(nn.modules.conv._ConvNd)) or is_global(layer):
                 continue
@@ -348,10 +386,12 @@ class DownsampleWithoutWidening(Rule):
                 continue
             if max(i / b for i, b in zip(image, before)) < ctx["stem-stride"]:
                 continue  # still the stem: the input is being reduced cheaply on purpose
-            narrowest = _narrowest_feeding(graph, layer)
-            widest, stage_end, convs = _widest_at(order, layer, after)
-            if narrowest is None or widest is None or widest > narrowest or not convs:
-                continue  # widened, or only a head's pooling follows: no layer does less work
+            narrowest = _narrowest_feeding(graph, layer, dependent)
+            widest, stage_end = _widest_at(order, layer, after)
+            if narrowest is None or widest != narrowest:
+                continue  # widened (or narrowed on purpose, as HRNet's lower-resolution branches)
+            if not _feeds_spatial_conv(graph, layer):
+                continue  # a head or pooled attention: no conv layer works at the new size
             yield self._report(layer, factor, narrowest, widest, stage_end)
 
     def _report(self, layer, factor, narrowest, widest, stage_end):
@@ -368,7 +408,7 @@ class DownsampleWithoutWidening(Rule):
         return self.finding(
             layer,
             f"{layer.op} shrinks {shape_text(spatial(layer.in_shape))} to {shape_text(spatial(layer.out_shape))} "
-            f"but no layer after it is wider than {narrowest} channels (widest: {widest}): "
+            f"and the layers after it stay at {widest} channels: "
             f"each later layer does {drop}x less work than one before it",
             evidence={"reduction": list(factor), "channels_before": narrowest, "widest_after": widest,
                       "compute_per_layer_drop": drop, "stage_ends_at": stage_end},
@@ -377,7 +417,7 @@ class DownsampleWithoutWidening(Rule):
         )
 
 
-def _narrowest_feeding(graph, layer) -> int | None:
+def _narrowest_feeding(graph, layer, dependent: set[str]) -> int | None:
     """The fewest channels on the way into `layer` at its input resolution, walking back
     along single-input layers (an inverted residual's expansion counts from the block's
     narrow input, a bottleneck's strided 3x3 from its reduced width)."""
@@ -385,25 +425,25 @@ def _narrowest_feeding(graph, layer) -> int | None:
     widths = []
     current = layer
     for _ in range(64):  # a block is short; this only bounds a pathological walk
-        producers = [p for p in graph.predecessors(current) if p.out_shapes]
+        producers = [p for p in graph.predecessors(current) if p.out_shapes and p.kind != "attr"
+                     and p.name in dependent]
         if len(producers) != 1:
             break
         p = producers[0]
         if spatial(p.out_shape) != size or p.out_shape is None or len(p.out_shape) != len(layer.in_shape):
             break
         widths.append(p.out_shape[1])
-        if len(graph.successors(p)) > 1:
+        if len([c for c in graph.successors(p) if c.out_shapes]) > 1:
             break  # a fork: the block's input, which a shortcut also reads
         current = p
     return min(widths) if widths else None
 
 
-def _widest_at(order, start, size) -> tuple[int | None, str, int]:
+def _widest_at(order, start, size) -> tuple[int | None, str]:
     """The most channels any conv, pool or merge produces at `size` from `start` until the
-    next step down from that resolution, where that stage ends, and how many convs it has."""
+    next step down from that resolution, and where that stage ends."""
     widest = None
     end = ""
-    convs = 0
     for layer in order[start.index:]:
         if layer is not start and spatial(layer.in_shape) == size and reduction(layer) is not None \
                 and (is_pool(layer) or layer.is_a(nn.modules.conv._ConvNd)) and not is_global(layer):
@@ -411,9 +451,27 @@ def _widest_at(order, start, size) -> tuple[int | None, str, int]:
         if spatial(layer.out_shape) != size or len(layer.out_shape) != len(start.out_shape):
             continue
         if layer.is_a(nn.modules.conv._ConvNd) or is_pool(layer) or layer.op in ("add", "cat", "concat"):
-            convs += layer is not start and layer.is_a(nn.modules.conv._ConvNd)
             width = layer.out_shape[1]
             if widest is None or width > widest:
                 widest = width
             end = layer.qualname or layer.name
-    return widest, end, convs
+    return widest, end
+
+
+def _feeds_spatial_conv(graph, start) -> bool:
+    """Whether the map `start` produces reaches a conv with a kernel above 1 while it keeps
+    its resolution. Not so for a head (GoogLeNet's auxiliary classifiers pool, then project
+    with 1x1 convs) or for pooled attention keys and values (MViT), which become tokens."""
+    size, ndim = spatial(start.out_shape), len(start.out_shape)
+    seen, frontier = {start.name}, [start]
+    while frontier:
+        layer = frontier.pop()
+        for nxt in graph.successors(layer):
+            if nxt.name in seen or nxt.out_shape is None or len(nxt.out_shape) != ndim \
+                    or spatial(nxt.out_shape) != size:
+                continue
+            seen.add(nxt.name)
+            if nxt.is_a(nn.modules.conv._ConvNd) and any(k > 1 for k in _tuple(nxt.module.kernel_size)):
+                return True
+            frontier.append(nxt)
+    return False

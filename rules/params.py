@@ -149,8 +149,9 @@ class ChannelsNotMultipleOf8(Rule):
     summary = "Conv/Linear channel counts that are not multiples of 8 keep Tensor Cores idle in fp16/bf16."
     what = """
         Collects the convolutions and Linear layers whose input or output channel count is
-        not a multiple of 8, leaving out the channels of the model's own input (3 for RGB)
-        and the outputs that are the model's outputs (the class count). It reports once per
+        not a multiple of 8, leaving out the channels of the model's own input (3 for RGB, a
+        generator's latent size) and the outputs that are the model's outputs (the class
+        count, a decoder's RGB image, also behind a final sigmoid or tanh). It reports once per
         model, when those layers do at least `min-macs-share` of the model's multiply-adds,
         pointing at the costliest one and listing all of them in the evidence.
         """
@@ -264,11 +265,24 @@ def _input_readers(graph) -> set[str]:
     return found
 
 
+_SQUASHES = {"sigmoid", "tanh", "softmax", "log_softmax", "_softmax", "_log_softmax", "clamp", "clip"}
+
+
+def _reshapes_or_squashes(layer: Layer) -> bool:
+    """Reshapes, dropout and the output activations (sigmoid on an image, softmax on scores)."""
+    if keeps_linearity(layer):
+        return True
+    if layer.kind == "module":
+        return isinstance(layer.module, (nn.Sigmoid, nn.Tanh, nn.Softmax, nn.LogSoftmax, nn.Hardtanh))
+    return layer.op in _SQUASHES
+
+
 def _output_writers(graph) -> set[str]:
-    """Layers whose output is the model's output, directly or through reshapes and dropout."""
+    """Layers whose output is the model's output (class scores, an RGB image), directly or
+    through reshapes and a final activation."""
     found = set()
     for end in graph.outputs:
-        found.update(l.name for l in graph.previous_layers(end, through=keeps_linearity))
+        found.update(l.name for l in graph.previous_layers(end, through=_reshapes_or_squashes))
     return found
 
 

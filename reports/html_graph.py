@@ -102,7 +102,7 @@ def _leaf_label(layer: Layer) -> str:
     return layer.op if layer.kind not in ("input", "output") else layer.name
 
 
-def _shape_text(shape: Sequence[int] | None) -> str:
+def shape_text(shape: Sequence[int] | None) -> str:
     if not shape:
         return ""
     dims = list(shape[1:]) if len(shape) > 1 else list(shape)
@@ -430,8 +430,8 @@ class GraphBuilder:
         if item.kind == "leaf":
             layer = item.layer
             sub = _subtitle(layer.op if layer.kind not in ("input", "output") else "",
-                            _shape_text(layer.out_shape), LEAF_W)
-            tip = f"{layer.qualname or layer.name} ({layer.op}) → {_shape_text(layer.out_shape) or '?'}{marks}"
+                            shape_text(layer.out_shape), LEAF_W)
+            tip = f"{layer.qualname or layer.name} ({layer.op}) → {shape_text(layer.out_shape) or '?'}{marks}"
             href = "#" + self.finding_ids[id(findings[0])] if findings and id(findings[0]) in self.finding_ids else None
             return Node(item.key, "leaf", shorten(_leaf_label(layer), LEAF_W), sub, tip,
                         w=LEAF_W, h=LEAF_H, severity=severity, finding_count=count, href=href)

@@ -127,13 +127,27 @@ def stages(graph: ArchGraph) -> list[Stage]:
         if layer.kind == "output" or not shape or len(shape) != rank:
             continue
         spatial = tuple(shape[2:])
-        if result and result[-1].spatial == spatial:
+        if result and result[-1].spatial == spatial and result[-1].first != "input":
             stage = result[-1]
             stage.last, stage.count = _name(layer), stage.count + 1
             stage.channels = max(stage.channels, shape[1])
         else:
             result.append(Stage(_name(layer), _name(layer), spatial, shape[1], 1))
     return result
+
+
+def _span_label(first: str, last: str, width: float) -> str:
+    """"stages.1: 0.conv … 249.relu" for a run of layers, their shared module said once."""
+    if first == last:
+        return shorten(first, width)
+    a, b = first.split("."), last.split(".")
+    common = 0
+    while common < min(len(a), len(b)) - 1 and a[common] == b[common]:
+        common += 1
+    if common:
+        prefix = ".".join(a[:common])
+        return shorten(f"{prefix}: {'.'.join(a[common:])} … {'.'.join(b[common:])}", width)
+    return shorten(f"{first} … {last}", width)
 
 
 def pyramid(graph: ArchGraph, limit: int = 60) -> Pyramid | None:
@@ -150,9 +164,9 @@ def pyramid(graph: ArchGraph, limit: int = 60) -> Pyramid | None:
     for i, s in enumerate(shown):
         side = math.prod(s.spatial) ** (1 / len(s.spatial))
         spatial = "×".join(map(str, s.spatial))
-        label = s.first if s.first == s.last else f"{s.first} … {s.last}"
+        label = _span_label(s.first, s.last, label_w - 4)
         rows.append(PyramidRow(
-            y=30 + i * row_h, label=shorten(label, label_w - 4), spatial=spatial, channels=str(s.channels),
+            y=30 + i * row_h, label=label, spatial=spatial, channels=str(s.channels),
             spatial_w=max(2.0, half * side / biggest_side),
             channels_w=max(2.0, half * s.channels / most_channels),
             tooltip=f"{label}: {s.count} ops at {spatial}, up to {s.channels} channels"))

@@ -233,7 +233,7 @@ def layer_rows(graph, findings_at: dict[str, list[Finding]]) -> list[LayerRow]:
         rows.append(LayerRow(
             index=layer.index, module=_row_name(layer), kind=layer.kind,
             type=layer.op if layer.kind != "input" else "input",
-            shape=html_graph._shape_text(layer.out_shape) if layer.kind != "input" else "×".join(map(str, layer.out_shape or ())),
+            shape=html_graph.shape_text(layer.out_shape) if layer.kind != "input" else "×".join(map(str, layer.out_shape or ())),
             params=layer.params, macs=layer.macs, rf=rf, rf_sort=rf_sort,
             finding_codes=" ".join(dict.fromkeys(f.code for f in found)),
             severity=str(max(f.severity for f in found)) if found else None))

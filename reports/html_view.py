@@ -98,6 +98,19 @@ class LayerRow:
 
 
 @dataclass
+class PartRow:
+    """A part of a model that could not be traced whole, linted on its own (archlint/partial.py)."""
+
+    module: str
+    tracer: str = ""
+    inputs: str = ""
+    params: str = ""
+    macs: str = ""
+    layers: int = 0
+    skipped: str = ""
+
+
+@dataclass
 class ModelView:
     id: str
     target: str
@@ -109,6 +122,7 @@ class ModelView:
     graph: html_graph.Level | None = None
     plots: html_plots.Plots | None = None
     counts: list[Count] = field(default_factory=list)
+    parts: list[PartRow] = field(default_factory=list)
 
 
 @dataclass
@@ -242,6 +256,13 @@ def layer_rows(graph, findings_at: dict[str, list[Finding]]) -> list[LayerRow]:
 
 # --- the page -------------------------------------------------------------------------------------
 
+def _part_row(part: dict[str, Any]) -> PartRow:
+    if "skipped" in part:
+        return PartRow(part["module"], skipped=str(part["skipped"]))
+    return PartRow(part["module"], part.get("tracer") or "", html_plots.sizes_of(part.get("inputs") or []),
+                   human(part.get("params", 0)), human(part.get("macs", 0)), part.get("layers", 0))
+
+
 def _sorted_findings(findings: Sequence[Finding]) -> list[Finding]:
     # The engine already orders findings; sorting again (stably) keeps the page right for
     # reports assembled by other means.
@@ -266,7 +287,8 @@ def model_view(model: Any, index: int, documented: set[str]) -> ModelView:
         operations=len(graph) if graph is not None else 0,
         receptive_field=html_plots.rf_summary(graph) if graph is not None else "n/a",
         counts=view.counts, notes=list(model.notes))
-    if graph is None:  # a report without the traced graph (e.g. read back from a cache)
+    view.parts = [_part_row(p) for p in getattr(model, "parts", None) or []]
+    if graph is None:  # linted part by part, or read back from a cache: no graph to draw
         view.findings = [_finding_view(f, ids[id(f)], documented, "") for f in findings]
         return view
     builder = html_graph.GraphBuilder(graph, findings, mid, ids)

@@ -302,3 +302,25 @@ def test_identical_across_processes(write_model):
         assert process.returncode == 0, err.decode()[-2000:]
     first, second = (out.read_bytes() for out, _ in runs)
     assert first == second and b"K001" in first
+
+
+def test_model_linted_in_parts_and_a_finding_without_a_line():
+    """A model traced part by part has no whole graph: the page lists its parts and still shows
+    every finding, including one that names no source line."""
+    from archlint.findings import Finding, Fix, Severity
+    from archlint.results import ModelReport
+
+    finding = Finding("K001", "large-kernel", Severity.WARNING, "backbone.stem", "7x7 conv",
+                      evidence={"kernel": 7}, fix=Fix("use 3x3 convs", "nn.Conv2d(3, 8, 3)"))
+    model = ModelReport(target="det.py::model", tracer="parts", inputs=[[1, 3, 64, 64]], findings=[finding],
+                        parts=[{"module": "backbone", "tracer": "torch.fx", "inputs": [[1, 3, 64, 64]],
+                                "params": 1000, "macs": 20000, "layers": 12},
+                               {"module": "postprocess", "skipped": "data-dependent output size"}])
+    root = check_page(_html(Report(models=[model])))
+    rows = root.find("section", id="m0-parts").find("tbody").find_all("tr")
+    assert [r.find("code").text() for r in rows] == ["backbone", "postprocess"]
+    assert "skipped: data-dependent output size" in rows[1].text()
+    card = finding_cards(root)[0]
+    assert card.find("mark") is None and card.find("code", cls="location") is None
+    assert card.find("pre", cls="fix-code").text() == "nn.Conv2d(3, 8, 3)"
+    assert root.find("section", id="m0-graph") is None

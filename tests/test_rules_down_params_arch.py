@@ -99,6 +99,19 @@ def test_d002_quiet_on_a_1x1_map():
     assert not found(lint(model, select=["D002"]))
 
 
+def test_d002_quiet_on_a_reparameterizable_1x1_branch():
+    class RepBlock(nn.Module):  # RepVGG: 3x3 and 1x1 branches of one input, summed; fold into one 3x3
+        def __init__(self, c_in, c_out):
+            super().__init__()
+            self.kxk = nn.Sequential(nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False), nn.BatchNorm2d(c_out))
+            self.pointwise = nn.Sequential(nn.Conv2d(c_in, c_out, 1, 2, bias=False), nn.BatchNorm2d(c_out))
+
+        def forward(self, x):
+            return torch.relu(self.kxk(x) + self.pointwise(x))
+
+    assert not found(lint(RepBlock(8, 16), shape=(1, 8, 16, 16), select=["D002"]))
+
+
 # --- D003 downsample-without-widening ------------------------------------------------------------
 
 def test_d003_textbook_plain_net_fires_at_each_body_step_not_the_stem():
@@ -132,6 +145,23 @@ def test_d003_pool_before_the_head_is_quiet():
     assert not found(lint(model, shape=(1, 3, 64, 64), select=["D003"]))
 
 
+def test_d003_auxiliary_head_and_narrowing_branch_are_quiet():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = conv_bn_relu(3, 32, stride=4)
+            self.body = nn.Sequential(conv_bn_relu(32, 64, stride=2), conv_bn_relu(64, 64))
+            self.aux = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(64, 64, 1), nn.Flatten(), nn.Linear(64 * 2 * 2, 10))
+            self.low = conv_bn_relu(64, 32, stride=2)  # a narrower low-resolution branch (HRNet)
+            self.low_body = conv_bn_relu(32, 32)
+
+        def forward(self, x):
+            x = self.body(self.stem(x))
+            return self.aux(x), self.low_body(self.low(x))
+
+    assert not found(lint(Net(), shape=(1, 3, 32, 32), select=["D003"]))
+
+
 # --- P001 dense-head-dominates ---------------------------------------------------------------------
 
 def test_p001_evidence_and_threshold():
@@ -163,6 +193,12 @@ def test_p002_one_finding_per_model_exempting_input_and_class_count():
     assert f.module == "4"  # the costliest of them: 36->32 channels
     assert "2: nn.Conv2d(24, 40, 3, padding=1)" in f.fix.code
     assert "0: nn.Conv2d(3, 24, 3, padding=1)" in f.fix.code  # the RGB input stays 3
+
+
+def test_p002_exempts_a_decoders_rgb_image_behind_its_activation():
+    model = nn.Sequential(nn.ConvTranspose2d(100, 64, 4), nn.ReLU(),
+                          nn.ConvTranspose2d(64, 3, 4, 2, 1), nn.Tanh())
+    assert not found(lint(model, shape=(1, 100, 1, 1), select=["P002"]))
 
 
 def test_p002_ignores_misalignment_that_costs_almost_nothing():
@@ -382,6 +418,17 @@ def test_a003_a_skip_in_the_middle_breaks_the_chain():
     assert [count for count, _, _ in longest_plain_chains(report.graph)] == [16, 15]
 
 
+def test_a003_depthwise_and_pointwise_count_as_one_layer():
+    def separable(c):
+        return [nn.Conv2d(c, c, 3, padding=1, groups=c), nn.BatchNorm2d(c), nn.ReLU(),
+                nn.Conv2d(c, c, 1), nn.BatchNorm2d(c), nn.ReLU()]
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), *[m for _ in range(13) for m in separable(8)])
+    report = lint(model, shape=(1, 3, 8, 8), select=["A003"])
+    assert not found(report)  # MobileNetV1's shape: 14 layers, not 27
+    assert longest_plain_chains(report.graph)[0][0] == 14
+
+
 def test_a003_layer_scale_and_position_embeddings_are_not_merges():
     class Scaled(nn.Module):
         def __init__(self, n):
@@ -461,6 +508,14 @@ def test_p001_on_vgg16_and_alexnet(name, layer, share):
     assert f.module == layer and f.evidence["share"] == pytest.approx(share, abs=0.01)
     assert f.evidence["model_params_after"] < f.evidence["model_params"] / 2
     assert not found(report, "A003") and not found(report, "D003")  # 16 layers; the last pool feeds the head
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["repvgg_a2", "mobileone_s0", "lcnet_050", "hrnet_w18_small", "mvitv2_tiny"])
+def test_timm_families_that_once_raised_false_alarms(name):
+    model = _timm(name)
+    report = lint(model, shape=(1, *model.pretrained_cfg["input_size"]))
+    assert not [f for f in report.findings if f.severity >= Severity.WARNING or f.code == "D003"]
 
 
 @pytest.mark.slow

@@ -106,12 +106,15 @@ class Stage:
     spatial: tuple[int, ...]
     channels: int
     count: int
+    is_input: bool = False
 
 
 def _name(layer: Layer) -> str:
     if layer.kind in ("module", "attr"):
         return layer.qualname
-    return f"{layer.qualname}›{layer.op}" if layer.qualname else layer.op if layer.kind != "input" else "input"
+    if layer.kind == "input":
+        return f"input {layer.name}"
+    return f"{layer.qualname}›{layer.op}" if layer.qualname else layer.op
 
 
 def stages(graph: ArchGraph) -> list[Stage]:
@@ -127,12 +130,13 @@ def stages(graph: ArchGraph) -> list[Stage]:
         if layer.kind == "output" or not shape or len(shape) != rank:
             continue
         spatial = tuple(shape[2:])
-        if result and result[-1].spatial == spatial and result[-1].first != "input":
+        # Inputs get rows of their own: the pyramid starts from what the model is given.
+        if result and result[-1].spatial == spatial and not result[-1].is_input and layer.kind != "input":
             stage = result[-1]
             stage.last, stage.count = _name(layer), stage.count + 1
             stage.channels = max(stage.channels, shape[1])
         else:
-            result.append(Stage(_name(layer), _name(layer), spatial, shape[1], 1))
+            result.append(Stage(_name(layer), _name(layer), spatial, shape[1], 1, layer.kind == "input"))
     return result
 
 
@@ -169,7 +173,8 @@ def pyramid(graph: ArchGraph, limit: int = 60) -> Pyramid | None:
             y=30 + i * row_h, label=label, spatial=spatial, channels=str(s.channels),
             spatial_w=max(2.0, half * side / biggest_side),
             channels_w=max(2.0, half * s.channels / most_channels),
-            tooltip=f"{label}: {s.count} ops at {spatial}, up to {s.channels} channels"))
+            tooltip=f"{label}: {s.count} op{'s' if s.count != 1 else ''} at {spatial}, "
+                    f"up to {s.channels} channels"))
     return Pyramid(width=width, height=30 + len(rows) * row_h + 8, mid=mid, half=half, rows=rows,
                    row_h=row_h, truncated=len(found) - len(shown))
 

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import inspect
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 import torch.utils._pytree as pytree
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import load
 from .errors import ArchlintError
@@ -70,7 +72,7 @@ def capture_inputs(model: nn.Module, inputs: Sequence[Any]) -> tuple[dict[str, t
             handles.append(module.register_forward_pre_hook(hook_for(name, module), with_kwargs=True))
     failure = ""
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _keep_every_candidate():
             model(*inputs)
     except Exception as exc:  # the point the whole trace could not get past either
         failure = _first_line(exc)
@@ -78,6 +80,29 @@ def capture_inputs(model: nn.Module, inputs: Sequence[Any]) -> tuple[dict[str, t
         for handle in handles:
             handle.remove()
     return captured, failure
+
+
+class _KeepAllBoxes(TorchDispatchMode):
+    """Non-maximum suppression on meta tensors: keep every box (it has no meta kernel, since
+    how many boxes survive depends on their values)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        nms = getattr(getattr(torch.ops, "torchvision", None), "nms", None)
+        if nms is not None and func is nms.default and args[0].is_meta:
+            return torch.arange(args[0].shape[0], device="meta")
+        return func(*args, **(kwargs or {}))
+
+
+@contextmanager
+def _keep_every_candidate():
+    """Let data-dependent filters run on meta tensors by assuming nothing is filtered out:
+    `nonzero` finds every element non-zero and NMS keeps every box. The eager run then reaches
+    the heads behind them (a two-stage detector's box and mask heads) with inputs of the
+    largest size they can get."""
+    import torch.fx.experimental._config as fx_config
+
+    with fx_config.patch(meta_nonzero_assume_all_nonzero=True), _KeepAllBoxes():
+        yield
 
 
 def _positional(module: nn.Module, args: tuple, kwargs: dict) -> tuple:
@@ -188,9 +213,17 @@ def layer_rejected_input(exc: BaseException) -> bool:
 
     while exc is not None:
         if isinstance(exc, NodeFailed):
-            return True
+            return not _needs_data(exc.error)
         exc = exc.__cause__
     return False
+
+
+def _needs_data(error: BaseException) -> bool:
+    """An op that cannot run on meta tensors because its output depends on values (nonzero,
+    .item(), unique): a limit of tracing without data, not a mistake in the model."""
+    text = str(error)
+    return isinstance(error, NotImplementedError) or any(
+        s in text for s in ("data-dependent", "meta tensors", "Meta tensors", "nonzero()", ".item()"))
 
 
 def _reason(exc: BaseException) -> str:
@@ -207,7 +240,8 @@ def describe(plan: Plan, whole_error: ArchlintError) -> list[str]:
     linted = ", ".join(f"{p.path} ({p.traced.tracer})" for p in plan.parts)
     notes = [
         f"The whole model could not be traced: {_reason(whole_error)}. archlint ran it eagerly on "
-        "meta tensors in eval mode to capture each part's inputs, and linted the parts that trace "
+        "meta tensors in eval mode to capture each part's inputs (data-dependent filters such as "
+        "score thresholds and NMS keep every candidate there), and linted the parts that trace "
         f"on their own: {linted}.",
     ]
     if plan.failure:

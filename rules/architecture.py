@@ -109,18 +109,21 @@ class MissingNonlinearity(Rule):
         Finds two convolutions with spatial kernels (some side > 1), or two Linear layers,
         where the output of the first reaches the second through nothing but normalization,
         dropout, identities and reshapes, and nothing else reads the tensors in between (a
-        tensor a shortcut also reads is a representation of its own). Left alone: a 1x1 conv on either side (a depthwise
-        kxk followed by a pointwise 1x1 is a factorization, and MobileNetV2's linear
-        bottleneck projects with a 1x1 on purpose), a 1xk conv followed by a kx1 one, and two
-        Linear layers with a narrower middle (a low-rank bottleneck). Attention's qkv and
-        output projections are separated by the attention itself, so they are not in a row.
+        tensor that a shortcut also reads is a representation of its own). Left alone: a
+        1x1 conv on either side (a depthwise kxk followed by a pointwise 1x1 is a
+        factorization, and MobileNetV2's linear bottleneck projects with a 1x1 on purpose),
+        a 1xk conv followed by a kx1 one, and two Linear layers with a narrower middle (a
+        low-rank bottleneck). Attention's qkv and output projections are separated by the
+        attention itself, so they are not in a row.
         """
     why = """
-        Normalization and dropout are affine at inference time, so the pair computes one
-        linear map: two 3x3 convs equal one 5x5 conv, two Linear layers equal one Linear. The
-        second layer adds parameters, compute and depth but no expressive power, which is the
-        whole point of stacking small filters (CS231n: 'with non-linearities in between, of
-        course'). It is usually a forgotten activation.
+        Batch normalization and dropout are affine at inference time, so the pair computes
+        one linear map: two 3x3 convs equal one 5x5 conv, two Linear layers equal one Linear.
+        (Layer and group normalization only rescale each sample or group as a whole; no
+        design relies on that for expressiveness.) The second layer adds parameters, compute
+        and depth but no expressive power, and expressive power is the point of stacking
+        small filters (CS231n: 'with non-linearities in between, of course'). It is usually a
+        forgotten activation.
         """
     how_to_fix = """
         Put an activation (ReLU, GELU, SiLU) after the normalization between the two layers.
@@ -204,7 +207,7 @@ class MissingNonlinearity(Rule):
 
     def _joined_by(self, path) -> str:
         names = [l.op for l in path]
-        return ", ".join(names) if names else "nothing"
+        return f"are joined by {', '.join(names)} only" if names else "follow each other directly"
 
     def _conv_finding(self, first, second, path):
         k1, k2 = _kernel(first.module), _kernel(second.module)
@@ -213,8 +216,8 @@ class MissingNonlinearity(Rule):
         text = lambda k: "x".join(map(str, k))  # noqa: E731
         return self.finding(
             second,
-            f"{first.qualname} ({text(k1)}) and {second.qualname} ({text(k2)}) are joined by "
-            f"{self._joined_by(path)} only: together one linear {text(combined)} conv, no more expressive "
+            f"{first.qualname} ({text(k1)}) and {second.qualname} ({text(k2)}) "
+            f"{self._joined_by(path)}: together one linear {text(combined)} conv, no more expressive "
             f"than a single layer ({human(first.params + second.params)} weights)",
             evidence={"first": first.qualname, "second": second.qualname, "between": [l.op for l in path],
                       "kernels": [list(k1), list(k2)], "combined_kernel": list(combined),
@@ -227,8 +230,8 @@ class MissingNonlinearity(Rule):
         single = a * c + (c if second.module.bias is not None else 0)
         return self.finding(
             second,
-            f"{first.qualname} ({a}->{b}) and {second.qualname} ({b}->{c}) are joined by "
-            f"{self._joined_by(path)} only: their product is one {a}->{c} linear map "
+            f"{first.qualname} ({a}->{b}) and {second.qualname} ({b}->{c}) "
+            f"{self._joined_by(path)}: their product is one {a}->{c} linear map "
             f"({human(first.params + second.params)} weights where {human(single)} would do)",
             evidence={"first": first.qualname, "second": second.qualname, "between": [l.op for l in path],
                       "features": [a, b, c], "params": first.params + second.params, "params_single": single},
@@ -299,8 +302,9 @@ class SoftmaxOutput(Rule):
     why = """
         nn.CrossEntropyLoss (and F.cross_entropy, and BCEWithLogitsLoss for the sigmoid case)
         applies log-softmax itself. Fed probabilities, it takes the softmax of a softmax:
-        every input lies in [0, 1], so the outputs it compares differ by at most e, the loss
-        can never approach zero, and gradients shrink as the network grows confident. The
+        every input lies in [0, 1], so the probabilities it computes differ by a factor of at
+        most e, the loss can never approach zero, and gradients shrink as the network grows
+        confident. The
         model trains slowly or stalls, with no error to point at the cause. Returning
         probabilities also loses precision compared with working in log space.
         """
@@ -424,9 +428,10 @@ class DeepPlainStack(Rule):
     why = """
         Plain networks get worse as they get deeper past a point, and not from overfitting:
         He et al. found a 56-layer plain network had higher *training* error than a 20-layer
-        one, because gradient signals fade and optimization stalls across many layers in
-        series. A skip connection gives every block an identity path, so a deep network is
-        at least as good as a shallower one; ResNets train at 152 layers and beyond.
+        one, with batch normalization in both, so not from vanishing gradients either: the
+        deeper plain stack is harder to optimize. A skip connection gives every block an
+        identity path, so extra blocks only have to learn a correction (or nothing) rather
+        than a whole mapping; ResNets train well at 152 layers and beyond.
         """
     how_to_fix = """
         Group the layers into residual blocks (y = x + F(x), with a 1x1 projection on the

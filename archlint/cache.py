@@ -72,15 +72,19 @@ _import_edges: dict[str, set[str]] = {}
 _archlint_dirs: tuple[str, ...] | None = None
 
 
+def _package_dirs(*names: str) -> tuple[str, ...]:
+    dirs = []
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        dirs.extend(os.path.realpath(p) + os.sep for p in (spec.submodule_search_locations or []))
+    return tuple(dirs)
+
+
 def _own_dirs() -> tuple[str, ...]:
-    """archlint's own package folders; changes there are covered by the sources fingerprint."""
+    """archlint's own package folders: never the user's project."""
     global _archlint_dirs
     if _archlint_dirs is None:
-        dirs = []
-        for name in ("archlint", "archlint.rules", "archlint.reports"):
-            spec = importlib.util.find_spec(name)
-            dirs.extend(os.path.realpath(p) + os.sep for p in (spec.submodule_search_locations or []))
-        _archlint_dirs = tuple(dirs)
+        _archlint_dirs = _package_dirs("archlint", "archlint.rules", "archlint.reports")
     return _archlint_dirs
 
 
@@ -220,9 +224,10 @@ def _settings_fingerprint(settings: Settings) -> dict[str, Any]:
 
 
 def _sources_fingerprint() -> list:
-    """Names, sizes and modification times of archlint's own sources (rules included)."""
+    """Names, sizes and modification times of archlint's own sources (rules included; the
+    renderers are not: they do not change findings)."""
     entries = []
-    for folder in _own_dirs():
+    for folder in _package_dirs("archlint", "archlint.rules"):
         for root, dirs, files in os.walk(folder):
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")
             for name in sorted(files):
@@ -259,6 +264,8 @@ def _installed_packages_fingerprint() -> list:
     adds or removes a *.dist-info folder there, which changes the folder's time."""
     entries = []
     for folder in sys.path:
+        if os.path.basename(folder.rstrip(os.sep)) not in ("site-packages", "dist-packages"):
+            continue  # the working folder or a script's folder change all the time
         try:
             entries.append([folder, os.stat(folder or ".").st_mtime_ns])
         except OSError:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from archlint.findings import Finding, Severity
+from archlint.findings import Finding
 from archlint.graph import ArchGraph, Layer
 
 Path = tuple[str, ...]

@@ -22,7 +22,7 @@ from archlint.config import Settings
 from archlint.reports import render
 from archlint.reports.html_graph import CHUNK_ABOVE
 
-from .html_support import TEST_RULES, check_page, finding_cards, parse
+from .html_support import TEST_RULES, check_page, finding_cards
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -324,3 +324,27 @@ def test_model_linted_in_parts_and_a_finding_without_a_line():
     assert card.find("mark") is None and card.find("code", cls="location") is None
     assert card.find("pre", cls="fix-code").text() == "nn.Conv2d(3, 8, 3)"
     assert root.find("section", id="m0-graph") is None
+
+
+def test_graph_layout_geometry(resnet50_report):
+    """Every level of the drawing: boxes inside the canvas, no two boxes overlapping, and every
+    module of the model reachable as a level."""
+    from archlint.reports.html_graph import GraphBuilder
+
+    model = resnet50_report.models[0]
+    top = GraphBuilder(model.graph, model.findings, "m0", {}).build()
+    seen, stack = [], [top]
+    while stack:
+        level = stack.pop()
+        seen.append(level.path)
+        stack.extend(level.children)
+        for n in level.nodes:
+            assert 0 <= n.left and n.left + n.w <= level.width and 0 <= n.top and n.top + n.h <= level.height
+        for i, a in enumerate(level.nodes):
+            for b in level.nodes[i + 1:]:
+                apart_x = abs(a.x - b.x) >= (a.w + b.w) / 2
+                apart_y = abs(a.y - b.y) >= (a.h + b.h) / 2
+                assert apart_x or apart_y, f"{level.path}: {a.title} overlaps {b.title}"
+    traced_through = {".".join(l.qualname.split(".")[:i]) for l in model.graph if l.kind == "module"
+                      for i in range(1, l.qualname.count(".") + 1)}
+    assert traced_through <= set(seen)

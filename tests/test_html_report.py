@@ -101,6 +101,12 @@ def test_resnet50_page(resnet50_report):
     assert model.findings, "resnet50 has known findings (its 7x7 stem at least)"
     _card_checks(root, model.findings)
     _table_checks(root, model.graph)
+    index = root.find("ol", cls="finding-index")
+    if len(model.findings) > 3:  # a list of links to the cards heads a long list of findings
+        cards = [c.attrs["id"] for c in finding_cards(root)]
+        assert [a.attrs["href"][1:] for a in index.find_all("a")] == cards
+    else:
+        assert index is None
     header = root.find("dl", cls="summary").text()
     for word in ("torch.fx", "1×3×224×224", "25.56M", "4.09G", "receptive field", "427×427"):
         assert word in header

@@ -113,7 +113,7 @@ class LargeKernel(Rule):
             )
 
 
-def _conv_modules(graph):
+def _convs(graph):
     """Forward convs (layers and functional calls, not transposed) whose window the trace
     measured."""
     for layer in graph:
@@ -193,7 +193,7 @@ class EvenKernel(Rule):
     )
 
     def check(self, graph, ctx):
-        for layer, w in _conv_modules(graph):
+        for layer, w in _convs(graph):
             axes = [a for a in range(w.ndim) if w.stride[a] == 1 and w.span(a) % 2 == 0]
             if not axes:
                 continue
@@ -291,7 +291,7 @@ class KernelExceedsInput(Rule):
     )
 
     def check(self, graph, ctx):
-        for layer, w in _conv_modules(graph):
+        for layer, w in _convs(graph):
             if layer.kind == "module" and layer.module.padding_mode != "zeros":
                 continue
             if not any(w.span(a) > w.size_in[a] for a in range(w.ndim)):
@@ -424,7 +424,7 @@ class MissingBottleneck(Rule):
 
     def check(self, graph, ctx):
         wide = ctx["min-channels"]
-        for layer, w in _conv_modules(graph):
+        for layer, w in _convs(graph):
             conv = layer.module
             if layer.kind != "module" or conv.groups != 1 or min(w.kernel) < 3:
                 continue
@@ -586,7 +586,7 @@ class DilationGridding(Rule):
 
     def check(self, graph, ctx):
         inert = _spatially_inert(graph)
-        dilated = {layer.name: w for layer, w in _conv_modules(graph) if self._dilated(w)}
+        dilated = {layer.name: w for layer, w in _convs(graph) if self._dilated(w)}
         links: dict[str, set[str]] = {name: set() for name in dilated}
         for name, w in dilated.items():
             layer = graph.layer(name)

@@ -437,27 +437,54 @@ class InputMultiple(Rule):
             return
         image = graph.input_shapes[0][2:]
         ndim = len(image)
-        mended = []  # (merge, upsampler, upsampled size, merged size)
+        mended = []  # (merge, the layer that changed a size, its size before, after)
+        upsamplers = []
         for merge in graph:
             if merge.kind not in ("function", "method") or merge.op not in _MERGES:
                 continue
-            inputs = _tensor_inputs(graph, merge, ndim)
-            if len(inputs) < 2:
+            if len(_tensor_inputs(graph, merge, ndim)) < 2:
                 continue
-            merged = spatial(merge.out_shape)
-            for up in self._upsamplers(graph, merge, ndim):
+            ups = self._upsamplers(graph, merge, ndim)
+            if not ups:
+                continue
+            upsamplers += ups
+            merged = tuple(spatial(merge.out_shape))
+            for up in ups:
                 before, after = spatial(up.in_shape), spatial(up.out_shape)
-                if before is None or after is None or len(before) != ndim:
+                if before is None or len(before) != ndim:
                     continue
                 uneven = any(a % b for a, b in zip(after, before))
-                if tuple(after) != tuple(merged) or uneven:
-                    mended.append((merge, up, tuple(after), tuple(merged)))
+                if tuple(after) != merged or uneven:
+                    mended.append((merge, up, tuple(after), merged))
+            for crop in self._crops_and_pads(graph, merge):
+                if not any(m[0] is merge and m[2] == tuple(spatial(crop.out_shape)) for m in mended):
+                    mended.append((merge, crop, tuple(spatial(crop.in_shape)), tuple(spatial(crop.out_shape))))
         if not mended:
             return
-        multiple = self._multiple(graph, image, [m[1] for m in mended])
+        multiple = self._multiple(graph, image, upsamplers)
         if multiple is None or all(i % m == 0 for i, m in zip(image, multiple)):
             return
         yield self._finding(image, multiple, mended)
+
+    @staticmethod
+    def _crops_and_pads(graph, merge):
+        """Crops and pads that change a map's size on its way into `merge` (a skip cropped to
+        the upsampled map's size, or the other way round)."""
+        def keeps_size(layer) -> bool:
+            if layer.kind in ("input", "attr") or is_upsampling(layer):
+                return False
+            if layer.kind in ("function", "method") and layer.op in _MERGES:
+                return False
+            before, after = spatial(layer.in_shape), spatial(layer.out_shape)
+            return before is not None and before == after
+
+        found = []
+        for layer in graph.previous_layers(merge, through=keeps_size):
+            if layer.kind in ("function", "method") and layer.op in _CROPS_AND_PADS:
+                before, after = spatial(layer.in_shape), spatial(layer.out_shape)
+                if before is not None and after is not None and len(before) == len(after) and before != after:
+                    found.append(layer)
+        return found
 
     @staticmethod
     def _upsamplers(graph, merge, ndim):
@@ -477,30 +504,28 @@ class InputMultiple(Rule):
 
     @staticmethod
     def _multiple(graph, image, upsamplers):
-        """The stride of the deepest map that is upsampled, per axis, when the encoder's sizes
-        are the input's divided by it (floored or ceiled). Unpadded convs shrink maps by more
+        """The stride of the deepest map that is upsampled, per axis, when its size is the
+        input's divided by that stride (floored or ceiled). Unpadded convs shrink maps by more
         than that; then the input size is not what makes the pieces misfit (see S002)."""
-        best = None
+        deepest, size = None, None
         for up in upsamplers:
-            sources = [p for p in graph.predecessors(up) if p.rf is not None and p.out_shape is not None]
+            sources = [p for p in graph.predecessors(up) if p.rf is not None and spatial(p.out_shape) is not None]
             if not sources:
                 continue
-            source = sources[0]
-            size = spatial(source.out_shape)
-            jump = [int(round(j)) for j in source.rf.jump]
-            if size is None or len(size) != len(image) or min(jump) < 2:
-                continue
-            if any(abs(s - i / j) >= 1 for s, i, j in zip(size, image, jump)):
-                return None
-            if best is None or math.prod(jump) > math.prod(best):
-                best = jump
-        return best
+            jump = [int(round(j)) for j in sources[0].rf.jump]
+            if len(jump) == len(image) and (deepest is None or math.prod(jump) > math.prod(deepest)):
+                deepest, size = jump, spatial(sources[0].out_shape)
+        if deepest is None or min(deepest) < 2 or len(size) != len(image):
+            return None
+        if any(abs(s - i / j) >= 1 for s, i, j in zip(size, image, deepest)):
+            return None
+        return deepest
 
     def _finding(self, image, multiple, mended):
         merge = mended[0][0]
         below = [i - i % m for i, m in zip(image, multiple)]
         above = [b + m for b, m in zip(below, multiple)]
-        fixes = "; ".join(f"{up.qualname or up.op} {shape_text(a)} -> {shape_text(b)}" for _, up, a, b in mended)
+        fixes = "; ".join(f"{self._what(layer)} {shape_text(a)} -> {shape_text(b)}" for _, layer, a, b in mended)
         m_text = self._one(multiple)
         return self.finding(
             merge,
@@ -509,9 +534,9 @@ class InputMultiple(Rule):
             f"or resized before merging ({fixes})",
             evidence={"input_size": list(image), "multiple": multiple,
                       "nearest_sizes": [below, above],
-                      "merges": [{"merge": m.name, "upsampled_by": up.qualname or up.op,
-                                  "upsampled_size": list(a), "merged_size": list(b)}
-                                 for m, up, a, b in mended]},
+                      "resized": [{"merge": m.name, "by": self._what(layer),
+                                   "size_before": list(a), "size_after": list(b)}
+                                  for m, layer, a, b in mended]},
             fix=Fix(f"feed sizes that are multiples of {m_text} (e.g. {shape_text(below)} or "
                     f"{shape_text(above)}), or pad inputs up to the next multiple and crop the "
                     f"output back",
@@ -526,3 +551,11 @@ class InputMultiple(Rule):
     @staticmethod
     def _one(values) -> str:
         return str(values[0]) if len(set(values)) == 1 else shape_text(values)
+
+    @staticmethod
+    def _what(layer) -> str:
+        if layer.kind == "module":
+            return layer.qualname
+        names = {"getitem": "slicing", "narrow": "narrow", "pad": "F.pad", "constant_pad_nd": "F.pad"}
+        where = f" in {layer.qualname}" if layer.qualname else ""
+        return f"{names.get(layer.op, layer.op)}{where}"

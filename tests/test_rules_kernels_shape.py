@@ -271,6 +271,7 @@ UNET = """
             for up, dec in zip(self.ups, self.decs):
                 skip = skips.pop()
                 x = {merge}
+                skip = {skip}
                 x = dec(torch.cat([x, skip], dim=1))
             return x
 
@@ -280,15 +281,21 @@ UNET = """
 """
 PAD = "F.pad(up(x), [0, skip.shape[3] - up(x).shape[3], 0, skip.shape[2] - up(x).shape[2]])"
 RESIZE = "F.interpolate(x, size=skip.shape[2:])"
+CROP_SKIP = "skip[:, :, :x.shape[2], :x.shape[3]]"
 
 
-@pytest.mark.parametrize("merge", [PAD, RESIZE], ids=["pad", "interpolate-to-size"])
-def test_s003_states_the_multiple(merge, tmp_path):
-    report = lint_source(UNET.format(pad=1, merge=merge, size=116), tmp_path, select=["S003"])
+def unet(pad=1, merge="up(x)", skip="skip", size=116):
+    return UNET.format(pad=pad, merge=merge, skip=skip, size=size)
+
+
+@pytest.mark.parametrize("merge, skip", [(PAD, "skip"), (RESIZE, "skip"), ("up(x)", CROP_SKIP)],
+                         ids=["pad", "interpolate-to-size", "crop-skip"])
+def test_s003_states_the_multiple(merge, skip, tmp_path):
+    report = lint_source(unet(merge=merge, skip=skip, size=116), tmp_path, select=["S003"])
     [f] = report.findings
     assert f.evidence["multiple"] == [8, 8]
     assert f.evidence["nearest_sizes"] == [[112, 112], [120, 120]]
-    quiet = lint_source(UNET.format(pad=1, merge=merge, size=112), tmp_path, select=["S003"])
+    quiet = lint_source(unet(merge=merge, skip=skip, size=112), tmp_path, select=["S003"])
     assert not quiet.errors and quiet.findings == []
 
 
@@ -296,19 +303,19 @@ def test_s003_unpadded_unet_is_not_about_the_input_size(tmp_path):
     # Unpadded convs (the original U-Net) shrink every level: 60 -> 58 -> 29 -> 27 -> ... -> 3 at
     # stride 8, far from 60/8. Padding the upsampled maps is needed at any input size, so S003
     # stays quiet and S002 names the cause.
-    report = lint_source(UNET.format(pad=0, merge=PAD, size=60), tmp_path, select=["S003", "S002"])
+    report = lint_source(unet(pad=0, merge=PAD, size=60), tmp_path, select=["S003", "S002"])
     assert not report.errors
     assert {f.code for f in report.findings} == {"S002"}
 
 
 def test_s003_trace_failure_names_the_multiple(tmp_path):
-    report = lint_source(UNET.format(pad=1, merge="up(x)", size=116), tmp_path, select=["S003"])
+    report = lint_source(unet(size=116), tmp_path, select=["S003"])
     [failed] = report.errors
     assert isinstance(failed.error, ShapeError)
     message = str(failed.error)
     assert "multiples of its total downsampling, here 8" in message
     assert "112x112 or 120x120" in message
-    ok = lint_source(UNET.format(pad=1, merge="up(x)", size=112), tmp_path, select=["S003"])
+    ok = lint_source(unet(size=112), tmp_path, select=["S003"])
     assert not ok.errors and ok.findings == []
 
 

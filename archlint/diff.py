@@ -375,11 +375,14 @@ def html_view(diff: ModelDiff) -> dict[str, Any]:
     for info in diff.removed:
         rows.append({"mark": "\u2212", "kind": "removed", "module": info.qualname, "old": info.describe(),
                      "new": "", "params": _human(info.params), "out": _shape(info.out_shape)})
+    def change(old: str, new: str) -> str:
+        return old if old == new else f"{old} \u2192 {new}"
+
     for c in diff.changed:
         rows.append({"mark": "~", "kind": "changed", "module": c.qualname, "old": c.old.describe(),
                      "new": c.new.describe(),
-                     "params": f"{_human(c.old.params)} \u2192 {_human(c.new.params)}",
-                     "out": f"{_shape(c.old.out_shape)} \u2192 {_shape(c.new.out_shape)}"})
+                     "params": change(_human(c.old.params), _human(c.new.params)),
+                     "out": change(_shape(c.old.out_shape), _shape(c.new.out_shape))})
 
     def finding_view(f: Finding) -> dict[str, Any]:
         return {"code": f.code, "name": f.name, "severity": str(f.severity), "module": f.module,

@@ -97,9 +97,14 @@ _VALUE_ONLY_INPLACE = frozenset({
 
 class _SkipMetaValueWrites(torch.overrides.TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if (getattr(func, "__name__", "") in _VALUE_ONLY_INPLACE and args
-                and isinstance(args[0], torch.Tensor) and args[0].is_meta):
-            return args[0]
+        name = getattr(func, "__name__", "")
+        if name in _VALUE_ONLY_INPLACE and args and isinstance(args[0], torch.Tensor):
+            if args[0].is_meta:
+                return args[0]
+            # A real buffer filled from values computed with meta parameters (timm swinv2's
+            # relative_coords_table): there are no values to copy; the buffer keeps its shape.
+            if name == "copy_" and len(args) > 1 and isinstance(args[1], torch.Tensor) and args[1].is_meta:
+                return args[0]
         return func(*args, **(kwargs or {}))
 
 

@@ -118,8 +118,10 @@ def build(entry: dict[str, Any]):
     shapes = entry.get("shapes")
     try:
         model, inputs = _build(entry, on_meta=True)
+        entry["weights"] = "meta"
     except Exception:  # a constructor that computes with its weights: build them for real, as load does
         model, inputs = _build(entry, on_meta=False)
+        entry["weights"] = "real"
     if inputs is None and shapes:
         inputs = load.ExampleInputs(load._from_shapes(shapes), "corpus")
     return model, inputs
@@ -185,6 +187,7 @@ def lint_entry(entry: dict[str, Any]) -> dict[str, Any]:
         row.update(status="build-failed", error=f"{type(exc).__name__}: {str(exc)[:300]}")
         return row
     row["build_s"] = round(time.perf_counter() - started, 2)
+    row["weights"] = entry.get("weights")  # "real": the constructor would not build on meta
     started = time.perf_counter()
     try:
         if inputs is None:
@@ -321,6 +324,28 @@ def run(sources: list[str], limit: int | None, timeout: float, resume: bool, onl
                   f"{(row.get('error') or '')[:120]}", flush=True)
 
 
+def retry_failed(sources: list[str], timeout: float, only: list[str] = (), groups: list[str] = ()) -> None:
+    """After a fix: run the failures (or the named models or groups) again and put the new rows
+    in place of the old ones."""
+    _import_everything(sources)
+    for source in sources:
+        out = RESULTS / f"corpus-{source}.jsonl"
+        if not out.exists():
+            continue
+        rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+        entries = {e["model"]: e for e in ENTRIES[source]()}
+        for i, row in enumerate(rows):
+            named = row["model"] in only or row["group"] in groups
+            if row["model"] not in entries or (row["status"] in ("linted", "parts") and not named):
+                continue
+            if (only or groups) and not named:
+                continue
+            rows[i] = run_one(entries[row["model"]], timeout)
+            print(f"[retry {source}] {row['model']}: {row['status']} -> {rows[i]['status']} "
+                  f"{(rows[i].get('error') or '')[:120]}", flush=True)
+        out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
 # --- the table ------------------------------------------------------------------------------------
 
 def _load_rows() -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -382,6 +407,7 @@ def render_markdown(rows: list[dict[str, Any]], metas: dict[str, Any], extra: st
                 f"{times[len(times) // 2]:.1f} | {growth:.0f} |")
             total.update(c)
             total["models"] += len(members)
+    real = [f"{r['source']}/{r['model']}" for r in rows if r.get("weights") == "real"]
     lines.append(
         f"| **all** | | {total['models']} | {total['linted']} | {total['parts']} | {total['error']} | "
         f"{total['crash']} | {total['timeout'] + total['died']} | {total['build-failed']} | | |")
@@ -390,6 +416,8 @@ def render_markdown(rows: list[dict[str, Any]], metas: dict[str, Any], extra: st
         if planned and got < planned:
             lines += ["", f"**Partial run**: {source} has results for {got} of {planned} planned models "
                           "(the run did not finish in the time available)."]
+    lines += ["", f"Built with real weights because the constructor would not run with meta "
+                  f"parameters: {len(real)} ({', '.join(real) or 'none'})."]
     lines += ["", extra] if extra else []
 
     # Rules: how often each fires per source, to catch rules that fire on most healthy models.
@@ -438,6 +466,47 @@ def report(extra_path: str | None) -> None:
     print(f"wrote docs/corpus.md and bench/results/corpus.json ({len(rows)} models)")
 
 
+# --- peak memory in a truly fresh process ---------------------------------------------------------
+
+def fresh_rss(models: list[str]) -> str:
+    """Lint each timm model with `archlint check` in a new interpreter under /usr/bin/time -v,
+    as a user would, and return a markdown table of peak RSS against the weights' real size.
+    The baseline row is the same interpreter importing torch and timm and doing nothing else."""
+    import subprocess
+    import tempfile
+
+    import timm
+
+    rows = ["| model | parameters | fp32 weights (GB) | peak RSS of `archlint check` (MB) | exit | wall (s) |",
+            "|---|---:|---:|---:|---:|---:|"]
+    with tempfile.TemporaryDirectory() as folder:
+        def measure(args: list[str]) -> tuple[int, int, float]:
+            started = time.perf_counter()
+            done = subprocess.run(["/usr/bin/time", "-v", *args], cwd=folder, capture_output=True, text=True,
+                                  env=dict(os.environ, NO_COLOR="1"))
+            peak = next((int(line.split(":")[1]) for line in done.stderr.splitlines()
+                         if "Maximum resident set size" in line), 0)
+            return peak, done.returncode, time.perf_counter() - started
+
+        peak, code, wall = measure([sys.executable, "-c", "import torch, timm"])
+        rows.append(f"| (baseline: `import torch, timm`) | | | {peak / 1024:.0f} | {code} | {wall:.1f} |")
+        for name in models:
+            path = Path(folder) / f"{name}.py"
+            path.write_text(f"import timm\n\nmodel = timm.create_model({name!r}, pretrained=False)\n")
+            peak, code, wall = measure([sys.executable, "-m", "archlint", "check", "--no-cache",
+                                        "--exit-zero", str(path)])
+            with torch_meta():
+                params = sum(p.numel() for p in timm.create_model(name, pretrained=False).parameters())
+            rows.append(f"| {name} | {params / 1e9:.2f}B | {params * 4 / 1e9:.1f} | {peak / 1024:.0f} | {code} | {wall:.1f} |")
+    return "\n".join(rows) + "\n"
+
+
+def torch_meta():
+    from archlint import load
+
+    return load.building(on_meta=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", action="append", choices=SOURCES,
@@ -451,7 +520,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="skip models already in the results file")
     parser.add_argument("--report", action="store_true", help="only rebuild docs/corpus.md from the results")
     parser.add_argument("--extra", help="markdown file appended after the totals (measurements made elsewhere)")
+    parser.add_argument("--fresh-rss", nargs="+", metavar="MODEL",
+                        help="measure `archlint check` peak RSS for these timm models in fresh processes")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="run again the models whose last result is not linted or parts (or those "
+                             "named by --model/--group), replacing their rows")
+    parser.add_argument("--group", action="append", default=[], help="with --retry-failed: these groups")
     args = parser.parse_args(argv)
+    if args.fresh_rss:
+        table = fresh_rss(args.fresh_rss)
+        (RESULTS / "fresh-rss.md").write_text(table)
+        print(table)
+        return
+    if args.retry_failed:
+        retry_failed(args.source or list(SOURCES), args.timeout, args.model, args.group)
+        return
     if args.report:
         report(args.extra)
         return

@@ -268,3 +268,22 @@ def _caused(cause):
     error = ShapeError("wrapped")
     error.__cause__ = cause
     return error
+
+
+def test_real_buffer_filled_from_meta_values_still_builds_on_meta():
+    """timm swinv2: a buffer is filled (copy_) from a table computed on the parameters' device."""
+    from archlint.load import building
+
+    class Table(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(4))
+            self.register_buffer("table", torch.zeros(4))
+            self.table.copy_(torch.arange(4, device=self.scale.device) * 2.0)
+
+        def forward(self, x):
+            return x * self.scale + self.table
+
+    with building(on_meta=True):
+        net = Table()
+    assert net.scale.is_meta and not net.table.is_meta

@@ -526,6 +526,6 @@ class InplaceOnInput(Rule):
                 evidence={"writer": writer.name, "input": source.name,
                           "input_shape": list(source.out_shape or ())},
                 fix=Fix("make the op out of place, or copy the input first with x = x.clone()",
-                        out_of_place(writer)),
+                        out_of_place(writer) or f"{source.name} = {source.name}.clone()  # first line of forward"),
                 prefer="call",
             )

@@ -568,6 +568,7 @@ def test_i002_bad_example_raises_at_backward_and_good_one_does_not():
 @pytest.mark.parametrize("forward, fires", [
     ("x /= 255\n        return self.conv(x)", True),
     ("x.view(-1).mul_(2)\n        return self.conv(x)", True),
+    ("x[:, 0] = 0\n        return self.conv(x)", True),  # setitem writes in place too
     ("return self.conv(self.act(x))", True),  # first layer built with inplace=True
     ("x = x.clone()\n        x /= 255\n        return self.conv(x)", False),
     ("return self.act(self.conv(x))", False),
@@ -597,6 +598,7 @@ def test_i003_cases(tmp_path, monkeypatch, forward, fires):
     if fires:
         assert findings[0].location.line == 12  # the first line of forward does the write
         assert findings[0].evidence["input_shape"] == [1, 3, 16, 16]
+        assert findings[0].fix.code  # the out-of-place line, or a clone of the input
 
 
 # --- quiet on well-known models --------------------------------------------------------------

@@ -177,6 +177,22 @@ def test_p001_evidence_and_threshold():
     assert not found(lint(model, select=["P001"], rules={"P001": {"max-share": 0.9999}}))
 
 
+def test_p001_sees_a_view_flatten():
+    class LeNetish(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 16, 5)
+            self.fc = nn.Linear(16 * 24 * 24, 120)
+            self.out = nn.Linear(120, 10)
+
+        def forward(self, x):
+            x = torch.relu(self.conv(x))
+            return self.out(torch.relu(self.fc(x.view(x.size(0), -1))))
+
+    [f] = found(lint(LeNetish(), shape=(2, 1, 28, 28), select=["P001"]))
+    assert f.module == "fc" and f.evidence["flattened"] == [16, 24, 24]
+
+
 def test_p001_quiet_when_pooled_first_even_if_the_head_is_big():
     model = nn.Sequential(nn.Conv2d(3, 512, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 4096))
     assert not found(lint(model, select=["P001"]))

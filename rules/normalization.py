@@ -248,15 +248,16 @@ class BatchNormTinyBatch(Rule):
                 continue
             done.add(before)
             c = module.num_features
-            parts.append(f"#   {before}  ->  nn.GroupNorm({group_count(c)}, {c})  # group_norm({c})")
+            parts.append(f"#   {before}  ->  nn.GroupNorm({group_count(c)}, {c})  # group_norm({c}), "
+                         f"e.g. {_where(layer)}")
         shown = set()
         for conv in convs:
             call = conv_call(conv.module)
-            if call in shown or len(shown) >= 4:
+            if call in shown or len(shown) >= 6:
                 continue
             shown.add(call)
             kind = type(conv.module).__name__
-            parts.append(f"#   {call}  ->  {call.replace('nn.' + kind, 'WS' + kind, 1)}")
+            parts.append(f"#   {call}  ->  {call.replace('nn.' + kind, 'WS' + kind, 1)}  # {_where(conv)}")
         return "\n".join(parts)
 
 

@@ -196,11 +196,27 @@ class DroppedPixels(Rule):
         return str(values[0]) if len(set(values)) == 1 else str(tuple(values))
 
 
-def _shrinks(layer, w) -> bool:
+def _padded_before(graph, layer):
+    """The input size before an explicit pad that feeds the conv (F.pad, nn.ZeroPad2d: how
+    TensorFlow-style "same" convs pad), or None."""
+    sources = [p for p in graph.predecessors(layer) if p.kind != "attr" and p.out_shapes]
+    if len(sources) != 1:
+        return None
+    pad = sources[0]
+    is_pad = (pad.kind in ("function", "method") and pad.op in ("pad", "constant_pad_nd")) or \
+        isinstance(pad.module, (nn.modules.padding._ConstantPadNd, nn.modules.padding._ReflectionPadNd,
+                                nn.modules.padding._ReplicationPadNd))
+    return spatial(pad.in_shape) if is_pad else None
+
+
+def _shrinks(graph, layer, w) -> bool:
     """A stride-1 conv with an odd (dilated) kernel padded by less than half of it."""
     if not is_conv(layer) or any(s != 1 for s in w.stride):
         return False
     if all(o == 1 for o in w.size_out):  # a conv that covers the whole map on purpose (a head)
+        return False
+    before_pad = _padded_before(graph, layer)
+    if before_pad is not None and all(o >= i for o, i in zip(w.size_out, before_pad)):
         return False
     return any(w.span(a) % 2 == 1 and w.pad_before[a] + w.pad_after[a] < w.span(a) - 1
                for a in range(w.ndim))
@@ -270,7 +286,7 @@ class ShrinkingPadding(Rule):
         for layer in graph:
             if is_conv(layer):
                 w = sliding_window(layer)
-                if w is not None and _shrinks(layer, w):
+                if w is not None and _shrinks(graph, layer, w):
                     windows[layer.name] = w
         joined: dict[str, str] = {}  # conv -> first conv of its run
 
@@ -453,8 +469,9 @@ class InputMultiple(Rule):
                 before, after = spatial(up.in_shape), spatial(up.out_shape)
                 if before is None or len(before) != ndim:
                     continue
-                uneven = any(a % b for a, b in zip(after, before))
-                if tuple(after) != merged or uneven:
+                if any(a % b for a, b in zip(after, before)):  # resized by a fractional factor
+                    mended.append((merge, up, tuple(before), tuple(after)))
+                elif tuple(after) != merged:  # padded or cropped on the way to the merge
                     mended.append((merge, up, tuple(after), merged))
             for crop in self._crops_and_pads(graph, merge):
                 if not any(m[0] is merge and m[2] == tuple(spatial(crop.out_shape)) for m in mended):

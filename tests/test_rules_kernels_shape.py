@@ -160,6 +160,21 @@ def test_k005_follows_residual_blocks():
     assert f.evidence["positions_read"] == 7 and f.evidence["span"] == 13
 
 
+def test_k005_aspp_branches_are_not_part_of_the_stack():
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stack = dilated(2, 2, residual=True)
+            self.branches = nn.ModuleList(nn.Conv2d(8, 8, 3, padding=r, dilation=r) for r in (6, 12, 18))
+
+        def forward(self, x):
+            x = self.stack(x)
+            return torch.cat([branch(x) for branch in self.branches], dim=1)
+
+    [f] = findings(Head(), (1, 8, 64, 64), "K005")
+    assert f.evidence["layers"] == ["stack.convs.0", "stack.convs.1"]
+
+
 def test_k005_suggested_rates_fill_the_span_and_never_fire_again():
     for count in range(2, 7):
         for rate in (2, 3, 4):

@@ -275,11 +275,13 @@ def _channel_dim(layer) -> int | None:
     return None
 
 
-def _cancels_bias(norm_layer, channel_dim: int, rank: int) -> bool:
+def _cancels_bias(norm_layer, channel_dim: int, rank: int, model_training: bool = True) -> bool:
     """Whether the norm subtracts a mean taken separately for every index of `channel_dim`: then
     a bias that varies only along that dimension is removed exactly."""
     module = norm_layer.module
     if isinstance(module, _BN):
+        if model_training and not module.training and module.track_running_stats:
+            return False  # frozen: it subtracts a fixed mean, and the bias still trains
         return channel_dim == 1 and rank >= 2
     if isinstance(module, _IN):
         return channel_dim == 1 and rank >= 3
@@ -306,7 +308,8 @@ class BiasBeforeNorm(Rule):
         the channel dimension out. It stays quiet where the bias survives the norm: GroupNorm
         with several channels per group and LayerNorm over the features after a Linear subtract
         one mean across channels, which removes only the average of the biases, not their
-        differences; RMSNorm subtracts no mean at all. It also stays quiet when the output feeds
+        differences; RMSNorm subtracts no mean at all; a BatchNorm frozen in eval mode inside a
+        training model subtracts a fixed mean. It also stays quiet when the output feeds
         anything besides the norm. Layers built by one line (a conv+BN helper, a library's
         `make_layers`) make one finding that lists them all: one edit fixes them.
         """
@@ -393,8 +396,8 @@ class BiasBeforeNorm(Rule):
         if channel is None or not consumers:
             return None
         rank = len(layer.out_shape)
-        if all(c.kind == "module" and c.inputs[:1] == [layer.name] and _cancels_bias(c, channel, rank)
-               for c in consumers):
+        if all(c.kind == "module" and c.inputs[:1] == [layer.name]
+               and _cancels_bias(c, channel, rank, graph.model.training) for c in consumers):
             return consumers[0]
         return None
 

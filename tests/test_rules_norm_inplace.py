@@ -218,6 +218,7 @@ def _n002(tmp_path, layers, shape="1, 8, 16, 16"):
     ("nn.Linear(8, 6), nn.BatchNorm1d(5)", "4, 5, 8", False),           # BN over dim 1 = tokens, not features
     ("nn.Conv2d(8, 8, 3), nn.RMSNorm([8, 14, 14])", "1, 8, 16, 16", False),
     ("nn.Conv2d(8, 8, 3, bias=False), nn.BatchNorm2d(8)", "1, 8, 16, 16", False),
+    ("nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8).eval()", "1, 8, 16, 16", False),  # frozen statistics
 ])
 def test_n002_fires_only_where_the_norm_removes_the_bias(tmp_path, monkeypatch, layers, shape, fires):
     monkeypatch.chdir(tmp_path)

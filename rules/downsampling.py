@@ -7,7 +7,7 @@ from archlint.findings import Fix, Severity
 from archlint.rule import Option, Rule
 
 from ._common import (conv_call, conv_weights, data_dependent, human, is_global, is_pool, is_upsampling,
-                      keeps_linearity, reduction, shape_text, spatial, square)
+                      is_weighted, keeps_linearity, reduction, shape_text, spatial, square)
 
 
 def _dims(layer) -> int:
@@ -20,9 +20,26 @@ def _channels(layer) -> int | None:
 
 
 def _is_generative(graph) -> bool:
-    """Upsampling anywhere (transposed convs, nn.Upsample, interpolate): a decoder or a
-    generator, where pooling's fixed, gradient-sparse downsampling hurts most."""
-    return any(is_upsampling(l) for l in graph)
+    """A model with an upsampling decoder that generates or reconstructs an image: its input
+    is a latent code, or its output has the input's channels and size (autoencoders, VAEs,
+    image-to-image). There pooling's fixed, gradient-sparse downsampling hurts most. A
+    segmentation model, which decodes to class maps, or one that only resizes its final
+    scores (FCN, DeepLab), is not one."""
+    if not any(_decodes(graph, l) for l in graph if is_upsampling(l)):
+        return False
+    image = graph.input_shapes[0] if graph.input_shapes else None
+    if image is None or len(image) < 3 or all(s == 1 for s in image[2:]):
+        return True  # generated from a latent vector
+    outputs = [p.out_shape for out in graph.outputs for p in graph.predecessors(out)]
+    return any(o is not None and len(o) == len(image) and o[1] == image[1] and tuple(o[2:]) == tuple(image[2:])
+               for o in outputs)
+
+
+def _decodes(graph, upsampling) -> bool:
+    """Learned upsampling, or upsampling that a conv or Linear layer computes on after."""
+    if upsampling.is_a(nn.modules.conv._ConvTransposeNd):
+        return True
+    return any(is_weighted(l) for l in graph.next_layers(upsampling, through=lambda l: not is_weighted(l)))
 
 
 def _feeds_only_pointwise(graph, layer) -> bool:
@@ -37,10 +54,19 @@ def _tuple(value) -> tuple:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
-def _strided_conv(n: int, c: int, stride: int) -> str:
-    kernel, padding = (3, 1) if stride == 2 else (stride, 0)
-    return (f"nn.Sequential(\n    nn.Conv{n}d({c}, {c}, kernel_size={kernel}, stride={stride}, "
-            f"padding={padding}, bias=False),\n    nn.BatchNorm{n}d({c}),\n    nn.ReLU(inplace=True),\n)")
+def _strided_window(factor: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Kernel and padding of a conv that downsamples by `factor` per axis: 3x3 with padding
+    1 for a factor of 2 (overlapping windows, as in ResNet), a non-overlapping patch otherwise."""
+    kernel = tuple(3 if f == 2 else f for f in factor)
+    padding = tuple(1 if f == 2 else 0 for f in factor)
+    return kernel, padding
+
+
+def _strided_conv(n: int, c: int, factor: tuple[int, ...]) -> str:
+    kernel, padding = _strided_window(factor)
+    one = lambda v: str(v[0]) if len(set(v)) == 1 else str(tuple(v))  # noqa: E731
+    return (f"nn.Sequential(\n    nn.Conv{n}d({c}, {c}, kernel_size={one(kernel)}, stride={one(factor)}, "
+            f"padding={one(padding)}, bias=False),\n    nn.BatchNorm{n}d({c}),\n    nn.ReLU(inplace=True),\n)")
 
 
 class PoolDownsampling(Rule):
@@ -52,8 +78,11 @@ class PoolDownsampling(Rule):
         Finds max, average and adaptive pooling that makes the feature map smaller (a stride
         above 1). Global pooling to one position per channel (a classifier head) is left
         alone, and so is an average pool that feeds straight into a 1x1 conv (the ResNet-D
-        shortcut, the fix D002 recommends). In a model that also upsamples (transposed convs,
-        nn.Upsample, interpolate: a decoder or a generator) the finding is a warning.
+        shortcut, the fix D002 recommends). In a generative model the finding is a warning:
+        one with an upsampling decoder (transposed convs, or nn.Upsample/interpolate with a
+        conv after) whose input is a latent code or whose output has the input's channels
+        and size (GAN generators, autoencoders, VAEs, image-to-image models). Segmentation
+        models, which decode to class maps, stay at information.
         """
     why = """
         A pooling layer throws away a fixed share of what it sees (three of every four values
@@ -75,7 +104,7 @@ class PoolDownsampling(Rule):
         "CS231n, Convolutional Networks: 'Getting rid of pooling' (https://cs231n.github.io/convolutional-networks/)",
         "Radford et al., Unsupervised Representation Learning with Deep Convolutional GANs (DCGAN), ICLR 2016",
     )
-    options = {"warn-in-decoders": Option(True, "report as a warning in models that also upsample (decoders, generators)")}
+    options = {"warn-in-decoders": Option(True, "report as a warning in generative models (autoencoders, VAEs, generators)")}
     bad = (
         """
         import torch
@@ -133,8 +162,8 @@ class PoolDownsampling(Rule):
             n = _dims(layer)
             c = layer.in_shape[1]
             stride = max(factor)
-            conv_params = conv_weights((3,) * n if stride == 2 else (stride,) * n, c, c, bias=False)
-            where = "in a model that upsamples (a decoder or generator)" if generative else ""
+            conv_params = conv_weights(_strided_window(factor)[0], c, c, bias=False)
+            where = "in a generative model (it decodes back to an image)" if generative else ""
             yield self.finding(
                 layer,
                 f"{layer.op} shrinks {shape_text(spatial(layer.in_shape))} to "
@@ -145,7 +174,7 @@ class PoolDownsampling(Rule):
                           "values_kept": round(1 / _product(factor), 3),
                           "params_added": conv_params, "generative_model": generative},
                 fix=Fix(f"replace the pool by a {stride}x-strided conv (or move the stride into the conv "
-                        "before it and delete the pool)", _strided_conv(n, c, stride)),
+                        "before it and delete the pool)", _strided_conv(n, c, tuple(factor))),
                 severity=Severity.WARNING if generative else None,
                 prefer="built" if layer.kind == "module" else "call",
             )

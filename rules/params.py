@@ -13,7 +13,7 @@ from archlint.findings import Fix, Severity
 from archlint.graph import Layer
 from archlint.rule import Option, Rule
 
-from ._common import (conv_call, data_dependent, human, is_dropout, is_identity, keeps_linearity,
+from ._common import (conv_call, data_dependent, human, is_dropout, is_identity, is_weighted,
                       shape_text, tensor_inputs)
 
 _FLATTENS = {"flatten", "view", "reshape", "_unsafe_view"}
@@ -149,9 +149,9 @@ class ChannelsNotMultipleOf8(Rule):
     summary = "Conv/Linear channel counts that are not multiples of 8 keep Tensor Cores idle in fp16/bf16."
     what = """
         Collects the convolutions and Linear layers whose input or output channel count is
-        not a multiple of 8, leaving out the channels of the model's own input (3 for RGB, a
-        generator's latent size) and the outputs that are the model's outputs (the class
-        count, a decoder's RGB image, also behind a final sigmoid or tanh). It reports once per
+        not a multiple of 8, leaving out the input channels of the first such layers (3 for
+        RGB, a generator's latent size) and the output channels of the last ones (the class
+        count, a decoder's RGB image): the data and the task fix those, not the design. It reports once per
         model, when those layers do at least `min-macs-share` of the model's multiply-adds,
         pointing at the costliest one and listing all of them in the evidence.
         """
@@ -258,31 +258,20 @@ def _rebuilt(module: nn.Module, c_in: int, c_out: int) -> str:
 
 
 def _input_readers(graph) -> set[str]:
-    """Layers that read the model's input, directly or through reshapes and norms."""
+    """The first conv/linear layers on each path from the model's input: their input
+    channels are the data's (3 for RGB, a latent size), not a design choice."""
     found = set()
     for start in graph.inputs:
-        found.update(l.name for l in graph.next_layers(start, through=keeps_linearity))
+        found.update(l.name for l in graph.next_layers(start, through=lambda l: not is_weighted(l)))
     return found
 
 
-_SQUASHES = {"sigmoid", "tanh", "softmax", "log_softmax", "_softmax", "_log_softmax", "clamp", "clip"}
-
-
-def _reshapes_or_squashes(layer: Layer) -> bool:
-    """Reshapes, dropout and the output activations (sigmoid on an image, softmax on scores)."""
-    if keeps_linearity(layer):
-        return True
-    if layer.kind == "module":
-        return isinstance(layer.module, (nn.Sigmoid, nn.Tanh, nn.Softmax, nn.LogSoftmax, nn.Hardtanh))
-    return layer.op in _SQUASHES
-
-
 def _output_writers(graph) -> set[str]:
-    """Layers whose output is the model's output (class scores, an RGB image), directly or
-    through reshapes and a final activation."""
+    """The last conv/linear layers on each path to the model's output: their output
+    channels are the task's (the class count, a decoder's RGB image)."""
     found = set()
     for end in graph.outputs:
-        found.update(l.name for l in graph.previous_layers(end, through=_reshapes_or_squashes))
+        found.update(l.name for l in graph.previous_layers(end, through=lambda l: not is_weighted(l)))
     return found
 
 

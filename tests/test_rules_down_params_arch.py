@@ -66,13 +66,41 @@ def test_d001_functional_pool_fires_and_counts_what_it_drops():
     assert "stride=2" in f.fix.code
 
 
-def test_d001_is_a_warning_in_models_that_upsample_unless_turned_off():
+def test_d001_is_a_warning_in_models_that_reconstruct_an_image_unless_turned_off():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Upsample(scale_factor=2), nn.Conv2d(8, 3, 3, padding=1))
     [f] = found(lint(model, select=["D001"]))
     assert f.severity == Severity.WARNING and f.evidence["generative_model"]
     [f] = found(lint(model, select=["D001"], rules={"D001": {"warn-in-decoders": False}}))
     assert f.severity == Severity.INFO
+
+
+def test_d001_segmentation_models_stay_information():
+    class FCN(nn.Module):  # resizes its class scores at the end: no decoder
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(8, 3, 1))
+
+        def forward(self, x):
+            return F.interpolate(self.body(x), size=x.shape[-2:], mode="bilinear")
+
+    class TinyUNet(nn.Module):  # decodes, but to 5 class maps
+        def __init__(self):
+            super().__init__()
+            self.down = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+            self.pool = nn.MaxPool2d(2)
+            self.mid = nn.Conv2d(8, 16, 3, padding=1)
+            self.up = nn.ConvTranspose2d(16, 8, 2, stride=2)
+            self.head = nn.Conv2d(16, 5, 1)
+
+        def forward(self, x):
+            skip = self.down(x)
+            return self.head(torch.cat([skip, self.up(self.mid(self.pool(skip)))], dim=1))
+
+    for model in (FCN(), TinyUNet()):
+        [f] = found(lint(model, select=["D001"]))
+        assert f.severity == Severity.INFO and not f.evidence["generative_model"]
 
 
 # --- D002 strided-pointwise ---------------------------------------------------------------------

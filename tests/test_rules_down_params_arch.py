@@ -75,6 +75,14 @@ def test_d001_is_a_warning_in_models_that_reconstruct_an_image_unless_turned_off
     assert f.severity == Severity.INFO
 
 
+def test_d001_fix_keeps_a_temporal_axis_that_is_not_pooled():
+    model = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.MaxPool3d((1, 2, 2)), nn.Conv3d(8, 16, 3, padding=1))
+    [f] = found(lint(model, shape=(1, 3, 4, 16, 16), select=["D001"]))
+    assert f.evidence["reduction"] == [1, 2, 2]
+    assert "nn.Conv3d(8, 8, kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)" in f.fix.code
+    assert f.evidence["params_added"] == 9 * 8 * 8
+
+
 def test_d001_segmentation_models_stay_information():
     class FCN(nn.Module):  # resizes its class scores at the end: no decoder
         def __init__(self):
@@ -237,6 +245,19 @@ def test_p002_one_finding_per_model_exempting_input_and_class_count():
     assert f.module == "4"  # the costliest of them: 36->32 channels
     assert "2: nn.Conv2d(24, 40, 3, padding=1)" in f.fix.code
     assert "0: nn.Conv2d(3, 24, 3, padding=1)" in f.fix.code  # the RGB input stays 3
+
+
+def test_p002_exempts_the_input_channels_behind_any_preprocessing():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 16, 3, padding=1)
+            self.head = nn.Conv2d(16, 5, 1)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.conv((x - 0.5) * 2)))
+
+    assert not found(lint(Net(), select=["P002"]))
 
 
 def test_p002_exempts_a_decoders_rgb_image_behind_its_activation():

@@ -273,6 +273,11 @@ def lint_parts(report, model: nn.Module, inputs: load.ExampleInputs, settings,
     started = time.perf_counter()
     for part in plan.parts:
         graph = build_graph(part.traced, part.input_shapes, construction)
+        if part.input_shapes[:1] != [tuple(s) for s in inputs.shapes[:1]]:
+            # Fed feature maps, not the image: a field measured from them is not the field on
+            # the image, and rules must not report it as one.
+            for layer in graph:
+                layer.rf = None
         report.notes.extend(f"{part.path}: {note}" for note in graph.notes)
         shapes = ", ".join("x".join(map(str, s)) for s in part.input_shapes[:4])
         report.findings.extend(run_rules(graph, rules, settings, f"{shapes} (captured for {part.path})",

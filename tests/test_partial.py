@@ -82,6 +82,11 @@ def test_untraceable_detector_lints_its_parts_with_qualified_names():
     assert report.to_dict()["parts"][0]["module"] == "backbone"
 
 
+def test_receptive_fields_of_parts_fed_feature_maps_are_left_unknown():
+    report = archlint.lint(Detector(), input_shape=(1, 3, 64, 64), select=["R"])
+    assert not [f for f in report.findings if f.module.startswith("head.")]
+
+
 def test_parts_captured_inputs_have_the_real_shapes():
     report = archlint.lint(Detector(), input_shape=(1, 3, 64, 64), select=["K001"])
     head = next(p for p in report.parts if p["module"] == "head")

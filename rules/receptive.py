@@ -133,7 +133,8 @@ class ReceptiveFieldShort(Rule):
             return
         if any(_mixes_positions(graph, l) for l in graph if l.index > last.index):
             return
-        yield self._finding(last, self._origin(graph, last), image, ndim)
+        pooled = any(l.rf is not None and l.rf.is_global for l in graph if l.index > last.index)
+        yield self._finding(last, self._origin(graph, last), image, ndim, pooled)
 
     @staticmethod
     def _origin(graph, layer):
@@ -145,7 +146,7 @@ class ReceptiveFieldShort(Rule):
                 return layer
             layer = fields[0]
 
-    def _finding(self, last, origin, image, ndim):
+    def _finding(self, last, origin, image, ndim, pooled):
         rf = last.rf
         size, jump = list(rf.size), [int(j) if float(j).is_integer() else j for j in rf.jump]
         extra, field = self._stride2_steps(size, list(rf.jump), image)
@@ -155,12 +156,17 @@ class ReceptiveFieldShort(Rule):
         conv = f"nn.Conv{ndim}d" if ndim in (1, 2, 3) else "nn.Conv2d"
         norm = f"nn.BatchNorm{ndim}d" if ndim in (1, 2, 3) else "nn.BatchNorm2d"
         step = f"    {conv}({channels}, {channels}, 3, stride=2, padding=1, bias=False), {norm}({channels}), nn.ReLU(inplace=True),"
-        code = "nn.Sequential(\n" + "\n".join([step] * extra) + "\n)" if fits and extra else None
+        code = "nn.Sequential(\n" + "\n".join([step] * extra) + "\n)" if fits and extra and pooled else None
         where = last.qualname or last.op
-        advice = (f"after {where}, add {extra} stride-2 3x3 conv{'s' if extra > 1 else ''} "
-                  f"(field {shape_text(field)})" if code else
-                  f"the {shape_text(sides)} map is too small to downsample {extra} more times: add "
-                  "dilated 3x3 convs (rates 1, 2, 5, ...) or a global context block")
+        if code:
+            advice = (f"after {where}, add {extra} stride-2 3x3 conv{'s' if extra > 1 else ''} "
+                      f"(field {shape_text(field)})")
+        elif pooled:
+            advice = (f"the {shape_text(sides)} map is too small to downsample {extra} more times: add "
+                      "dilated 3x3 convs (rates 1, 2, 5, ...) or a global context block")
+        else:  # a dense output: grow the field where the resolution is lowest, not after the output
+            advice = ("add a downsampling level to the encoder, or dilated 3x3 convs (rates 1, 2, 5, "
+                      "...) or a global context block at its lowest resolution")
         return self.finding(
             origin,
             f"the last feature map ({where}, {shape_text(sides)}) has a receptive field of "
@@ -168,8 +174,8 @@ class ReceptiveFieldShort(Rule):
             f"image",
             evidence={"layer": where, "receptive_field": size, "input_size": list(image),
                       "jump": jump, "stride2_steps_needed": extra},
-            fix=Fix(f"grow the receptive field past the input: {advice}, or use more depth at "
-                    "low resolution or dilation", code),
+            fix=Fix(f"grow the receptive field past the input: {advice}"
+                    + (", or use more depth at low resolution or dilation" if pooled else ""), code),
         )
 
     @staticmethod

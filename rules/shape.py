@@ -88,6 +88,16 @@ class DroppedPixels(Rule):
         from torch import nn
 
         model = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),   # 56 -> 28: every pixel read
+        )
+        example_input = torch.randn(1, 3, 56, 56)
+        """,
+        """
+        import torch
+        from torch import nn
+
+        model = nn.Sequential(
             nn.Conv2d(3, 16, 7, stride=2, padding=3), nn.ReLU(),   # 64 -> 32, only padding left over
             nn.MaxPool2d(3, stride=2, padding=1),                  # 32 -> 16
             nn.Conv2d(16, 32, 3, stride=2, padding=1),             # even size: fine
@@ -473,9 +483,10 @@ class InputMultiple(Rule):
                     mended.append((merge, up, tuple(before), tuple(after)))
                 elif tuple(after) != merged:  # padded or cropped on the way to the merge
                     mended.append((merge, up, tuple(after), merged))
+            if any(m[0] is merge for m in mended):
+                continue  # the upsampled map's own size already tells; its pad is the same story
             for crop in self._crops_and_pads(graph, merge):
-                if not any(m[0] is merge and m[2] == tuple(spatial(crop.out_shape)) for m in mended):
-                    mended.append((merge, crop, tuple(spatial(crop.in_shape)), tuple(spatial(crop.out_shape))))
+                mended.append((merge, crop, tuple(spatial(crop.in_shape)), tuple(spatial(crop.out_shape))))
         if not mended:
             return
         multiple = self._multiple(graph, image, upsamplers)

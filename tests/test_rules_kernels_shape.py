@@ -258,6 +258,15 @@ def test_s002_quiet_on_padded_even_strided_and_head_convs():
     assert findings(model, (1, 3, 20, 20), "S002") == []
 
 
+def test_s002_an_explicit_pad_in_front_is_padding():
+    class SameConv(nn.Conv2d):  # how TensorFlow-ported models pad ("same")
+        def forward(self, x):
+            return super().forward(F.pad(x, (1, 1, 1, 1)))
+
+    model = nn.Sequential(SameConv(3, 8, 3), nn.ReLU(), SameConv(8, 8, 3))
+    assert findings(model, (1, 3, 16, 16), "S002") == []
+
+
 # --- S003 input-multiple ------------------------------------------------------------------------
 
 UNET = """
@@ -432,6 +441,12 @@ def test_quiet_on_torchvision_slow(name):
 @pytest.mark.parametrize("name", ["resnet50d", "convnext_nano"])
 def test_quiet_on_timm(name):
     check_quiet(name, timm_model(name))
+
+
+def test_squeezenet_stem_drops_the_last_row_and_column():
+    # A genuine finding: 3x3/s2 without padding on 224 ends its last window at 222.
+    [f] = findings(torchvision_model("squeezenet1_1"), (1, 3, 224, 224), "S001")
+    assert f.module == "features.0" and f.evidence["dropped"] == {"row": [223], "column": [223]}
 
 
 def test_resnet50_receptive_field_is_427():

@@ -105,7 +105,31 @@ class _SkipMetaValueWrites(torch.overrides.TorchFunctionMode):
             # relative_coords_table): there are no values to copy; the buffer keeps its shape.
             if name == "copy_" and len(args) > 1 and isinstance(args[1], torch.Tensor) and args[1].is_meta:
                 return args[0]
-        return func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        try:
+            return func(*args, **kwargs)
+        except RuntimeError as exc:
+            # A constructor that runs its layers once on a real dummy input to measure a feature
+            # size (timm's HybridEmbed, YOLO's strides) mixes real inputs with meta weights: run
+            # it on meta, where shapes come out right. Reading values afterwards still fails,
+            # and the model is then built with real weights.
+            if "meta" not in str(exc) or not _mixes_devices((args, kwargs)):
+                raise
+            if name.endswith("_") and isinstance(args[0], torch.Tensor) and not args[0].is_meta:
+                return args[0]  # meta values written into a real tensor: there are none
+            args, kwargs = torch.utils._pytree.tree_map(_on_meta, (args, kwargs))
+            return func(*args, **kwargs)
+
+
+def _mixes_devices(value: Any) -> bool:
+    tensors = [t for t in torch.utils._pytree.tree_leaves(value) if isinstance(t, torch.Tensor)]
+    return any(t.is_meta for t in tensors) and any(not t.is_meta for t in tensors)
+
+
+def _on_meta(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and not value.is_meta and not isinstance(value, nn.Parameter):
+        return value.to("meta")
+    return value
 
 
 @contextmanager

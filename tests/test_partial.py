@@ -292,3 +292,24 @@ def test_real_buffer_filled_from_meta_values_still_builds_on_meta():
     with building(on_meta=True):
         net = Table()
     assert net.scale.is_meta and not net.table.is_meta
+
+
+def test_constructor_that_measures_a_feature_size_with_a_dummy_forward_builds_on_meta():
+    """timm's HybridEmbed and YOLO run their layers once on torch.zeros(...) while building."""
+    from archlint.load import building
+
+    class Hybrid(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2), nn.LayerNorm([16, 15, 15]))
+            with torch.no_grad():
+                features = self.stem(torch.zeros(1, 3, 32, 32))
+            self.head = nn.Linear(features.shape[1] * features.shape[2] * features.shape[3], 10)
+
+        def forward(self, x):
+            return self.head(self.stem(x).flatten(1))
+
+    with building(on_meta=True):
+        net = Hybrid()
+    assert all(p.is_meta for p in net.parameters())
+    assert net.head.in_features == 16 * 15 * 15

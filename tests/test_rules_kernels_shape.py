@@ -101,6 +101,13 @@ def test_k003_fix_computes_the_same_outputs():
         assert torch.allclose(conv(x), replacement(x), atol=1e-6)
 
 
+def test_k003_strided_conv_on_a_tiny_map_wastes_one_side():
+    # 3x3/s2/p1 on 2x2 gives one output, centered on pixel 0: the first row and column of taps
+    # read padding only. Keeping the other taps would need asymmetric padding: prose fix.
+    [f] = findings(nn.Conv2d(8, 8, 3, stride=2, padding=1), (1, 8, 2, 2), "K003")
+    assert f.evidence["taps_reading_input"] == 4 and f.fix.code is None
+
+
 def test_k003_copies_of_real_pixels_are_not_padding():
     model = nn.Conv2d(8, 8, 3, padding=1, padding_mode="circular")
     assert findings(model, (1, 8, 1, 1), "K003") == []
@@ -355,6 +362,13 @@ def test_r001_reports_the_field_of_the_last_map_before_global_pooling():
     grown = nn.Sequential(*list(model)[:4], extra, nn.AdaptiveAvgPool2d(1))
     assert findings(grown, (1, 3, 32, 32), "R001") == []
     assert findings(model, (1, 3, 32, 32), "R001", **{"min-coverage": 0.1}) == []
+
+
+def test_r001_dense_output_gets_encoder_advice_not_layers_after_it():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 3, padding=1))
+    [f] = findings(model, (1, 3, 32, 32), "R001")
+    assert f.evidence["receptive_field"] == [5, 5] and f.fix.code is None
+    assert "encoder" in f.fix.description
 
 
 def test_r001_global_context_inside_the_network_counts():

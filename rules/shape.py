@@ -7,7 +7,7 @@ import math
 from torch import nn
 
 from archlint.findings import Fix, Severity
-from archlint.rule import Option, Rule
+from archlint.rule import Rule
 
 from ._common import (conv_call, human, is_conv, is_upsampling, pool_call, shape_text,
                       sliding_window, spatial)

@@ -217,7 +217,7 @@ class EvenKernel(Rule):
             yield self.finding(
                 layer,
                 f"{_kernel_text(w.kernel)} conv with stride 1 has no center tap: each output is "
-                f"computed around a point {drift:g} pixel off its input pixel{size_note}",
+                f"centered between two input pixels ({drift:g} px off the grid){size_note}",
                 evidence={"kernel": list(w.kernel), "padding": list(w.pad_before),
                           "shift_px": [shift[a] for a in range(w.ndim)],
                           "size_in": list(w.size_in), "size_out": list(w.size_out),

@@ -156,16 +156,17 @@ class ReceptiveFieldShort(Rule):
         conv = f"nn.Conv{ndim}d" if ndim in (1, 2, 3) else "nn.Conv2d"
         norm = f"nn.BatchNorm{ndim}d" if ndim in (1, 2, 3) else "nn.BatchNorm2d"
         step = f"    {conv}({channels}, {channels}, 3, stride=2, padding=1, bias=False), {norm}({channels}), nn.ReLU(inplace=True),"
+        k3 = "x".join(["3"] * ndim)
         code = "nn.Sequential(\n" + "\n".join([step] * extra) + "\n)" if fits and extra and pooled else None
         where = last.qualname or last.op
         if code:
-            advice = (f"after {where}, add {extra} stride-2 3x3 conv{'s' if extra > 1 else ''} "
+            advice = (f"after {where}, add {extra} stride-2 {k3} conv{'s' if extra > 1 else ''} "
                       f"(field {shape_text(field)})")
         elif pooled:
             advice = (f"the {shape_text(sides)} map is too small to downsample {extra} more times: add "
-                      "dilated 3x3 convs (rates 1, 2, 5, ...) or a global context block")
+                      f"dilated {k3} convs (rates 1, 2, 5, ...) or a global context block")
         else:  # a dense output: grow the field where the resolution is lowest, not after the output
-            advice = ("add a downsampling level to the encoder, or dilated 3x3 convs (rates 1, 2, 5, "
+            advice = (f"add a downsampling level to the encoder, or dilated {k3} convs (rates 1, 2, 5, "
                       "...) or a global context block at its lowest resolution")
         return self.finding(
             origin,

@@ -22,6 +22,10 @@ def _indices(values: list[int]) -> str:
     return f"{values[0]}-{values[-1]}"
 
 
+def _listed(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
 def _window_text(layer, w) -> str:
     kind = layer.op if layer.kind == "module" else f"{layer.op}()"
     k = "x".join(map(str, w.kernel))
@@ -139,7 +143,7 @@ class DroppedPixels(Rule):
         fits = {names[a]: self._fitting_sizes(w, a) for a in dropped}
         return self.finding(
             layer,
-            f"{_window_text(layer, w)} on {shape_text(w.size_in)} never reads {' and '.join(parts)}: "
+            f"{_window_text(layer, w)} on {shape_text(w.size_in)} never reads {_listed(parts)}: "
             f"its last window ends before the input does ({human(lost)} of {human(total)} "
             f"input positions, {lost / total:.1%}, are dropped)",
             evidence={"input_size": list(w.size_in), "output_size": list(w.size_out),

@@ -468,3 +468,13 @@ def test_resnet50_receptive_field_is_427():
     pool = report.graph.layer([l.name for l in report.graph.layers if l.qualname == "avgpool"][0])
     [last] = report.graph.predecessors(pool)
     assert last.rf.size == (427, 427) and report.findings == []
+
+
+def test_one_and_three_dimensional_models():
+    signal = nn.Sequential(nn.Conv1d(1, 8, 4), nn.Conv1d(8, 8, 3, dilation=2, padding=2),
+                           nn.Conv1d(8, 8, 3, dilation=2, padding=2), nn.AdaptiveAvgPool1d(1))
+    report = archlint.lint(signal, input_shape=(1, 1, 25), select=MINE)
+    assert sorted(f.code for f in report.findings) == ["K002", "K005", "R001"]
+    volume = nn.Sequential(nn.Conv3d(1, 8, 3, padding=1), nn.MaxPool3d(2), nn.AdaptiveAvgPool3d(1))
+    [f] = archlint.lint(volume, input_shape=(1, 1, 9, 16, 16), select=["S001"]).findings
+    assert f.evidence["dropped"] == {"slice": [8]} and f.fix.code == "nn.MaxPool3d(2, ceil_mode=True)"

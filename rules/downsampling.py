@@ -197,7 +197,9 @@ class StridedPointwise(Rule):
         typically the projection shortcut of a ResNet stage (`downsample.0`). The finding
         counts how many input positions the layer never looks at. A strided 1x1 branch that
         is summed with a kxk conv of the same input and stride (RepVGG, MobileOne) is left
-        alone: it is the centre tap of that kernel, and the two fold into one kxk conv.
+        alone: it is the centre tap of that kernel, and the two fold into one kxk conv. So is
+        a strided query projection in attention (HaloNet), whose keys and values read every
+        position.
         """
     why = """
         A 1x1 kernel with stride 2 samples the grid: it reads the top-left value of each 2x2
@@ -275,7 +277,7 @@ class StridedPointwise(Rule):
             size = spatial(layer.in_shape)
             if size is not None and all(s == 1 for s in size):
                 continue  # a 1x1 map has nothing to skip
-            if _reparameterizable(graph, layer):
+            if _reparameterizable(graph, layer) or _is_attention_query(graph, layer):
                 continue
             n = len(kernel)
             step = _product(stride)
@@ -327,6 +329,17 @@ def _reparameterizable(graph, pointwise) -> bool:
     return False
 
 
+_ATTENTION_OPS = {"matmul", "bmm", "baddbmm", "einsum", "scaled_dot_product_attention",
+                  "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention"}
+
+
+def _is_attention_query(graph, pointwise) -> bool:
+    """A strided 1x1 projection that reshapes into an attention product (HaloNet's strided
+    queries): it picks which positions ask; the keys and values read every position."""
+    reached = graph.next_layers(pointwise, through=keeps_linearity)
+    return any(l.op in _ATTENTION_OPS for l in reached)
+
+
 def _compact(stride) -> str:
     return str(stride[0]) if len(set(stride)) == 1 else str(tuple(stride))
 
@@ -346,7 +359,8 @@ class DownsampleWithoutWidening(Rule):
         taken while the map is still larger than 1/`stem-stride` of the input, such as
         ResNet's max-pool), global pooling, steps whose output never reaches a conv with a
         kernel above 1 at the new resolution (GoogLeNet's auxiliary heads, MViT's pooled
-        attention), and steps that narrow on purpose (HRNet's lower-resolution branches).
+        attention) or that are upsampled back (gates and other side branches), and steps
+        that narrow on purpose (HRNet's lower-resolution branches).
         """
     why = """
         The cost of a conv layer is proportional to H x W x C_in x C_out. Halving H and W
@@ -418,10 +432,10 @@ class DownsampleWithoutWidening(Rule):
             if max(i / b for i, b in zip(image, before)) < ctx["stem-stride"]:
                 continue  # still the stem: the input is being reduced cheaply on purpose
             narrowest = _narrowest_feeding(graph, layer, dependent)
-            widest, stage_end = _widest_at(order, layer, after)
+            widest, stage_end, spatial_conv = _stage_after(graph, layer)
             if narrowest is None or widest != narrowest:
                 continue  # widened (or narrowed on purpose, as HRNet's lower-resolution branches)
-            if not _feeds_spatial_conv(graph, layer):
+            if not spatial_conv:
                 continue  # a head or pooled attention: no conv layer works at the new size
             yield self._report(layer, factor, narrowest, widest, stage_end)
 
@@ -470,39 +484,31 @@ def _narrowest_feeding(graph, layer, dependent: set[str]) -> int | None:
     return min(widths) if widths else None
 
 
-def _widest_at(order, start, size) -> tuple[int | None, str]:
-    """The most channels any conv, pool or merge produces at `size` from `start` until the
-    next step down from that resolution, and where that stage ends."""
-    widest = None
-    end = ""
-    for layer in order[start.index:]:
-        if layer is not start and spatial(layer.in_shape) == size and reduction(layer) is not None \
-                and (is_pool(layer) or layer.is_a(nn.modules.conv._ConvNd)) and not is_global(layer):
-            break
-        if spatial(layer.out_shape) != size or len(layer.out_shape) != len(start.out_shape):
-            continue
-        if layer.is_a(nn.modules.conv._ConvNd) or is_pool(layer) or layer.op in ("add", "cat", "concat"):
-            width = layer.out_shape[1]
-            if widest is None or width > widest:
-                widest = width
-            end = layer.qualname or layer.name
-    return widest, end
-
-
-def _feeds_spatial_conv(graph, start) -> bool:
-    """Whether the map `start` produces reaches a conv with a kernel above 1 while it keeps
-    its resolution. Not so for a head (GoogLeNet's auxiliary classifiers pool, then project
-    with 1x1 convs) or for pooled attention keys and values (MViT), which become tokens."""
+def _stage_after(graph, start) -> tuple[int, str, bool]:
+    """What follows a downsampling step at its new resolution, walking forward from it while
+    the map keeps that size: the most channels a conv, pool or merge there produces, the
+    last such layer, and whether any conv with a kernel above 1 is among them. A side branch
+    that pools further (GhostNetV2's attention gate) leaves the walk; the trunk stays in it.
+    Without a spatial conv the step feeds a head (GoogLeNet's auxiliary classifiers pool,
+    then project with 1x1 convs) or pooled attention keys and values (MViT), not a stage;
+    a map that is upsampled back (GhostNetV2's gate, GC ViT's global queries) is a side
+    branch, and counts as having none."""
     size, ndim = spatial(start.out_shape), len(start.out_shape)
+    widest, last, spatial_conv = start.out_shape[1], start, False
     seen, frontier = {start.name}, [start]
     while frontier:
         layer = frontier.pop()
         for nxt in graph.successors(layer):
+            if is_upsampling(nxt) and spatial(nxt.out_shape) != size:
+                return widest, "", False  # brought back up: a gate or attention side branch
             if nxt.name in seen or nxt.out_shape is None or len(nxt.out_shape) != ndim \
                     or spatial(nxt.out_shape) != size:
                 continue
             seen.add(nxt.name)
-            if nxt.is_a(nn.modules.conv._ConvNd) and any(k > 1 for k in _tuple(nxt.module.kernel_size)):
-                return True
             frontier.append(nxt)
-    return False
+            is_conv = nxt.is_a(nn.modules.conv._ConvNd)
+            if is_conv or is_pool(nxt) or nxt.op in ("add", "cat", "concat"):
+                widest = max(widest, nxt.out_shape[1])
+                last = max(last, nxt, key=lambda l: l.index)
+            spatial_conv |= is_conv and any(k > 1 for k in _tuple(nxt.module.kernel_size))
+    return widest, last.qualname or last.name, spatial_conv

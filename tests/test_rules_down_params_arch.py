@@ -148,6 +148,23 @@ def test_d002_quiet_on_a_reparameterizable_1x1_branch():
     assert not found(lint(RepBlock(8, 16), shape=(1, 8, 16, 16), select=["D002"]))
 
 
+def test_d002_quiet_on_a_strided_attention_query():
+    class StridedQueryAttention(nn.Module):  # HaloNet: queries at every other position, keys everywhere
+        def __init__(self, c=16):
+            super().__init__()
+            self.q = nn.Conv2d(c, c, 1, stride=2, bias=False)
+            self.kv = nn.Conv2d(c, 2 * c, 1, bias=False)
+
+        def forward(self, x):
+            b, c, h, w = x.shape
+            q = self.q(x).flatten(2).transpose(1, 2)
+            k, v = self.kv(x).flatten(2).chunk(2, dim=1)
+            attn = (q @ k).softmax(-1)
+            return (attn @ v.transpose(1, 2)).transpose(1, 2).reshape(b, c, h // 2, w // 2)
+
+    assert not found(lint(StridedQueryAttention(), shape=(1, 16, 8, 8), select=["D002"]))
+
+
 # --- D003 downsample-without-widening ------------------------------------------------------------
 
 def test_d003_textbook_plain_net_fires_at_each_body_step_not_the_stem():
@@ -173,6 +190,21 @@ def test_d003_inverted_residual_that_widens_as_a_block_is_quiet():
     model = nn.Sequential(conv_bn_relu(3, 16, stride=4), inverted(16, 24, 1), inverted(24, 32, 2),
                           inverted(32, 64, 2), inverted(64, 64, 1))
     assert not found(lint(model, shape=(1, 3, 128, 128), select=["D003"]))
+
+
+def test_d003_a_side_branch_that_pools_further_does_not_end_the_stage():
+    class Gated(nn.Module):  # GhostNetV2-style gate: pool, conv, upsample back, multiply
+        def __init__(self, c):
+            super().__init__()
+            self.gate = nn.Conv2d(c, c, 3, padding=1)
+
+        def forward(self, x):
+            g = torch.sigmoid(F.interpolate(self.gate(F.avg_pool2d(x, 2)), size=x.shape[-2:]))
+            return x * g
+
+    model = nn.Sequential(conv_bn_relu(3, 32, stride=4), conv_bn_relu(32, 32, stride=2), Gated(32),
+                          conv_bn_relu(32, 64))  # the stage widens after the gate
+    assert not found(lint(model, shape=(1, 3, 64, 64), select=["D003"]))
 
 
 def test_d003_pool_before_the_head_is_quiet():

@@ -100,20 +100,44 @@ def statement_end(path: str, line: int) -> int:
 
 
 def call_at(path: str, line: int) -> ast.Call | None:
-    """The one layer-constructor-like call (a capitalized callee) starting on `line`, if there
-    is exactly one: the expression a fix's replacement code takes the place of."""
+    """The one torch.nn layer constructor call (`nn.Conv2d(...)`, `torch.nn.Conv2d(...)`, or a
+    name imported from torch.nn) starting on `line`, if there is exactly one: the expression a
+    fix's replacement code takes the place of. A line that builds a whole model (`resnet18()`,
+    `MyNet()`) has none: the layer was built inside it, elsewhere."""
     tree = _tree(path)
     if tree is None:
         return None
+    modules, names = _torch_nn_names(tree)
     calls = [node for node in ast.walk(tree)
-             if isinstance(node, ast.Call) and node.lineno == line and _callee(node)[:1].isupper()]
+             if isinstance(node, ast.Call) and node.lineno == line and _is_nn_layer(node.func, modules, names)]
     return calls[0] if len(calls) == 1 else None
 
 
-def _callee(call: ast.Call) -> str:
-    func = call.func
-    if isinstance(func, ast.Attribute):
-        return func.attr
+def _torch_nn_names(tree: ast.Module) -> tuple[set[str], set[str]]:
+    """(names bound to the torch.nn module, names imported from it)."""
+    modules, names = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == "torch.nn" and alias.asname:
+                    modules.add(alias.asname)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            for alias in node.names:
+                if node.module == "torch" and alias.name == "nn":
+                    modules.add(alias.asname or "nn")
+                elif node.module == "torch.nn" or node.module.startswith("torch.nn.modules"):
+                    if alias.name[:1].isupper():
+                        names.add(alias.asname or alias.name)
+    return modules, names
+
+
+def _is_nn_layer(func: ast.expr, modules: set[str], names: set[str]) -> bool:
     if isinstance(func, ast.Name):
-        return func.id
-    return ""
+        return func.id in names
+    if not isinstance(func, ast.Attribute) or not func.attr[:1].isupper():
+        return False
+    owner = func.value
+    if isinstance(owner, ast.Name):
+        return owner.id in modules
+    return (isinstance(owner, ast.Attribute) and owner.attr == "nn"
+            and isinstance(owner.value, ast.Name) and owner.value.id == "torch")

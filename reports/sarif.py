@@ -7,8 +7,9 @@ points at a line of the repository by a path relative to its root (the git work 
 working folder). Where a finding's own line lies outside the repository (a torchvision layer is
 built in site-packages), the result points at the other recorded line of the layer if that one is
 in the repository, else at line 1 of the linted file, and says so in its message. A finding with
-replacement code carries a SARIF `fix` replacing the layer's constructor call (or the statement)
-with it. `partialFingerprints` hash the file, rule and module (not the line), so an alert keeps its
+replacement code carries a SARIF `fix` replacing the layer's constructor call with it, but only
+where that line holds exactly one torch.nn constructor call: a line that builds a whole model
+(`model = resnet18()`) gets no fix, since the layer was built inside it. `partialFingerprints` hash the file, rule and module (not the line), so an alert keeps its
 identity when code above it moves.
 """
 from __future__ import annotations

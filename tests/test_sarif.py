@@ -175,3 +175,17 @@ def test_multiline_call_fix_replaces_the_whole_call(repo):
     fixed = apply(model_file.read_text().splitlines(), replacement)
     assert "padding=3" not in fixed and "nn.Sequential(" in fixed and "nn.ReLU()" in fixed
     ast.parse(fixed)
+
+
+def test_no_fix_where_the_line_builds_a_whole_model(repo):
+    """A torchvision layer's finding points at `model = AlexNet()` in the user's file: replacing
+    that call with the fix's conv stack would be wrong, so there is no SARIF fix."""
+    model_file = repo / "models" / "zoo.py"
+    model_file.write_text("from torchvision.models import AlexNet\nimport torch.nn as tnn\n"
+                          "from torch.nn import Conv2d as C\n\nmodel = AlexNet()\n"
+                          "a = tnn.Conv2d(3, 8, 7)\nb = C(3, 8, 7)\n")
+    findings = [_finding(location=Location("zoo.py", line, str(model_file))) for line in (5, 6, 7)]
+    report = Report(models=[ModelReport(target="zoo.py::model", findings=findings)])
+    whole, aliased, imported = sarif(report)["runs"][0]["results"]
+    assert "fixes" not in whole
+    assert "fixes" in aliased and "fixes" in imported

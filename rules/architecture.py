@@ -407,7 +407,7 @@ class SoftmaxOutput(Rule):
             f"the model returns Softmax of {classifier.qualname}: nn.CrossEntropyLoss expects logits and "
             "would apply softmax a second time, capping confidence and shrinking gradients",
             evidence={"function": name, "classifier": classifier.qualname, "dim": dim},
-            fix=Fix(f"return the logits and apply softmax only where probabilities are needed", code),
+            fix=Fix("return the logits and apply softmax only where probabilities are needed", code),
             prefer="call",
         )
 

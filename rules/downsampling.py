@@ -418,15 +418,14 @@ class DownsampleWithoutWidening(Rule):
         image = spatial(graph.input_shapes[0]) if graph.input_shapes else None
         if image is None:
             return
-        order = list(graph)
         dependent = data_dependent(graph)
-        for layer in order:
+        for layer in graph:
             if not (is_pool(layer) or layer.is_a(nn.modules.conv._ConvNd)) or is_global(layer):
                 continue
             if layer.is_a(nn.modules.conv._ConvTransposeNd):
                 continue
             factor = reduction(layer)
-            before, after = spatial(layer.in_shape), spatial(layer.out_shape)
+            before = spatial(layer.in_shape)
             if factor is None or len(before) != len(image):
                 continue
             if max(i / b for i, b in zip(image, before)) < ctx["stem-stride"]:

@@ -229,7 +229,7 @@ class ChannelsNotMultipleOf8(Rule):
             c_in, c_out = _in_out(layer.module)
             new_in = c_in if layer.name in reads_input else round_up(c_in)
             new_out = c_out if layer.name in writes_output else round_up(c_out)
-            fixes.append(f"{layer.qualname}: {_rebuilt(layer.module, new_in, new_out)}")
+            fixes.append(f"{_rebuilt(layer.module, new_in, new_out)}  # {layer.qualname}")
         yield self.finding(
             worst,
             f"{len(misaligned)} conv/linear layer(s) doing {macs / total:.0%} of the MACs have channel "

@@ -275,8 +275,8 @@ def test_p002_one_finding_per_model_exempting_input_and_class_count():
     [f] = found(lint(model, select=["P002"]))
     assert {entry["module"] for entry in f.evidence["layers"]} == {"0", "2", "4"}
     assert f.module == "4"  # the costliest of them: 36->32 channels
-    assert "2: nn.Conv2d(24, 40, 3, padding=1)" in f.fix.code
-    assert "0: nn.Conv2d(3, 24, 3, padding=1)" in f.fix.code  # the RGB input stays 3
+    assert "nn.Conv2d(24, 40, 3, padding=1)  # 2" in f.fix.code
+    assert "nn.Conv2d(3, 24, 3, padding=1)  # 0" in f.fix.code  # the RGB input stays 3
 
 
 def test_p002_exempts_the_input_channels_behind_any_preprocessing():

@@ -462,6 +462,10 @@ def report(extra_path: str | None) -> None:
     rows, metas = _load_rows()
     (RESULTS / "corpus.json").write_text(json.dumps({"meta": metas, "models": rows}, indent=1))
     extra = Path(extra_path).read_text() if extra_path else ""
+    fresh = RESULTS / "fresh-rss.md"
+    if "FRESH_RSS_TABLE" in extra:
+        extra = extra.replace("FRESH_RSS_TABLE", fresh.read_text().strip() if fresh.exists()
+                              else "(not measured: run with --fresh-rss)")
     (ROOT / "docs" / "corpus.md").write_text(render_markdown(rows, metas, extra))
     print(f"wrote docs/corpus.md and bench/results/corpus.json ({len(rows)} models)")
 

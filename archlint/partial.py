@@ -97,7 +97,7 @@ class _KeepAllBoxes(TorchDispatchMode):
 def _keep_every_candidate():
     """Let data-dependent filters run on meta tensors by assuming nothing is filtered out:
     `nonzero` finds every element non-zero and NMS keeps every box. The eager run then reaches
-    the heads behind them (a two-stage detector's box and mask heads) with inputs of the
+    the heads behind them (a two-stage detector's box and keypoint heads) with inputs of the
     largest size they can get."""
     import torch.fx.experimental._config as fx_config
 

@@ -12,7 +12,8 @@ it), the Python, torch and archlint versions, the archlint sources themselves (a
 keeps its version number while its rules change) and the packages installed (the times of the
 sys.path folders, which change with every install: a new torchvision or rule pack). What the file
 imports is only known after importing it: the entry records the project-local modules the import
-pulled in, with the hashes of their contents, and is used only while all of them still match.
+pulled in and the project files read meanwhile (found through the "open" audit event), with the
+hashes of their contents, and is used only while all of them still match.
 
 Reports with errors are never stored: a missing package or a broken environment can be fixed
 without touching the file.
@@ -101,7 +102,57 @@ def _module_file(module: Any) -> str | None:
     return os.path.realpath(path) if isinstance(path, str) else None
 
 
-def _note_import(name: str, globals_: dict | None, fromlist: Sequence[str], level: int) -> None:
+# Files read while an import ran (a model that sizes itself from a YAML or JSON next to it),
+# found through the "open" audit event: module file -> the files read while it was imported.
+_reads_during_import: dict[str, set[str]] = {}
+_open_stack: list[set[str]] = []  # one set per import in progress, plus the recording window
+_audit_installed = False
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event != "open" or not _open_stack:
+        return
+    path, mode, flags = args
+    if not isinstance(path, (str, bytes)):
+        return  # a file descriptor
+    if isinstance(mode, str):
+        if any(c in mode for c in "wax+"):
+            return
+    elif isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR):
+        return
+    _open_stack[-1].add(os.fsdecode(path))
+
+
+def _install_audit_hook() -> None:
+    global _audit_installed
+    if not _audit_installed:
+        sys.addaudithook(_audit)  # cannot be removed; it does nothing unless recording
+        _audit_installed = True
+
+
+def _project_root(path: str) -> str:
+    """The git work tree holding `path`, else its folder."""
+    folder = os.path.dirname(os.path.realpath(path))
+    probe = folder
+    while True:
+        if os.path.exists(os.path.join(probe, ".git")):
+            return probe
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return folder
+        probe = parent
+
+
+def is_project_data(path: str) -> bool:
+    """A file the user's project reads (a config, a .py): not a library, not archlint, not caches."""
+    real = os.path.realpath(path)
+    if real.startswith(_LIBRARY_DIRS + _own_dirs()) or not os.path.isfile(real):
+        return False
+    parts = Path(real).parts
+    return "__pycache__" not in parts and CACHE_DIR_NAME not in parts and not real.endswith(".pyc")
+
+
+def _note_import(name: str, globals_: dict | None, fromlist: Sequence[str], level: int) -> set[str]:
     importer_file = (globals_ or {}).get("__file__")
     if not isinstance(importer_file, str):
         return
@@ -115,29 +166,42 @@ def _note_import(name: str, globals_: dict | None, fromlist: Sequence[str], leve
     parts = full.split(".") if full else []
     names += [".".join(parts[:i]) for i in range(1, len(parts) + 1)]  # `import a.b` runs a too
     names += [f"{full}.{item}" for item in fromlist or () if item != "*"]
-    files = {_module_file(sys.modules.get(n)) for n in names}
-    _import_edges.setdefault(importer, set()).update(f for f in files if f)
+    files = {f for f in (_module_file(sys.modules.get(n)) for n in names) if f}
+    _import_edges.setdefault(importer, set()).update(files)
+    return files
 
 
 @contextmanager
 def recording_imports() -> Iterator["ImportRecord"]:
     """While active, remember which module files each import statement reached."""
+    _install_audit_hook()
     record = ImportRecord(set(sys.modules))
     original = builtins.__import__
 
     def hooked(name, globals=None, locals=None, fromlist=(), level=0):
-        module = original(name, globals, locals, fromlist, level)
+        _open_stack.append(set())
         try:
-            _note_import(name, globals, fromlist, level)
+            module = original(name, globals, locals, fromlist, level)
+        finally:
+            reads = _open_stack.pop()
+        try:
+            # Reads are credited to every module the statement reached (more than needed when
+            # one statement imports several new modules, never less), and to the importer.
+            for reached in _note_import(name, globals, fromlist, level):
+                if reads:
+                    _reads_during_import.setdefault(reached, set()).update(reads)
+            _open_stack[-1].update(reads)
         except Exception:  # bookkeeping must never break the user's import
             pass
         return module
 
     builtins.__import__ = hooked
+    _open_stack.append(record.reads)
     try:
         yield record
     finally:
         builtins.__import__ = original
+        _open_stack.pop()
         record.new_modules = set(sys.modules) - record.before
 
 
@@ -145,10 +209,12 @@ class ImportRecord:
     def __init__(self, before: set[str]):
         self.before = before
         self.new_modules: set[str] = set()
+        self.reads: set[str] = set()  # every file opened for reading while recording
 
     def project_dependencies(self, path: str) -> set[str]:
-        """Project files `path` depends on: everything its imports reached, transitively, plus
-        every project module first imported while it was linted."""
+        """Project files `path` depends on: everything its imports reached, transitively, every
+        project module first imported while it was linted, and the project files read meanwhile
+        (by those imports, even in an earlier file's run, or while building the model)."""
         start = os.path.realpath(path)
         seen, frontier = {start}, [start]
         while frontier:
@@ -158,6 +224,13 @@ class ImportRecord:
                     frontier.append(reached)
         seen |= {f for f in (_module_file(sys.modules.get(n)) for n in self.new_modules)
                  if is_project_file(f)}
+        data = set(self.reads)
+        for module_file in seen:
+            data |= _reads_during_import.get(module_file, set())
+        # Data files count only inside the project: /proc/cpuinfo is a file too, and changes.
+        roots = tuple(str(r) + os.sep for r in {_project_root(start), os.path.realpath(os.getcwd())})
+        seen |= {real for real in map(os.path.realpath, data)
+                 if real.startswith(roots) and is_project_data(real)}
         seen.discard(start)
         return seen
 

@@ -210,3 +210,23 @@ def test_errors_are_not_cached_and_no_cache_writes_nothing(write_model, tmp_path
                       "example_input = torch.randn(1, 3, 8, 8)\n", "tiny.py")
     run_check([str(net)], K001, use_cache=False)
     assert not (tmp_path / ".archlint_cache").exists()
+
+
+def test_a_data_file_read_while_importing_is_a_dependency(write_model, tmp_path):
+    (tmp_path / "width.json").write_text('{"kernel": 7}')
+    net = write_model("""
+        import json
+        from pathlib import Path
+        import torch
+        from torch import nn
+
+        KERNEL = json.loads((Path(__file__).parent / "width.json").read_text())["kernel"]
+        model = nn.Sequential(nn.Conv2d(16, 16, KERNEL, padding=KERNEL // 2), nn.ReLU())
+        example_input = torch.randn(1, 16, 16, 16)
+    """, "sized.py")
+    cache = ResultCache(tmp_path / "c")
+    assert len(run_check([str(net)], K001, cache=cache).findings) == 1
+    assert run_check([str(net)], K001, cache=cache).models[0].from_cache
+    (tmp_path / "width.json").write_text('{"kernel": 3}')
+    again = run_check([str(net)], K001, cache=cache)
+    assert not again.models[0].from_cache and again.findings == []

@@ -176,7 +176,7 @@ def _rss_kb() -> int:
 
 def lint_entry(entry: dict[str, Any]) -> dict[str, Any]:
     """Build and lint one model the way a user would (archlint.api), and describe the result."""
-    from archlint import api, load
+    from archlint import api
     from archlint.errors import ArchlintError
 
     row: dict[str, Any] = {"source": entry["source"], "group": entry["group"], "model": entry["model"]}
@@ -190,9 +190,9 @@ def lint_entry(entry: dict[str, Any]) -> dict[str, Any]:
     row["weights"] = entry.get("weights")  # "real": the constructor would not build on meta
     started = time.perf_counter()
     try:
-        if inputs is None:
-            inputs = load.example_inputs(model)
-        report = api._lint_model(api.ModelReport(target=entry["model"]), model, inputs, api.Settings())
+        # The public API, as a user calls it: the model's own default input unless the zoo's
+        # documented one differs.
+        report = api.lint(model) if inputs is None else api.lint(model, example_input=inputs.tensors)
     except ArchlintError as exc:
         row.update(status="error", error_kind=exc.kind, error=str(exc))
     except Exception as exc:

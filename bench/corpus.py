@@ -324,7 +324,8 @@ def run(sources: list[str], limit: int | None, timeout: float, resume: bool, onl
                   f"{(row.get('error') or '')[:120]}", flush=True)
 
 
-def retry_failed(sources: list[str], timeout: float, only: list[str] = (), groups: list[str] = ()) -> None:
+def retry_failed(sources: list[str], timeout: float, only: list[str] = (), groups: list[str] = (),
+                 stale: bool = False) -> None:
     """After a fix: run the failures (or the named models or groups) again and put the new rows
     in place of the old ones."""
     _import_everything(sources)
@@ -335,10 +336,10 @@ def retry_failed(sources: list[str], timeout: float, only: list[str] = (), group
         rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
         entries = {e["model"]: e for e in ENTRIES[source]()}
         for i, row in enumerate(rows):
-            named = row["model"] in only or row["group"] in groups
+            named = row["model"] in only or row["group"] in groups or (stale and row.get("weights") != "meta")
             if row["model"] not in entries or (row["status"] in ("linted", "parts") and not named):
                 continue
-            if (only or groups) and not named:
+            if (only or groups or stale) and not named:
                 continue
             rows[i] = run_one(entries[row["model"]], timeout)
             print(f"[retry {source}] {row['model']}: {row['status']} -> {rows[i]['status']} "
@@ -530,6 +531,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="run again the models whose last result is not linted or parts (or those "
                              "named by --model/--group), replacing their rows")
     parser.add_argument("--group", action="append", default=[], help="with --retry-failed: these groups")
+    parser.add_argument("--stale", action="store_true",
+                        help="with --retry-failed: rows not built on meta (older runs, or real-weight builds)")
     args = parser.parse_args(argv)
     if args.fresh_rss:
         table = fresh_rss(args.fresh_rss)
@@ -537,7 +540,7 @@ def main(argv: list[str] | None = None) -> None:
         print(table)
         return
     if args.retry_failed:
-        retry_failed(args.source or list(SOURCES), args.timeout, args.model, args.group)
+        retry_failed(args.source or list(SOURCES), args.timeout, args.model, args.group, args.stale)
         return
     if args.report:
         report(args.extra)

@@ -1,6 +1,6 @@
 """`archlint diff OLD NEW`: what a change did to a model, for review.
 
-    archlint diff models/net.py git:HEAD~1:models/net.py     # not in this order: OLD first
+    archlint diff git:HEAD~1:models/net.py models/net.py      # OLD first, then NEW
     archlint diff git:main:models/net.py models/net.py --format html -o diff.html
 
 Each side is a file (optionally `file.py::Name`) or `git:REV:path`, the file as it was at a git
@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 from . import __version__
 from .config import Settings
-from .errors import ArchlintError, LoadError
+from .errors import LoadError
 from .findings import Finding, Location, Severity
 from .results import ModelReport
 
@@ -405,5 +405,3 @@ def run(old_spec: str, new_spec: str, settings: Settings, fmt: str = "text") -> 
     diff = diff_specs(old_spec, new_spec, settings)
     return RENDERERS[fmt](diff), diff
 
-
-__all__ = ["ModelDiff", "compare", "diff_specs", "run", "ArchlintError"]

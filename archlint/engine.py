@@ -53,7 +53,10 @@ def run_rules(graph: ArchGraph, rules: Iterable[type[Rule]], settings: Settings,
     for rule_cls in selected_rules(rules, settings):
         options = rule_cls.resolve_options(settings.rule_options.get(rule_cls.code))
         ctx = Context(options, settings.batch_size, input_description)
-        severity = settings.severity_for(rule_cls.code, rule_cls.severity)
+        # A severity set in the config is the user's word for every finding of the rule,
+        # including those a rule raises above or below its default (D001 in generative models).
+        configured = settings.rule_options.get(rule_cls.code, {}).get("severity")
+        severity = settings.severity_for(rule_cls.code, rule_cls.severity) if configured else None
         try:
             found = list(rule_cls().check(graph, ctx))
         except Exception as exc:
@@ -62,7 +65,7 @@ def run_rules(graph: ArchGraph, rules: Iterable[type[Rule]], settings: Settings,
             problems.append(_crash_note(rule_cls, exc))
             continue
         for finding in found:
-            if severity != rule_cls.severity and finding.severity == rule_cls.severity:
+            if severity is not None and finding.severity != severity:
                 finding = replace(finding, severity=severity)
             if not _suppressed(finding):
                 findings.append(finding)

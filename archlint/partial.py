@@ -83,14 +83,25 @@ def capture_inputs(model: nn.Module, inputs: Sequence[Any]) -> tuple[dict[str, t
 
 
 class _KeepAllBoxes(TorchDispatchMode):
-    """Non-maximum suppression on meta tensors: keep every box (it has no meta kernel, since
-    how many boxes survive depends on their values)."""
+    """Non-maximum suppression and unique on meta tensors: keep every box, every value (they
+    have no meta kernel, since how many survive depends on the values)."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         nms = getattr(getattr(torch.ops, "torchvision", None), "nms", None)
         if nms is not None and func is nms.default and args[0].is_meta:
             return torch.arange(args[0].shape[0], device="meta")
+        if func is torch.ops.aten._unique2.default and args[0].is_meta:
+            return _all_unique(args[0], *args[1:], **(kwargs or {}))
         return func(*args, **(kwargs or {}))
+
+
+def _all_unique(x, sorted=True, return_inverse=False, return_counts=False):
+    """torch.unique on meta, every element taken to be distinct (batched NMS groups boxes by
+    class with it): (values, inverse indices, counts) with their real shapes."""
+    n = x.numel()
+    inverse = torch.empty(x.shape if return_inverse else (0,), dtype=torch.long, device="meta")
+    counts = torch.empty((n,) if return_counts else (0,), dtype=torch.long, device="meta")
+    return torch.empty((n,), dtype=x.dtype, device="meta"), inverse, counts
 
 
 @contextmanager

@@ -313,3 +313,15 @@ def test_constructor_that_measures_a_feature_size_with_a_dummy_forward_builds_on
         net = Hybrid()
     assert all(p.is_meta for p in net.parameters())
     assert net.head.in_features == 16 * 15 * 15
+
+
+def test_unique_on_meta_takes_every_value_as_distinct():
+    """batched NMS groups boxes by class with torch.unique, which has no meta kernel."""
+    from archlint.partial import _keep_every_candidate
+
+    labels = torch.empty(2, 3, dtype=torch.long, device="meta")
+    with _keep_every_candidate():
+        values, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+        plain = torch.unique(labels)
+    assert values.shape == (6,) and inverse.shape == (2, 3) and counts.shape == (6,)
+    assert plain.shape == (6,)

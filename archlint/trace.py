@@ -30,7 +30,7 @@ import torch.fx as fx
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import sources
+from . import macs, sources
 from .errors import ShapeError, TraceError
 from .sources import Frame
 
@@ -154,9 +154,16 @@ class _Propagator(fx.Interpreter):
         return sum(self._counter.flop_counts["Global"].values())
 
     def propagate(self, *args):
-        with self._counter, warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return self.run(*args)
+
+    def _mac_key(self, n: fx.Node) -> tuple[str, Any]:
+        if n.op == "call_module":
+            return "module", self.fetch_attr(n.target)
+        if n.op in ("call_function", "call_method"):
+            return "function", op_name(n.target)
+        return n.op, None
 
     # Normalization keeps its input's shape and does no multiply-accumulate work that MACs count,
     # yet on meta tensors it runs through Python decompositions (~4 ms a call, half of a
@@ -194,12 +201,19 @@ class _Propagator(fx.Interpreter):
     def run_node(self, n: fx.Node):
         inputs = [v for a in n.all_input_nodes for v in _tensors(self.env.get(a))]
         versions = [(t, t._version) for t in inputs]
-        before = self._flops()
+        kind, target = self._mac_key(n)
+        counted = macs.needs_counter(kind, target)
         try:
-            result = super().run_node(n)
+            if counted:
+                with self._counter:
+                    result = super().run_node(n)
+            else:
+                result = super().run_node(n)
         except Exception as exc:
             raise NodeFailed(n, [TensorMeta.of(t) for t in inputs], exc, self._activations()) from exc
         outputs = _tensors(result)
+        # FlopCounterMode starts from zero each time it is entered: its total is this node's.
+        work = self._flops() // 2 if counted else macs.closed_form(kind, target, inputs, outputs)
         alias = None
         for t in outputs:
             root = t._base if t._base is not None else t
@@ -212,7 +226,7 @@ class _Propagator(fx.Interpreter):
         self.records[n.name] = {
             "out": [TensorMeta.of(t) for t in outputs],
             "in": [TensorMeta.of(t) for t in inputs],
-            "macs": (self._flops() - before) // 2,
+            "macs": work,
             "writes": writes,
             "alias": alias,
         }

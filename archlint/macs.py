@@ -1,0 +1,75 @@
+"""MACs of an operation in closed form, for the operations that make up most networks.
+
+MACs are counted as torch.utils.flop_counter counts FLOPs (halved): only matrix products,
+convolutions and attention do multiply-accumulate work; elementwise ops, norms, pooling and
+reshapes count zero. For the common layers the count follows from shapes alone; anything else
+(matmul, einsum, attention, RNNs, layers we do not know) is run under FlopCounterMode, which
+counts every aten op it decomposes to. Running under that mode costs the first trace of a
+process about a second (it imports torch._dynamo), which a plain CNN never needs to pay.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+_ZERO_MAC_MODULES = (
+    nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,
+    nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd, nn.modules.dropout._DropoutNd, nn.Identity, nn.Flatten,
+    nn.Unflatten, nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle, nn.Embedding,
+    nn.modules.padding._ConstantPadNd, nn.modules.padding._ReflectionPadNd,
+    nn.modules.padding._ReplicationPadNd,
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softmax, nn.LogSoftmax,
+    nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.Threshold, nn.GLU, nn.LogSigmoid,
+)
+
+_ZERO_MAC_FUNCTIONS = frozenset("""
+    add add_ iadd sub sub_ mul mul_ imul truediv div div_ neg pow sqrt rsqrt exp log abs clamp clamp_
+    cat stack view view_as reshape permute transpose t flatten unflatten squeeze unsqueeze
+    contiguous getitem getattr size dim chunk split unbind expand expand_as repeat narrow select
+    relu relu_ relu6 gelu silu silu_ sigmoid sigmoid_ tanh tanh_ hardswish hardsigmoid hardtanh
+    leaky_relu elu mish softplus softmax log_softmax dropout dropout_ alpha_dropout
+    batch_norm group_norm layer_norm instance_norm
+    adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d adaptive_max_pool2d
+    avg_pool1d avg_pool2d avg_pool3d max_pool1d max_pool2d max_pool3d
+    mean sum amax max min interpolate upsample pad flip roll to float half type_as clone detach
+    masked_fill where zeros ones zeros_like ones_like full arange erf sign floor ceil round
+    pixel_shuffle pixel_unshuffle embedding normalize
+""".split())
+
+
+def needs_counter(kind: str, target: object) -> bool:
+    """Whether an op's MACs need FlopCounterMode (else `closed_form` has them)."""
+    if kind == "module":
+        return not isinstance(target, (nn.modules.conv._ConvNd, nn.Linear, *_ZERO_MAC_MODULES))
+    if kind in ("function", "method"):
+        return target not in _ZERO_MAC_FUNCTIONS | {"linear", "conv1d", "conv2d", "conv3d"}
+    return False
+
+
+def closed_form(kind: str, target: object, inputs: Sequence[torch.Tensor],
+                outputs: Sequence[torch.Tensor]) -> int:
+    """MACs of an op for which `needs_counter` is False."""
+    if not outputs:
+        return 0
+    out = outputs[0]
+    if kind == "module":
+        if isinstance(target, nn.modules.conv._ConvTransposeNd):
+            # Every input value is scattered through a (C_out/groups) x kernel window.
+            return inputs[0].numel() * (target.out_channels // target.groups) * math.prod(target.kernel_size)
+        if isinstance(target, nn.modules.conv._ConvNd):
+            return out.numel() * (target.in_channels // target.groups) * math.prod(target.kernel_size)
+        if isinstance(target, nn.Linear):
+            return math.prod(out.shape[:-1]) * target.in_features * target.out_features
+        return 0
+    if target == "linear" and len(inputs) >= 2:
+        weight = inputs[1]
+        return math.prod(out.shape[:-1]) * weight.shape[-1] * weight.shape[0]
+    if target in ("conv1d", "conv2d", "conv3d") and len(inputs) >= 2:
+        weight = inputs[1]  # (C_out, C_in / groups, *kernel)
+        return out.numel() * weight.shape[1] * math.prod(weight.shape[2:])
+    return 0

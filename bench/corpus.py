@@ -367,6 +367,13 @@ def _cell(text: Any, width: int = 160) -> str:
     return text.replace("|", "\\|")
 
 
+def _rate(members: list[dict[str, Any]]) -> str:
+    whole = sum(r["status"] == "linted" for r in members)
+    parts = sum(r["status"] == "parts" for r in members)
+    text = f"{whole}/{len(members)} linted whole ({100 * whole / len(members):.1f}%)"
+    return text + (f", {parts} in parts" if parts else "")
+
+
 def render_markdown(rows: list[dict[str, Any]], metas: dict[str, Any], extra: str = "") -> str:
     by_source: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -417,6 +424,11 @@ def render_markdown(rows: list[dict[str, Any]], metas: dict[str, Any], extra: st
         if planned and got < planned:
             lines += ["", f"**Partial run**: {source} has results for {got} of {planned} planned models "
                           "(the run did not finish in the time available)."]
+    lines += ["", "Success rates: " + "; ".join(
+        f"{source} {_rate(members)}" for source, members in by_source.items()) + "."]
+    classification = [r for r in by_source.get("torchvision", []) if r["group"] == "classification"]
+    if classification:
+        lines[-1] += f" torchvision classification: {_rate(classification)}."
     lines += ["", f"Built with real weights because the constructor would not run with meta "
                   f"parameters: {len(real)} ({', '.join(real) or 'none'})."]
     lines += ["", extra] if extra else []

@@ -456,6 +456,11 @@ def render_markdown(rows: list[dict[str, Any]], metas: dict[str, Any], extra: st
               "| source | model | status | tracer | layers | time (s) | reason |", "|---|---|---|---|---:|---:|---|"]
     for r in problems:
         reason = r.get("error") or "; ".join(r.get("notes", []))
+        if r.get("parts"):
+            linted = [p["module"] for p in r["parts"] if "skipped" not in p]
+            skipped = [p["module"] for p in r["parts"] if "skipped" in p]
+            cause = r["notes"][0].split(". archlint ran it")[0].replace("The whole model could not be traced: ", "")
+            reason = f"linted: {', '.join(linted)}; skipped: {', '.join(skipped) or 'none'}. Whole-model trace: {cause}"
         lines.append(f"| {r['source']} | {r['model']} | {r['status']} | {r.get('tracer') or ''} | "
                      f"{r.get('layers', '')} | {r.get('time_s', 0):.1f} | {_cell(reason, 400)} |")
 

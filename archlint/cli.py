@@ -58,23 +58,33 @@ def _settings(first_spec: str, config_path, select, ignore, fail_on, batch_size,
     return settings
 
 
+def lint_options(command):
+    """The options every command that lints takes (`check` and `report`)."""
+    options = [
+        click.option("--input-shape", "input_shapes", multiple=True,
+                     help="Example input shape, e.g. 1,3,224,224; repeat for several inputs."),
+        click.option("--batch-size", type=int, help="Per-device training batch size (N001 uses it)."),
+        click.option("--select", help="Comma-separated rule codes or prefixes to run (ALL for every rule)."),
+        click.option("--ignore", help="Comma-separated rule codes or prefixes to skip."),
+        click.option("--fail-on", type=click.Choice(["info", "warning", "error"]),
+                     help="Lowest severity that makes the exit status 1 (default: warning)."),
+        click.option("--exit-zero", is_flag=True, help="Exit 0 even when findings are reported."),
+        click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+                     help="Read [tool.archlint] from this pyproject.toml instead of the nearest one."),
+        click.option("--debug", is_flag=True, help="Show Python tracebacks for errors."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--input-shape", "input_shapes", multiple=True,
-              help="Example input shape, e.g. 1,3,224,224; repeat for several inputs.")
-@click.option("--batch-size", type=int, help="Per-device training batch size (N001 uses it).")
-@click.option("--select", help="Comma-separated rule codes or prefixes to run (ALL for every rule).")
-@click.option("--ignore", help="Comma-separated rule codes or prefixes to skip.")
-@click.option("--fail-on", type=click.Choice(["info", "warning", "error"]),
-              help="Lowest severity that makes the exit status 1 (default: warning).")
+@lint_options
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="text", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the report to FILE.")
-@click.option("--exit-zero", is_flag=True, help="Exit 0 even when findings are reported.")
 @click.option("--statistics", is_flag=True, help="Count findings per rule at the end.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the findings and the summary line.")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-              help="Read [tool.archlint] from this pyproject.toml instead of the nearest one.")
-@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
 @click.option("--baseline", "baseline_path", type=click.Path(dir_okay=False),
               help="Report only findings not accepted in this baseline file.")
 @click.option("--write-baseline", is_flag=True,
@@ -124,17 +134,7 @@ def check(paths, input_shapes, batch_size, select, ignore, fail_on, fmt, output,
 @click.argument("paths", nargs=-1, required=True)
 @click.option("-o", "--output", default="archlint-report.html", show_default=True,
               type=click.Path(dir_okay=False, writable=True), help="Write the page to FILE.")
-@click.option("--input-shape", "input_shapes", multiple=True,
-              help="Example input shape, e.g. 1,3,224,224; repeat for several inputs.")
-@click.option("--batch-size", type=int, help="Per-device training batch size (N001 uses it).")
-@click.option("--select", help="Comma-separated rule codes or prefixes to run (ALL for every rule).")
-@click.option("--ignore", help="Comma-separated rule codes or prefixes to skip.")
-@click.option("--fail-on", type=click.Choice(["info", "warning", "error"]),
-              help="Lowest severity that makes the exit status 1 (default: warning).")
-@click.option("--exit-zero", is_flag=True, help="Exit 0 even when findings are reported.")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-              help="Read [tool.archlint] from this pyproject.toml instead of the nearest one.")
-@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+@lint_options
 @click.pass_context
 def report(ctx, paths, output, **options):
     """Write the HTML report for PATHS and print its path (`check --format html -o FILE`)."""

@@ -354,6 +354,44 @@ def _tensor_inputs(graph, layer, ndim):
             and len(p.out_shape) == ndim + 2]
 
 
+
+# One U-Net serves both S003 examples: only the input size decides.
+_UNET = """\
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def block(c_in, c_out):
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU())
+
+
+class UNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc1, self.enc2, self.enc3 = block(3, 16), block(16, 32), block(32, 64)
+        self.pool = nn.MaxPool2d(2)
+        self.up2 = nn.ConvTranspose2d(64, 32, 2, stride=2)
+        self.dec2 = block(64, 32)
+        self.up1 = nn.ConvTranspose2d(32, 16, 2, stride=2)
+        self.dec1 = block(32, 16)
+
+    def forward(self, x):
+        e1 = self.enc1(x)
+        e2 = self.enc2(self.pool(e1))
+        e3 = self.enc3(self.pool(e2))
+        u2 = self.up2(e3)
+        u2 = F.pad(u2, [0, e2.shape[3] - u2.shape[3], 0, e2.shape[2] - u2.shape[2]])
+        d2 = self.dec2(torch.cat([u2, e2], dim=1))
+        u1 = self.up1(d2)
+        u1 = F.pad(u1, [0, e1.shape[3] - u1.shape[3], 0, e1.shape[2] - u1.shape[2]])
+        return self.dec1(torch.cat([u1, e1], dim=1))
+
+
+model = UNet()
+
+"""
+
 class InputMultiple(Rule):
     code = "S003"
     name = "input-multiple"
@@ -387,80 +425,8 @@ class InputMultiple(Rule):
         "Ronneberger et al., U-Net: Convolutional Networks for Biomedical Image Segmentation, MICCAI 2015 (input sizes chosen so every 2x2 pooling sees an even size)",
         "Seed notes / CS231n: out = (in - k)/s + 1 for pooling (https://cs231n.github.io/convolutional-networks/)",
     )
-    bad = (
-        """
-        import torch
-        import torch.nn.functional as F
-        from torch import nn
-
-
-        def block(c_in, c_out):
-            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU())
-
-
-        class UNet(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.enc1, self.enc2, self.enc3 = block(3, 16), block(16, 32), block(32, 64)
-                self.pool = nn.MaxPool2d(2)
-                self.up2 = nn.ConvTranspose2d(64, 32, 2, stride=2)
-                self.dec2 = block(64, 32)
-                self.up1 = nn.ConvTranspose2d(32, 16, 2, stride=2)
-                self.dec1 = block(32, 16)
-
-            def forward(self, x):
-                e1 = self.enc1(x)
-                e2 = self.enc2(self.pool(e1))
-                e3 = self.enc3(self.pool(e2))
-                u2 = self.up2(e3)
-                u2 = F.pad(u2, [0, e2.shape[3] - u2.shape[3], 0, e2.shape[2] - u2.shape[2]])
-                d2 = self.dec2(torch.cat([u2, e2], dim=1))
-                u1 = self.up1(d2)
-                u1 = F.pad(u1, [0, e1.shape[3] - u1.shape[3], 0, e1.shape[2] - u1.shape[2]])
-                return self.dec1(torch.cat([u1, e1], dim=1))
-
-
-        model = UNet()
-        example_input = torch.randn(1, 3, 30, 30)   # 30 -> 15 -> 7: not a multiple of 4
-        """,
-    )
-    good = (
-        """
-        import torch
-        import torch.nn.functional as F
-        from torch import nn
-
-
-        def block(c_in, c_out):
-            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU())
-
-
-        class UNet(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.enc1, self.enc2, self.enc3 = block(3, 16), block(16, 32), block(32, 64)
-                self.pool = nn.MaxPool2d(2)
-                self.up2 = nn.ConvTranspose2d(64, 32, 2, stride=2)
-                self.dec2 = block(64, 32)
-                self.up1 = nn.ConvTranspose2d(32, 16, 2, stride=2)
-                self.dec1 = block(32, 16)
-
-            def forward(self, x):
-                e1 = self.enc1(x)
-                e2 = self.enc2(self.pool(e1))
-                e3 = self.enc3(self.pool(e2))
-                u2 = self.up2(e3)
-                u2 = F.pad(u2, [0, e2.shape[3] - u2.shape[3], 0, e2.shape[2] - u2.shape[2]])
-                d2 = self.dec2(torch.cat([u2, e2], dim=1))
-                u1 = self.up1(d2)
-                u1 = F.pad(u1, [0, e1.shape[3] - u1.shape[3], 0, e1.shape[2] - u1.shape[2]])
-                return self.dec1(torch.cat([u1, e1], dim=1))
-
-
-        model = UNet()
-        example_input = torch.randn(1, 3, 32, 32)   # a multiple of 4: the pads add nothing
-        """,
-    )
+    bad = (_UNET + "example_input = torch.randn(1, 3, 30, 30)  # 30 -> 15 -> 7: not a multiple of 4\n",)
+    good = (_UNET + "example_input = torch.randn(1, 3, 32, 32)  # a multiple of 4: the pads add nothing\n",)
 
     def check(self, graph, ctx):
         if not graph.input_shapes or len(graph.input_shapes[0]) < 3:

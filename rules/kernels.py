@@ -1,6 +1,7 @@
 """K: kernel sizes. Small kernels stacked beat one large kernel."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import networkx as nx
@@ -366,6 +367,8 @@ class MissingBottleneck(Rule):
         Finds standard convolutions (groups=1) with a kernel of at least 3 on every side whose
         input and output both have at least `min-channels` channels, when what feeds them
         (through norms and activations) is not a 1x1 conv that reduces the channels.
+        Same-shaped convs built by one line (the conv of a block class repeated through a
+        stage) are reported once, with the others named in the message and the evidence.
         """
     why = """
         A k x k conv costs k*k*C_in*C_out weights and as many multiply-adds per output
@@ -425,6 +428,9 @@ class MissingBottleneck(Rule):
 
     def check(self, graph, ctx):
         wide = ctx["min-channels"]
+        # Convs built by the same line with the same shape (a block class repeated through a
+        # stage, a layer called at every pyramid level) get one finding: the fix is one edit.
+        groups: dict[tuple, list] = {}
         for layer, w in _convs(graph):
             conv = layer.module
             if layer.kind != "module" or conv.groups != 1 or min(w.kernel) < 3:
@@ -434,7 +440,19 @@ class MissingBottleneck(Rule):
             feeders = graph.previous_layers(layer, through=_elementwise(graph))
             if any(self._reduces(f) for f in feeders):
                 continue
-            yield self._finding(layer, w, ctx["reduction"])
+            site = layer.built_at or _role(graph, layer.qualname)
+            key = (str(site), conv.in_channels, conv.out_channels, w.kernel, conv.stride)
+            groups.setdefault(key, []).append((layer, w))
+        for members in groups.values():
+            layer, w = members[0]
+            finding = self._finding(layer, w, ctx["reduction"])
+            others = list(dict.fromkeys(m.qualname for m, _ in members[1:] if m.qualname != layer.qualname))
+            if others:
+                shown = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4 else "")
+                finding = dataclasses.replace(
+                    finding, message=f"{finding.message} (also {shown}, built by the same line)",
+                    evidence={**finding.evidence, "same_convs": others})
+            yield finding
 
     @staticmethod
     def _reduces(layer) -> bool:
@@ -477,6 +495,17 @@ class MissingBottleneck(Rule):
             fix=Fix(f"narrow to {mid} channels with a 1x1 conv first and widen back after "
                     f"(1x1 / {k} / 1x1, as in ResNet's bottleneck block)", code),
         )
+
+
+def _role(graph, qualname: str) -> str:
+    """What a layer is within its block, when no construction line was recorded (a model
+    built outside archlint): "BasicBlock.conv1" for "layer3.1.conv1"."""
+    parent, _, attr = qualname.rpartition(".")
+    try:
+        owner = type(graph.model.get_submodule(parent)).__name__ if parent else ""
+    except AttributeError:
+        return qualname
+    return f"{owner}.{attr}"
 
 
 def _spatially_inert(graph):

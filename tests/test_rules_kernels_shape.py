@@ -423,7 +423,8 @@ def timm_model(name):
 
 # Genuine information these rules give on good models: ResNet-18's basic blocks run 3x3 convs at
 # 256 and 512 channels without a bottleneck (ResNet-50 and deeper use one), and so do VGG and AlexNet.
-EXPECTED_INFO = {"resnet18": {"K004": 7}, "vgg16": {"K004": 8}, "alexnet": {"K004": 2}}
+# Same-shaped convs in the same role of repeated blocks share one finding (resnet18: 7 convs, 5 findings).
+EXPECTED_INFO = {"resnet18": {"K004": 5}, "vgg16": {"K004": 8}, "alexnet": {"K004": 2}}
 
 FAST = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0",
         "regnet_y_400mf", "alexnet"]
@@ -478,3 +479,26 @@ def test_one_and_three_dimensional_models():
     volume = nn.Sequential(nn.Conv3d(1, 8, 3, padding=1), nn.MaxPool3d(2), nn.AdaptiveAvgPool3d(1))
     [f] = archlint.lint(volume, input_shape=(1, 1, 9, 16, 16), select=["S001"]).findings
     assert f.evidence["dropped"] == {"slice": [8]} and f.fix.code == "nn.MaxPool3d(2, ceil_mode=True)"
+
+
+def test_k004_one_finding_for_convs_built_by_one_line(write_model):
+    path = write_model("""
+        import torch
+        from torch import nn
+
+        class Block(nn.Module):
+            def __init__(self, c=256):
+                super().__init__()
+                self.conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
+
+            def forward(self, x):
+                return torch.relu(self.conv(x)) + x
+
+        model = nn.Sequential(Block(), Block(), Block(), nn.Conv2d(256, 256, 3, padding=1))
+        example_input = torch.randn(1, 256, 8, 8)
+    """)
+    report = archlint.check_paths([str(path)], archlint.api.Settings(select=["K004"]))
+    found = report.findings
+    assert [f.module for f in found] == ["0.conv", "3"]
+    assert found[0].evidence["same_convs"] == ["1.conv", "2.conv"]
+    assert "also 1.conv, 2.conv, built by the same line" in found[0].message

@@ -30,6 +30,7 @@ from . import __version__
 from .config import Settings
 from .errors import LoadError
 from .findings import Finding, Location, Severity
+from .reports.text import human
 from .results import ModelReport
 
 GIT_PREFIX = "git:"
@@ -283,15 +284,8 @@ def diff_specs(old_spec: str, new_spec: str, settings: Settings) -> ModelDiff:
 
 # --- rendering ----------------------------------------------------------------------------------
 
-def _human(n: int) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f}{unit}"
-    return str(n)
-
-
 def _signed(n: int) -> str:
-    return ("+" if n > 0 else "") + _human(n)
+    return ("+" if n > 0 else "") + human(n)
 
 
 def _percent(old: int, new: int) -> str:
@@ -320,7 +314,7 @@ def render_text(diff: ModelDiff) -> str:
     lines = [f"archlint diff {diff.old.report.target} -> {diff.new.report.target}", ""]
     for key, label in (("params", "params"), ("macs", "MACs"), ("layers", "layers")):
         t = diff.totals[key]
-        lines.append(f"  {label:<8} {_human(t['old']):>9} -> {_human(t['new']):<9} "
+        lines.append(f"  {label:<8} {human(t['old']):>9} -> {human(t['new']):<9} "
                      f"{_signed(t['delta'])}{_percent(t['old'], t['new'])}")
     rf_old, rf_new = _rf_text(diff.old_rf), _rf_text(diff.new_rf)
     lines.append(f"  {'RF':<8} {rf_old:>9} -> {rf_new}" + ("" if rf_old != rf_new else "  (unchanged)"))
@@ -328,14 +322,14 @@ def render_text(diff: ModelDiff) -> str:
     if not (diff.added or diff.removed or diff.changed):
         lines.append("layers: no layer added, removed or changed")
     for info in diff.added:
-        lines.append(f"+ {info.qualname}: {info.describe()}  {_human(info.params)} params, "
+        lines.append(f"+ {info.qualname}: {info.describe()}  {human(info.params)} params, "
                      f"out {_shape(info.out_shape)}")
     for info in diff.removed:
-        lines.append(f"- {info.qualname}: {info.describe()}  {_human(info.params)} params")
+        lines.append(f"- {info.qualname}: {info.describe()}  {human(info.params)} params")
     for change in diff.changed:
         lines.append(f"~ {change.qualname}: {change.old.describe()} -> {change.new.describe()}")
         if "params" in change.what:
-            lines.append(f"    params {_human(change.old.params)} -> {_human(change.new.params)}")
+            lines.append(f"    params {human(change.old.params)} -> {human(change.new.params)}")
         if "output shape" in change.what:
             lines.append(f"    out {_shape(change.old.out_shape)} -> {_shape(change.new.out_shape)}")
     lines.append("")
@@ -365,23 +359,23 @@ def html_view(diff: ModelDiff) -> dict[str, Any]:
     totals = []
     for key, label in (("params", "parameters"), ("macs", "MACs"), ("layers", "layers")):
         t = diff.totals[key]
-        totals.append({"label": label, "old": _human(t["old"]), "new": _human(t["new"]),
+        totals.append({"label": label, "old": human(t["old"]), "new": human(t["new"]),
                        "delta": _signed(t["delta"]) + _percent(t["old"], t["new"]),
                        "sign": (t["delta"] > 0) - (t["delta"] < 0)})
     rows = []
     for info in diff.added:
         rows.append({"mark": "+", "kind": "added", "module": info.qualname, "old": "",
-                     "new": info.describe(), "params": _human(info.params), "out": _shape(info.out_shape)})
+                     "new": info.describe(), "params": human(info.params), "out": _shape(info.out_shape)})
     for info in diff.removed:
         rows.append({"mark": "\u2212", "kind": "removed", "module": info.qualname, "old": info.describe(),
-                     "new": "", "params": _human(info.params), "out": _shape(info.out_shape)})
+                     "new": "", "params": human(info.params), "out": _shape(info.out_shape)})
     def change(old: str, new: str) -> str:
         return old if old == new else f"{old} \u2192 {new}"
 
     for c in diff.changed:
         rows.append({"mark": "~", "kind": "changed", "module": c.qualname, "old": c.old.describe(),
                      "new": c.new.describe(),
-                     "params": change(_human(c.old.params), _human(c.new.params)),
+                     "params": change(human(c.old.params), human(c.new.params)),
                      "out": change(_shape(c.old.out_shape), _shape(c.new.out_shape))})
 
     def finding_view(f: Finding) -> dict[str, Any]:

@@ -168,8 +168,7 @@ class _Propagator(fx.Interpreter):
     # Normalization keeps its input's shape and does no multiply-accumulate work that MACs count,
     # yet on meta tensors it runs through Python decompositions (~4 ms a call, half of a
     # 1000-block net's trace). Its output shape is known in closed form, so it is not run.
-    _SAME_SHAPE_MODULES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
-                           nn.modules.instancenorm._InstanceNorm)
+    _SAME_SHAPE_MODULES = macs.NORMALIZATION_LAYERS
     _SAME_SHAPE_FUNCTIONS = {"batch_norm", "group_norm", "layer_norm", "instance_norm"}
 
     def call_module(self, target, args, kwargs):
@@ -454,7 +453,7 @@ def trace_export(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
             writes=writes,
             alias_of=name_of.get(records[last.name]["alias"] or "", None),
             scope=path,
-            call_frames=sources.frames_from_stack_trace(group[0].meta.get("stack_trace")),
+            call_frames=_call_frames(group[0]),
         ))
         group, group_key = [], None
 
@@ -496,7 +495,7 @@ def trace_export(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
             writes=[name_of.get(w, w) for w in rec.get("writes", [])],
             alias_of=name_of.get(rec.get("alias") or "", None),
             scope=_scope(n),
-            call_frames=sources.frames_from_stack_trace(n.meta.get("stack_trace")),
+            call_frames=_call_frames(n),
         ))
         if op_name(n.target).endswith("_") and ext and ext[0].name not in weights:
             ops[-1].writes = sorted(set(ops[-1].writes) | {name_of.get(ext[0].name, ext[0].name)})

@@ -4,10 +4,10 @@ from __future__ import annotations
 from torch import nn
 
 from archlint.graph import Layer
+from archlint.macs import NORMALIZATION_LAYERS
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
-              nn.modules.instancenorm._InstanceNorm)
+NORM_TYPES = NORMALIZATION_LAYERS
 
 
 def human(n: float) -> str:

@@ -16,7 +16,7 @@ from torch import nn
 from . import load, sources
 from .config import Settings, parse_shape
 from .engine import run_rules
-from .errors import ArchlintError, ConfigError, ShapeError, TraceError
+from .errors import ArchlintError, ConfigError, NoModelError, ShapeError, TraceError
 from .findings import Severity
 from .graph import ArchGraph, build_graph
 from .registry import load_rules
@@ -121,9 +121,12 @@ def check_file(path: str, names: Sequence[str], explicit: bool, settings: Settin
     started = time.perf_counter()
     try:
         targets = load.load_targets(path, names)
-    except ArchlintError as exc:
-        if not explicit and "no model found" in str(exc):
+    except NoModelError as exc:
+        if not explicit:
             return []
+        return [ModelReport(target=sources.display_path(str(Path(path).resolve()))
+                            + ("::" + ",".join(names) if names else ""), error=exc)]
+    except ArchlintError as exc:
         return [ModelReport(target=sources.display_path(str(Path(path).resolve()))
                             + ("::" + ",".join(names) if names else ""), error=exc)]
     load_time = time.perf_counter() - started

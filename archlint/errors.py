@@ -1,18 +1,72 @@
-"""User-facing errors: each one is a paragraph that names the cause and the fix.
+"""User-facing errors: one type with fields, rendered as one paragraph in one place.
 
-The CLI prints `str(error)` and exits with status 2; the traceback is shown only with --debug.
+Code decides by an error's fields (`kind`, `cause`), never by reading its text. The CLI prints
+`str(error)` and exits with status 2; the traceback is shown only with --debug.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
+
+def first_line(exc: BaseException, limit: int = 240) -> str:
+    """`Type: first sentence of the message`, whitespace folded: how a cause is quoted."""
+    text = " ".join(str(exc).strip().split())
+    cut = text.find(". ")
+    if 0 < cut < limit:
+        text = text[:cut]
+    text = text[:limit].rstrip(".")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
 
 class ArchlintError(Exception):
-    """Something about the user's input (file, target, model, input shape, config) is wrong."""
+    """Something about the user's input (file, target, model, input shape, config) is wrong.
 
-    #: a short kind, used in JSON output: "load", "build", "trace", "shape", "config", "usage"
+    `message` says what happened; the other fields say where and what to do, and `str()` joins
+    them into the paragraph users see:
+      kind    "config" | "usage" | "load" | "no-model" | "build" | "trace" | "shape" | "isolation"
+      path, line   the user's line the error is about
+      layer   the qualified name of the layer involved
+      shapes  the input shapes the layer or model received
+      hint    what to do about it
+      cause   a short code for what went wrong, for code that must tell errors apart
+              ("data-dependent", "layer-rejected-input", "timeout", "exited", ...)
+    """
+
     kind = "error"
 
-    def __init__(self, message: str):
-        super().__init__(" ".join(message.split()))
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 layer: str | None = None, shapes: Sequence[Sequence[int]] | None = None,
+                 hint: str = "", cause: str = "", kind: str | None = None):
+        self.message = " ".join(message.split())
+        self.path, self.line, self.layer = path, line, layer
+        self.shapes = [list(s) for s in shapes] if shapes is not None else None
+        self.hint = " ".join(hint.split())
+        self.cause = cause
+        if kind is not None:
+            self.kind = kind
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = f"{self.path}:{self.line}: " if self.path and self.line else \
+            f"{self.path}: " if self.path else ""
+        text = where + self.message
+        if self.hint:
+            text = f"{text.rstrip()} {self.hint}" if text.rstrip().endswith((".", ")")) else \
+                f"{text.rstrip()}. {self.hint}"
+        return text
+
+    def with_prefix(self, prefix: str) -> "ArchlintError":
+        """The same error, its message led by `prefix` (a target name)."""
+        return type(self)(f"{prefix}: {self.message}", path=None, line=None, layer=self.layer,
+                          shapes=self.shapes, hint=self.hint, cause=self.cause, kind=self.kind)
+
+    def to_dict(self) -> dict:
+        data = {"kind": self.kind, "message": str(self)}
+        for key in ("path", "line", "layer", "shapes", "cause"):
+            value = getattr(self, key)
+            if value not in (None, "", []):
+                data[key] = value
+        return data
 
 
 class ConfigError(ArchlintError):
@@ -21,6 +75,12 @@ class ConfigError(ArchlintError):
 
 class LoadError(ArchlintError):
     kind = "load"
+
+
+class NoModelError(LoadError):
+    """The file imports but builds nothing archlint can lint: in a folder run, not an error."""
+
+    kind = "load"  # as before in JSON output; the class tells them apart
 
 
 class BuildError(ArchlintError):

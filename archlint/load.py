@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import sources
-from .errors import BuildError, LoadError
+from .errors import BuildError, LoadError, NoModelError
 from .prefilter import file_might_build_model  # noqa: F401  (re-exported; torch-free)
 
 DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
@@ -353,7 +353,7 @@ def load_targets(path: str | os.PathLike, names: Sequence[str] = ()) -> list[Tar
         return [resolve_target(module, path, n) for n in names]
     targets = discover_targets(module, path)
     if not targets:
-        raise LoadError(
+        raise NoModelError(
             f"{sources.display_path(str(path))}: no model found. The file has no module-level "
             "nn.Module instance, no nn.Module class that builds without arguments and no "
             "function annotated `-> nn.Module` that takes none. Add `model = MyNet(...)` at module "

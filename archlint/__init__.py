@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 # Names are imported on first use: `archlint check` must be able to skip files and answer from
 # its cache without paying for `import torch`, which `archlint.api` needs.
 _LAZY = {
-    "lint": "api", "check_paths": "api",
+    "lint": "api", "check_paths": "driver",
     "Report": "results", "ModelReport": "results",
     "Finding": "findings", "Fix": "findings", "Location": "findings", "Severity": "findings",
 }

@@ -458,7 +458,7 @@ def run_check(specs: Sequence[str], settings: Settings, *, use_cache: bool = Tru
         cache = ResultCache.for_settings(settings)
     report = Report()
     problems: list[str] = []
-    api = None
+    driver = None
     for path, names, explicit in files:
         slot_key = cache.key(path, names, explicit, settings) if use_cache else None
         hit = cache.get(slot_key) if use_cache else None
@@ -467,13 +467,13 @@ def run_check(specs: Sequence[str], settings: Settings, *, use_cache: bool = Tru
             problems += [p for p in stored_problems if p not in problems]
             report.models.extend(models)
             continue
-        if api is None:
-            from . import api  # the first file that needs linting pays for importing torch
-            problems += [p for p in api.load_rules().problems if p not in problems]
+        if driver is None:
+            from . import driver  # the first file that needs linting pays for importing torch
+            problems += [p for p in driver.load_rules().problems if p not in problems]
         with recording_imports() as record:
-            models = api.check_file(path, names, explicit, settings)
+            models = driver.check_file(path, names, explicit, settings)
         if use_cache:
-            cache.put(slot_key, models, record.project_dependencies(path), api.load_rules().problems)
+            cache.put(slot_key, models, record.project_dependencies(path), driver.load_rules().problems)
         report.models.extend(models)
     report.problems = problems
     return report

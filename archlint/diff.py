@@ -106,12 +106,12 @@ def _forget_project_modules(before: set[str]) -> None:
 
 
 def lint_side(spec: str, settings: Settings) -> Side:
-    from . import api
+    from . import driver
 
     before = set(sys.modules)
     try:
         with materialized(spec) as (path, names):
-            reports = api.check_file(path, names, True, settings)
+            reports = driver.check_file(path, names, True, settings)
     finally:
         _forget_project_modules(before)
     if len(reports) != 1:
@@ -120,7 +120,7 @@ def lint_side(spec: str, settings: Settings) -> Side:
                         "compare: file.py::Name.")
     report = reports[0]
     if report.error is not None:
-        raise type(report.error)(f"{spec}: {report.error}")
+        raise report.error.with_prefix(spec)
     if spec.startswith(GIT_PREFIX):
         report.target = spec
         report.findings = [_at_revision(f, spec) for f in report.findings]
@@ -180,7 +180,7 @@ def layer_table(report: ModelReport) -> dict[str, LayerInfo]:
 
 
 def output_receptive_field(report: ModelReport) -> dict[str, Any] | None:
-    from .receptive_field import ReceptiveField
+    from .graph.receptive_field import ReceptiveField
 
     graph = report.graph
     fields = [l.rf for l in graph.outputs if l.rf is not None] or [l.rf for l in graph if l.rf is not None]

@@ -159,7 +159,7 @@ def _user_frame(exc: BaseException, path: Path) -> tuple[str, int] | None:
     frames = traceback.extract_tb(exc.__traceback__)
     for wanted in (lambda f: Path(f.filename).resolve() == path.resolve(),
                    lambda f: sources.Frame(f.filename, f.lineno or 0).is_user_code
-                   and not sources._is_internal(f.filename)):
+                   and not sources.is_internal(f.filename)):
         for frame in reversed(frames):
             if wanted(frame):
                 return sources.display_path(frame.filename), frame.lineno or 0
@@ -386,11 +386,11 @@ def _as_tensors(value: Any) -> tuple[torch.Tensor, ...] | None:
     return None
 
 
-def _meta_like(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+def meta_like(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     return tuple(torch.empty(t.shape, dtype=t.dtype, device="meta") for t in tensors)
 
 
-def _from_shapes(shapes: Sequence[Sequence[int]]) -> tuple[torch.Tensor, ...]:
+def from_shapes(shapes: Sequence[Sequence[int]]) -> tuple[torch.Tensor, ...]:
     return tuple(torch.empty(tuple(s), device="meta") for s in shapes)
 
 
@@ -403,17 +403,17 @@ def example_inputs(
     """The input to trace with. An explicit --input-shape wins; then what the file or model
     says about itself; then the project's config; then 1x3x224x224."""
     if cli_shapes:
-        return ExampleInputs(_from_shapes(cli_shapes), "--input-shape")
+        return ExampleInputs(from_shapes(cli_shapes), "--input-shape")
     if module is not None:
         found = _as_tensors(getattr(module, "example_input", None))
         if found:
-            return ExampleInputs(_meta_like(found), "example_input in the file")
+            return ExampleInputs(meta_like(found), "example_input in the file")
     found = _as_tensors(getattr(model, "example_input_array", None))
     if found:
-        return ExampleInputs(_meta_like(found), "model.example_input_array")
+        return ExampleInputs(meta_like(found), "model.example_input_array")
     if config_shapes:
-        return ExampleInputs(_from_shapes(config_shapes), "input-shape in pyproject.toml")
+        return ExampleInputs(from_shapes(config_shapes), "input-shape in pyproject.toml")
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
     if isinstance(cfg, dict) and isinstance(cfg.get("input_size"), (tuple, list)):
-        return ExampleInputs(_from_shapes([(1, *cfg["input_size"])]), "the model's pretrained_cfg")
-    return ExampleInputs(_from_shapes([DEFAULT_INPUT_SHAPE]), "default; set --input-shape")
+        return ExampleInputs(from_shapes([(1, *cfg["input_size"])]), "the model's pretrained_cfg")
+    return ExampleInputs(from_shapes([DEFAULT_INPUT_SHAPE]), "default; set --input-shape")

@@ -47,7 +47,7 @@ class Frame:
         return linecache.getline(self.path, self.line).rstrip("\n")
 
 
-def _is_internal(path: str) -> bool:
+def is_internal(path: str) -> bool:
     return (
         path.startswith(_TORCH_DIR)
         or path.startswith(_ARCHLINT_DIR)
@@ -91,7 +91,7 @@ def _frames_from(frame, module: nn.Module) -> tuple[Frame, ...]:
         code = frame.f_code
         # Skip the constructor chain of the module itself (its own __init__ and super().__init__).
         in_own_constructor = code.co_name == "__init__" and frame.f_locals.get("self") is module
-        if not in_own_constructor and not _is_internal(code.co_filename):
+        if not in_own_constructor and not is_internal(code.co_filename):
             frames.append(Frame(code.co_filename, frame.f_lineno))
         frame = frame.f_back
     return tuple(frames)
@@ -130,7 +130,7 @@ def frames_from_stack_trace(stack_trace: str | None) -> tuple[Frame, ...]:
     frames = [
         Frame(m["path"], int(m["line"]))
         for m in _FRAME_RE.finditer(stack_trace)
-        if not _is_internal(m["path"])
+        if not is_internal(m["path"])
     ]
     return tuple(reversed(frames))
 
@@ -142,7 +142,7 @@ def current_frames(stop=None) -> tuple[Frame, ...]:
     frame = sys._getframe(1)
     while frame is not None and frame is not stop:
         path = frame.f_code.co_filename
-        if not _is_internal(path):
+        if not is_internal(path):
             frames.append(Frame(path, frame.f_lineno))
         frame = frame.f_back
     return tuple(frames)

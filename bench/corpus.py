@@ -123,7 +123,7 @@ def build(entry: dict[str, Any]):
         model, inputs = _build(entry, on_meta=False)
         entry["weights"] = "real"
     if inputs is None and shapes:
-        inputs = load.ExampleInputs(load._from_shapes(shapes), "corpus")
+        inputs = load.ExampleInputs(load.from_shapes(shapes), "corpus")
     return model, inputs
 
 

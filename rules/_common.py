@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from archlint.graph import Layer
-from archlint.macs import NORMALIZATION_LAYERS
+from archlint.graph.ops import NORM_TYPES as NORMALIZATION_LAYERS
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORM_TYPES = NORMALIZATION_LAYERS

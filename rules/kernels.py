@@ -8,7 +8,7 @@ import networkx as nx
 from torch import nn
 
 from archlint.findings import Fix, Severity
-from archlint.receptive_field import ReceptiveField
+from archlint.graph.receptive_field import ReceptiveField
 from archlint.rule import Option, Rule
 
 from ._common import (conv_call, conv_weights, human, is_conv, is_standard_conv, shape_text,

@@ -7,12 +7,12 @@ import torchvision
 from torch import nn
 
 import archlint
-from archlint.api import analyze
+from archlint.pipeline import analyze
 from archlint.engine import run_rules
 from archlint.errors import ShapeError
 from archlint.findings import Severity
 from archlint.graph import ArchGraph
-from archlint.load import ExampleInputs, _from_shapes
+from archlint.load import ExampleInputs, from_shapes
 from archlint.rule import Rule
 from archlint.rules.kernels import LargeKernel
 from archlint.config import Settings
@@ -173,7 +173,7 @@ class _Crashing(Rule, abstract=True):
 
 def test_a_crashing_rule_is_reported_and_the_others_still_run():
     model = nn.Sequential(nn.Conv2d(3, 8, 7))
-    inputs = ExampleInputs(_from_shapes([(1, 3, 32, 32)]), "test")
+    inputs = ExampleInputs(from_shapes([(1, 3, 32, 32)]), "test")
     graph, _ = analyze(model, inputs)
     problems: list[str] = []
     found = run_rules(graph, [_Crashing, LargeKernel], Settings(), problems=problems)
@@ -182,7 +182,7 @@ def test_a_crashing_rule_is_reported_and_the_others_still_run():
 
 
 def test_partial_traces_whole_when_possible():
-    graph, _ = analyze(Backbone(), ExampleInputs(_from_shapes([(1, 3, 32, 32)]), "test"))
+    graph, _ = analyze(Backbone(), ExampleInputs(from_shapes([(1, 3, 32, 32)]), "test"))
     assert isinstance(graph, ArchGraph) and graph.tracer == "torch.fx"
 
 
@@ -260,19 +260,10 @@ def test_second_stage_heads_are_reached_by_keeping_every_candidate():
 
 
 def test_a_part_that_needs_data_is_not_a_shape_error():
-    from archlint.partial import layer_rejected_input
-    from archlint.trace import NodeFailed
+    from archlint.trace.diagnose import needs_data
 
-    needs_data = NodeFailed(None, [], NotImplementedError("aten::_unique2: no Meta kernel"))
-    wrong_shape = NodeFailed(None, [], RuntimeError("mat1 and mat2 shapes cannot be multiplied (1x10 and 12x2)"))
-    assert not layer_rejected_input(ShapeError("x")) and not layer_rejected_input(_caused(needs_data))
-    assert layer_rejected_input(_caused(wrong_shape))
-
-
-def _caused(cause):
-    error = ShapeError("wrapped")
-    error.__cause__ = cause
-    return error
+    assert needs_data(NotImplementedError("aten::_unique2: no Meta kernel"))
+    assert not needs_data(RuntimeError("mat1 and mat2 shapes cannot be multiplied (1x10 and 12x2)"))
 
 
 def test_real_buffer_filled_from_meta_values_still_builds_on_meta():
@@ -317,7 +308,7 @@ def test_constructor_that_measures_a_feature_size_with_a_dummy_forward_builds_on
 
 def test_unique_on_meta_takes_every_value_as_distinct():
     """batched NMS groups boxes by class with torch.unique, which has no meta kernel."""
-    from archlint.partial import _keep_every_candidate
+    from archlint.trace.parts import _keep_every_candidate
 
     labels = torch.empty(2, 3, dtype=torch.long, device="meta")
     with _keep_every_candidate():

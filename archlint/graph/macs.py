@@ -15,19 +15,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-NORMALIZATION_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
-                        nn.modules.instancenorm._InstanceNorm)
+from .ops import ACTIVATION_TYPES, DROPOUT_TYPES, IDENTITY_TYPES, NORM_TYPES, PAD_TYPES, POOL_TYPES, SOFTMAX_TYPES
 
 _ZERO_MAC_MODULES = (
-    *NORMALIZATION_LAYERS,
-    nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd,
-    nn.modules.pooling._AdaptiveMaxPoolNd, nn.modules.dropout._DropoutNd, nn.Identity, nn.Flatten,
-    nn.Unflatten, nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle, nn.Embedding,
-    nn.modules.padding._ConstantPadNd, nn.modules.padding._ReflectionPadNd,
-    nn.modules.padding._ReplicationPadNd,
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softmax, nn.LogSoftmax,
-    nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.Threshold, nn.GLU, nn.LogSigmoid,
+    *NORM_TYPES, *POOL_TYPES, *DROPOUT_TYPES, *IDENTITY_TYPES, *PAD_TYPES, *ACTIVATION_TYPES,
+    *SOFTMAX_TYPES, nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle, nn.Embedding,
 )
 
 _ZERO_MAC_FUNCTIONS = frozenset("""

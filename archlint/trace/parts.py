@@ -1,4 +1,4 @@
-"""Lint the traceable parts of a model that cannot be traced whole.
+"""Rung 3: trace the parts of a model that cannot be traced whole.
 
 Detection models end in post-processing whose output size depends on the data (score
 thresholds, non-maximum suppression): neither torch.fx nor torch.export can follow it. Their
@@ -26,9 +26,11 @@ import torch.utils._pytree as pytree
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from . import load
-from .errors import ArchlintError
-from .trace import Trace, _is_layer, meta_copy, trace
+from ..errors import ArchlintError, first_line
+from . import trace
+from .export import is_layer
+from .meta import meta_copy
+from .records import Trace
 
 MAX_DEPTH = 4  # how far a failing part is split into its children
 MAX_ATTEMPTS = 60  # parts tried at most, so a huge untraceable model cannot take forever
@@ -50,11 +52,6 @@ class Plan:
 
 # --- capturing each part's inputs ---------------------------------------------------------------
 
-def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).strip().split())
-    return f"{type(exc).__name__}: {text[:240]}" if text else type(exc).__name__
-
-
 def capture_inputs(model: nn.Module, inputs: Sequence[Any]) -> tuple[dict[str, tuple], str]:
     """Run `model` eagerly and return {qualified name: positional inputs of its first call},
     and how the run ended ("" if it finished)."""
@@ -75,7 +72,7 @@ def capture_inputs(model: nn.Module, inputs: Sequence[Any]) -> tuple[dict[str, t
         with torch.no_grad(), _keep_every_candidate():
             model(*inputs)
     except Exception as exc:  # the point the whole trace could not get past either
-        failure = _first_line(exc)
+        failure = first_line(exc)
     finally:
         for handle in handles:
             handle.remove()
@@ -187,7 +184,7 @@ def plan_parts(model: nn.Module, inputs: Sequence[Any]) -> Plan:
                 elif sum(1 for _ in child.parameters()):
                     plan.skipped.append((path, "did not run before the forward pass failed"))
                 continue
-            if _is_layer(child) and not list(child.children()):
+            if is_layer(child) and not list(child.children()):
                 continue  # a bare torch.nn layer called by the failing code itself
             if not _has_tensor(args):
                 plan.skipped.append((path, "its inputs hold no tensors"))
@@ -217,33 +214,15 @@ def plan_parts(model: nn.Module, inputs: Sequence[Any]) -> Plan:
     return plan
 
 
-def layer_rejected_input(exc: BaseException) -> bool:
-    """Did tracing follow the code to a layer that failed on its input (a real shape or
-    configuration error, not code a tracer cannot follow)?"""
-    from .trace import NodeFailed
-
-    while exc is not None:
-        if isinstance(exc, NodeFailed):
-            return not _needs_data(exc.error)
-        exc = exc.__cause__
-    return False
-
-
-def _needs_data(error: BaseException) -> bool:
-    """An op that cannot run on meta tensors because its output depends on values (nonzero,
-    .item(), unique): a limit of tracing without data, not a mistake in the model."""
-    text = str(error)
-    return isinstance(error, NotImplementedError) or any(
-        s in text for s in ("data-dependent", "meta tensors", "Meta tensors", "nonzero()", ".item()"))
-
-
-def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    if "failed: " in text:  # "tracing the model with the example input ... failed: <cause>"
-        text = text.split("failed: ", 1)[1]
-    # The paragraph's advice is for whole models; the first sentence names the cause.
-    cut = text.find(". ")
-    return (text[: cut] if 0 < cut < 300 else text[:300]) or type(exc).__name__
+def _reason(exc: BaseException | str) -> str:
+    """The cause, without the advice meant for whole models."""
+    if isinstance(exc, str):
+        return exc
+    if isinstance(exc, ArchlintError):
+        text = exc.message
+        cut = text.find(". ")
+        return text[:cut] if 0 < cut < 300 else text[:300]
+    return first_line(exc, 300)
 
 
 def describe(plan: Plan, whole_error: ArchlintError) -> list[str]:
@@ -260,42 +239,3 @@ def describe(plan: Plan, whole_error: ArchlintError) -> list[str]:
     for path, why in plan.skipped:
         notes.append(f"Skipped {path}: {why}.")
     return notes
-
-
-def lint_parts(report, model: nn.Module, inputs: load.ExampleInputs, settings,
-               whole_error: ArchlintError):
-    """Fill `report` from the model's traceable parts, or raise `whole_error` if none traces."""
-    from . import sources
-    from .engine import run_rules, sort_key
-    from .graph import build_graph
-    from .registry import load_rules
-
-    started = time.perf_counter()
-    plan = plan_parts(model, inputs.tensors)
-    report.timings["trace"] = time.perf_counter() - started
-    if not plan.parts:
-        raise whole_error
-    construction = {name: sources.construction_frames(m)
-                    for name, m in model.named_modules(remove_duplicate=False)}
-    rules = load_rules().rules
-    report.tracer = "parts"
-    report.notes = describe(plan, whole_error)
-    report.parts, report.findings = [], []
-    started = time.perf_counter()
-    for part in plan.parts:
-        graph = build_graph(part.traced, part.input_shapes, construction)
-        if part.input_shapes[:1] != [tuple(s) for s in inputs.shapes[:1]]:
-            # Fed feature maps, not the image: a field measured from them is not the field on
-            # the image, and rules must not report it as one.
-            for layer in graph:
-                layer.rf = None
-        report.notes.extend(f"{part.path}: {note}" for note in graph.notes)
-        shapes = ", ".join("x".join(map(str, s)) for s in part.input_shapes[:4])
-        report.findings.extend(run_rules(graph, rules, settings, f"{shapes} (captured for {part.path})",
-                                         problems=report.notes))
-        report.parts.append({"module": part.path, "tracer": graph.tracer,
-                             "inputs": [list(s) for s in part.input_shapes], **graph.summary()})
-    report.parts.extend({"module": path, "skipped": why} for path, why in plan.skipped)
-    report.findings.sort(key=sort_key)
-    report.timings["rules"] = time.perf_counter() - started
-    return report

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from torch import nn
 
 
 @dataclass(frozen=True)
@@ -63,34 +62,3 @@ class ReceptiveField:
     @staticmethod
     def widest(fields: Sequence["ReceptiveField"]) -> "ReceptiveField":
         return max(fields, key=lambda f: (f.is_global, max(f.size)))
-
-
-def _tuple(value, ndim: int) -> tuple[int, ...]:
-    if isinstance(value, str):  # padding="same"/"valid" are resolved by the caller
-        return (0,) * ndim
-    if isinstance(value, (tuple, list)):
-        return tuple(int(v) for v in value)
-    return (int(value),) * ndim
-
-
-def window_of(module: nn.Module, ndim: int) -> tuple[tuple[int, ...], ...] | None:
-    """(kernel, stride, padding, dilation) of a sliding-window layer, or None."""
-    if isinstance(module, (nn.modules.conv._ConvNd,)):
-        kernel = _tuple(module.kernel_size, ndim)
-        dilation = _tuple(module.dilation, ndim)
-        if isinstance(module.padding, str):
-            padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation)) \
-                if module.padding == "same" else (0,) * ndim
-        else:
-            padding = _tuple(module.padding, ndim)
-        return kernel, _tuple(module.stride, ndim), padding, dilation
-    if isinstance(module, (nn.modules.pooling._MaxPoolNd,)):
-        kernel = _tuple(module.kernel_size, ndim)
-        stride = _tuple(module.stride if module.stride is not None else module.kernel_size, ndim)
-        return kernel, stride, _tuple(module.padding, ndim), _tuple(module.dilation, ndim)
-    if isinstance(module, (nn.modules.pooling._AvgPoolNd, nn.modules.pooling._LPPoolNd)):
-        kernel = _tuple(module.kernel_size, ndim)
-        stride = _tuple(module.stride if module.stride is not None else module.kernel_size, ndim)
-        padding = _tuple(getattr(module, "padding", 0), ndim)
-        return kernel, stride, padding, (1,) * ndim
-    return None

@@ -1,0 +1,58 @@
+"""The driver of `archlint check` over paths: expand them, load each file, build each target,
+lint it through the pipeline, and gather one `Report`.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+from . import load, sources
+from .config import Settings
+from .errors import ArchlintError, ConfigError, NoModelError
+from .pipeline import lint_model
+from .prefilter import expand_paths
+from .registry import load_rules
+from .results import ModelReport, Report
+
+
+def check_file(path: str, names: Sequence[str], explicit: bool, settings: Settings) -> list[ModelReport]:
+    """Lint the models one file builds (or the named ones). A file found by walking a folder
+    that turns out to build no model yields no report at all."""
+    started = time.perf_counter()
+    try:
+        targets = load.load_targets(path, names)
+    except NoModelError as exc:
+        if not explicit:
+            return []
+        return [ModelReport(target=sources.display_path(str(Path(path).resolve()))
+                            + ("::" + ",".join(names) if names else ""), error=exc)]
+    except ArchlintError as exc:
+        return [ModelReport(target=sources.display_path(str(Path(path).resolve()))
+                            + ("::" + ",".join(names) if names else ""), error=exc)]
+    load_time = time.perf_counter() - started
+    reports = []
+    for target in targets:
+        model_report = ModelReport(target=target.name)
+        model_report.timings["load"] = load_time
+        try:
+            started = time.perf_counter()
+            model = load.build_target(target)
+            model_report.timings["build"] = time.perf_counter() - started
+            inputs = load.example_inputs(model, target.module, settings.cli_input_shapes,
+                                         settings.input_shapes)
+            lint_model(model, inputs, settings, report=model_report, owned=True)
+        except ArchlintError as exc:
+            model_report.error = exc
+        reports.append(model_report)
+    return reports
+
+
+def check_paths(specs: Sequence[str], settings: Settings) -> Report:
+    rules = load_rules()
+    report = Report(problems=list(rules.problems))
+    if not specs:
+        raise ConfigError("no files given. Usage: archlint check mymodel.py [file.py::Model ...]")
+    for path, names, explicit in expand_paths(specs):
+        report.models.extend(check_file(path, names, explicit, settings))
+    return report

@@ -1,0 +1,116 @@
+"""The architecture graph: one networkx DiGraph of layers, whatever tracer produced it.
+
+A node is one operation of the forward pass: a torch.nn layer call, a function (`add`, `cat`,
+`flatten`) or a tensor method. Each carries a `Layer`. Edges run from producer to consumer.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import networkx as nx
+from torch import nn
+
+from .layer import Layer, Shape
+from .ops import CALLS, Kind
+
+
+
+class ArchGraph:
+    """The annotated graph of one traced model."""
+
+    def __init__(self, model: nn.Module, tracer: str, input_shapes: Sequence[Shape],
+                 notes: Sequence[str] = ()):
+        self.g = nx.DiGraph()
+        self.model = model
+        self.tracer = tracer
+        self.input_shapes = [tuple(s) for s in input_shapes]
+        self.notes = list(notes)
+        # Where each module (by qualified name) was built, also for modules forward never calls.
+        self.construction: dict[str, tuple[Frame, ...]] = {}
+        self._order: list[Layer] = []
+        self._module_names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+
+    # --- building ----------------------------------------------------------------------------
+    def add(self, layer: Layer) -> None:
+        self.g.add_node(layer.name, layer=layer)
+        for source in layer.inputs:
+            if source in self.g:
+                self.g.add_edge(source, layer.name)
+        self._order.append(layer)
+
+    # --- reading -----------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def layer(self, name: str) -> Layer:
+        return self.g.nodes[name]["layer"]
+
+    def predecessors(self, layer: Layer) -> list[Layer]:
+        return [self.layer(n) for n in layer.inputs if n in self.g]
+
+    def successors(self, layer: Layer) -> list[Layer]:
+        return sorted((self.layer(n) for n in self.g.successors(layer.name)), key=lambda l: l.index)
+
+    def modules(self, *types: type) -> list[Layer]:
+        return [l for l in self._order if l.kind == Kind.MODULE and isinstance(l.module, types)]
+
+    def functions(self, *names: str) -> list[Layer]:
+        return [l for l in self._order if l.kind in CALLS and l.op in names]
+
+    @property
+    def inputs(self) -> list[Layer]:
+        return [l for l in self._order if l.kind == Kind.INPUT]
+
+    @property
+    def outputs(self) -> list[Layer]:
+        return [l for l in self._order if l.kind == Kind.OUTPUT]
+
+    @property
+    def layers(self) -> list[Layer]:
+        """Module calls only: what a person calls the model's layers."""
+        return [l for l in self._order if l.kind == Kind.MODULE]
+
+    @property
+    def params(self) -> int:
+        """Unique parameters: a weight shared by two layers counts once."""
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def macs(self) -> int:
+        return sum(l.macs for l in self._order)
+
+    def name_of(self, module: nn.Module) -> str:
+        return self._module_names.get(id(module), "")
+
+    def walk(self, start: Layer, step: Callable[[Layer], list[Layer]],
+             through: Callable[[Layer], bool]) -> Iterator[Layer]:
+        """Layers reached from `start` by `step` (successors or predecessors), passing through
+        the ones `through` accepts and yielding the first one on each path it does not."""
+        seen = {start.name}
+        frontier = list(step(start))
+        while frontier:
+            layer = frontier.pop(0)
+            if layer.name in seen:
+                continue
+            seen.add(layer.name)
+            if through(layer):
+                frontier.extend(step(layer))
+            else:
+                yield layer
+
+    def next_layers(self, start: Layer, through: Callable[[Layer], bool]) -> list[Layer]:
+        return list(self.walk(start, self.successors, through))
+
+    def previous_layers(self, start: Layer, through: Callable[[Layer], bool]) -> list[Layer]:
+        return list(self.walk(start, self.predecessors, through))
+
+    def is_used_later(self, tensor_of: Layer, after: Layer, exclude: Iterable[str] = ()) -> list[Layer]:
+        excluded = set(exclude)
+        return [l for l in self.successors(tensor_of) if l.index > after.index and l.name not in excluded]
+
+    def summary(self) -> dict[str, Any]:
+        return {"params": self.params, "macs": self.macs, "layers": len(self.layers)}
+

@@ -1,0 +1,112 @@
+"""The pipeline: lint one built model. Trace it whole, else in eval mode, else in parts; build
+the graph; run the rules. The Python API, the `check` driver, `diff`, the corpus runner and the
+tests all lint a model through `lint_model`.
+"""
+from __future__ import annotations
+
+import time
+
+from torch import nn
+
+from . import sources
+from .config import Settings
+from .engine import run_rules, sort_key
+from .errors import ArchlintError
+from .graph.archgraph import ArchGraph
+from .graph.build import build_graph
+from .load import ExampleInputs
+from .registry import load_rules
+from .results import ModelReport
+from .trace import meta_copy, trace
+from .trace.parts import describe, plan_parts
+
+
+def construction_of(model: nn.Module) -> dict:
+    """Where each module (by qualified name) was built."""
+    return {name: sources.construction_frames(m) for name, m in model.named_modules(remove_duplicate=False)}
+
+
+def analyze(model: nn.Module, inputs: ExampleInputs, construction: dict | None = None,
+            owned: bool = False) -> tuple[ArchGraph, dict[str, float]]:
+    """Trace a model on meta tensors and build its annotated graph. `owned`: archlint built
+    the model itself, so its tensors may be moved to the meta device in place."""
+    timings = {}
+    started = time.perf_counter()
+    if construction is None:
+        construction = construction_of(model)
+    meta_model = meta_copy(model, in_place=owned)
+    try:
+        traced = trace(meta_model, inputs.tensors, inputs.describe())
+    except ArchlintError as exc:
+        if not meta_model.training or exc.kind not in ("trace", "shape"):
+            raise
+        traced = _trace_in_eval(meta_model, inputs, exc)
+    timings["trace"] = time.perf_counter() - started
+    started = time.perf_counter()
+    graph = build_graph(traced, [tuple(s) for s in inputs.shapes], construction)
+    timings["analyze"] = time.perf_counter() - started
+    return graph, timings
+
+
+def _trace_in_eval(meta_model: nn.Module, inputs: ExampleInputs, in_training: ArchlintError):
+    """Some models only run in eval mode with a batch of one (BatchNorm after global pooling
+    needs two values per channel in training) or without targets (detection models). Trace
+    those in eval mode and say so; if that fails too, its error is the one to show."""
+    meta_model.eval()
+    traced = trace(meta_model, inputs.tensors, inputs.describe())
+    first = in_training.message.split(". ")[0][:240]
+    traced.notes.append(f"traced in eval mode: in training mode the forward failed ({first})")
+    return traced
+
+
+def lint_model(model: nn.Module, inputs: ExampleInputs, settings: Settings, *,
+               report: ModelReport | None = None, owned: bool = False) -> ModelReport:
+    """Lint one built model into `report` (a new one named after the model's class if none)."""
+    report = report if report is not None else ModelReport(target=type(model).__name__)
+    report.inputs, report.input_source = inputs.shapes, inputs.source
+    try:
+        graph, timings = analyze(model, inputs, owned=owned)
+    except ArchlintError as exc:
+        if exc.kind not in ("trace", "shape") or exc.cause == "layer-rejected-input":
+            raise  # a real shape error: the user must fix it
+        return lint_parts(report, model, inputs, settings, exc)  # detection: backbone, neck, heads
+    report.timings.update(timings)
+    report.graph, report.tracer, report.notes = graph, graph.tracer, list(graph.notes)
+    started = time.perf_counter()
+    report.findings = run_rules(graph, load_rules().rules, settings, inputs.describe(),
+                                problems=report.notes)
+    report.timings["rules"] = time.perf_counter() - started
+    return report
+
+
+def lint_parts(report: ModelReport, model: nn.Module, inputs: ExampleInputs, settings: Settings,
+               whole_error: ArchlintError) -> ModelReport:
+    """Fill `report` from the model's traceable parts, or raise `whole_error` if none traces."""
+    started = time.perf_counter()
+    plan = plan_parts(model, inputs.tensors)
+    report.timings["trace"] = time.perf_counter() - started
+    if not plan.parts:
+        raise whole_error
+    construction = construction_of(model)
+    rules = load_rules().rules
+    report.tracer = "parts"
+    report.notes = describe(plan, whole_error)
+    report.parts, report.findings = [], []
+    started = time.perf_counter()
+    for part in plan.parts:
+        graph = build_graph(part.traced, part.input_shapes, construction)
+        if part.input_shapes[:1] != [tuple(s) for s in inputs.shapes[:1]]:
+            # Fed feature maps, not the image: a field measured from them is not the field on
+            # the image, and rules must not report it as one.
+            for layer in graph:
+                layer.rf = None
+        report.notes.extend(f"{part.path}: {note}" for note in graph.notes)
+        shapes = ", ".join("x".join(map(str, s)) for s in part.input_shapes[:4])
+        report.findings.extend(run_rules(graph, rules, settings, f"{shapes} (captured for {part.path})",
+                                         problems=report.notes))
+        report.parts.append({"module": part.path, "tracer": graph.tracer,
+                             "inputs": [list(s) for s in part.input_shapes], **graph.summary()})
+    report.parts.extend({"module": path, "skipped": why} for path, why in plan.skipped)
+    report.findings.sort(key=sort_key)
+    report.timings["rules"] = time.perf_counter() - started
+    return report

@@ -1,0 +1,52 @@
+"""Trace: turn a model and its example input into a flat list of operations with shapes.
+
+A ladder, cheapest rung first, and the rung used is recorded:
+
+1. ``torch.fx`` symbolic tracing with torch.nn layers as leaves (`fx`, milliseconds);
+2. ``torch.export.export(strict=False)`` when fx cannot follow the code (`export`);
+3. for a model neither can take whole (detection post-processing), its parts (`parts`).
+
+Whatever the rung, one interpreter (`interpreter`) runs the graph on meta tensors and records
+shapes, MACs, in-place writes and aliasing. A failure becomes one paragraph (`diagnose`).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ArchlintError, first_line
+from .diagnose import export_error, shape_error
+from .export import is_layer, trace_export
+from .fx import trace_fx
+from .interpreter import NodeFailed
+from .meta import meta_copy
+from .records import Op, TensorMeta, Trace
+
+__all__ = ["trace", "meta_copy", "is_layer", "Op", "TensorMeta", "Trace", "NodeFailed"]
+
+
+def trace(model: nn.Module, inputs: Sequence[torch.Tensor], inputs_desc: str = "") -> Trace:
+    """Trace `model` (already on the meta device) with meta `inputs`, cheapest rung first.
+    Raises an ArchlintError whose `cause` says whether a layer rejected its input
+    ("layer-rejected-input": the user must fix it) or the code could not be followed."""
+    try:
+        return trace_fx(model, inputs)
+    except NodeFailed as exc:
+        # fx followed the code and a layer rejected its input: a real shape error that
+        # export would only repeat, slower and less precisely.
+        raise shape_error(exc, model, inputs_desc, inputs) from exc
+    except ArchlintError:
+        raise
+    except Exception as exc:  # fx cannot follow this forward: climb a rung
+        fx_problem = exc
+    try:
+        result = trace_export(model, inputs)
+    except NodeFailed as exc:
+        raise shape_error(exc, model, inputs_desc, inputs) from exc
+    except Exception as exc:
+        raise export_error(exc, inputs_desc) from exc
+    result.notes.append(f"torch.fx could not trace the model ({first_line(fx_problem, 200)}); "
+                        "used torch.export")
+    return result

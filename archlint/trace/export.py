@@ -1,0 +1,187 @@
+"""Rung 2: torch.export(strict=False), its aten nodes mapped back to torch.nn layers.
+
+Nodes issued inside one torch.nn layer (found through their `nn_module_stack`) are grouped into
+one module op, so rules see `layer1.0.conv1`, not its aten decomposition.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from typing import Any, Sequence
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from ..graph.ops import Kind, op_name
+from .fx import call_frames, scope
+from .interpreter import arg_repr, propagate
+from .records import Op, Trace
+
+
+def is_layer(module: nn.Module) -> bool:
+    """A torch.nn layer, as fx's default leaf test decides."""
+    kind = type(module).__module__
+    return (kind.startswith("torch.nn") or kind.startswith("torch.ao.nn")) and not isinstance(
+        module, (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+    )
+
+
+def _export_args(ep, model: nn.Module, inputs: Sequence[torch.Tensor]) -> list[Any]:
+    from torch.export.graph_signature import InputKind
+
+    # export takes nested inputs (a list or dict of feature maps) flattened, one per leaf.
+    user = iter(torch.utils._pytree.tree_leaves(tuple(inputs)))
+    args = []
+    for spec in ep.graph_signature.input_specs:
+        if spec.kind == InputKind.PARAMETER:
+            args.append(model.get_parameter(spec.target))
+        elif spec.kind == InputKind.BUFFER:
+            args.append(ep.state_dict.get(spec.target, None) if spec.target in ep.state_dict
+                        else model.get_buffer(spec.target))
+        elif spec.kind in (InputKind.CONSTANT_TENSOR, InputKind.CUSTOM_OBJ):
+            args.append(ep.constants[spec.target])
+        elif spec.kind == InputKind.USER_INPUT:
+            args.append(next(user, None))
+        else:
+            args.append(None)
+    return args
+
+
+@contextmanager
+def _quiet_torch_logs():
+    """torch.export logs failed meta kernels with full tracebacks; archlint reports the error
+    itself, once, as a paragraph."""
+    logging.disable(logging.ERROR)
+    try:
+        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def trace_export(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
+    from torch.export.graph_signature import InputKind
+
+    with warnings.catch_warnings(), _quiet_torch_logs():
+        warnings.simplefilter("ignore")
+        ep = torch.export.export(model, tuple(inputs), strict=False)
+    gm = ep.graph_module
+    records = propagate(gm, _export_args(ep, model, inputs))
+    weights = {spec.arg.name for spec in ep.graph_signature.input_specs
+               if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)}
+    weight_targets = {spec.arg.name: spec.target for spec in ep.graph_signature.input_specs}
+
+    layer_cache: dict[str, bool] = {}
+
+    def owning_layer(n: fx.Node) -> tuple[str, str] | None:
+        """(stack key, qualified name) of the outermost torch.nn layer that issued this node."""
+        for key, (path, _type) in (n.meta.get("nn_module_stack") or {}).items():
+            if path not in layer_cache:
+                try:
+                    layer_cache[path] = is_layer(model.get_submodule(path)) if path else False
+                except AttributeError:
+                    layer_cache[path] = False
+            if layer_cache[path]:
+                return key, path
+        return None
+
+    ops: list[Op] = []
+    name_of: dict[str, str] = {}  # graph node name -> op name
+    group: list[fx.Node] = []
+    group_key: tuple[str, str] | None = None
+    used_names: dict[str, int] = {}
+
+    def unique(base: str) -> str:
+        count = used_names.get(base, 0)
+        used_names[base] = count + 1
+        return base if count == 0 else f"{base}_{count}"
+
+    def external_inputs(nodes: list[fx.Node]) -> list[fx.Node]:
+        inside = {m.name for m in nodes}
+        seen, out = set(), []
+        for m in nodes:
+            for a in m.all_input_nodes:
+                if a.name not in inside and a.name not in weights and a.name not in seen:
+                    seen.add(a.name)
+                    out.append(a)
+        return out
+
+    def flush():
+        nonlocal group, group_key
+        if not group:
+            return
+        key, path = group_key
+        inside = {m.name for m in group}
+        outputs = [m for m in group if any(u.name not in inside for u in m.users)]
+        last = outputs[-1] if outputs else group[-1]
+        ext = external_inputs(group)
+        name = unique(path.replace(".", "_"))
+        for m in group:
+            name_of[m.name] = name
+        writes = sorted({name_of.get(w, w) for m in group for w in records[m.name]["writes"]
+                         if w not in inside and w not in weights})
+        ops.append(Op(
+            name=name, kind=Kind.MODULE, target=path, module=model.get_submodule(path),
+            inputs=[name_of.get(a.name, a.name) for a in ext],
+            in_metas=[mm for a in ext for mm in records.get(a.name, {}).get("out", [])],
+            out_metas=records[last.name]["out"],
+            macs=sum(records[m.name]["macs"] for m in group),
+            writes=writes,
+            alias_of=name_of.get(records[last.name]["alias"] or "", None),
+            scope=path,
+            call_frames=call_frames(group[0]),
+        ))
+        group, group_key = [], None
+
+    for n in gm.graph.nodes:
+        rec = records.get(n.name, {})
+        if n.op == "placeholder":
+            if n.name in weights:
+                continue
+            name_of[n.name] = n.name
+            ops.append(Op(n.name, Kind.INPUT, n.name, out_metas=rec.get("out", [])))
+            continue
+        if n.op == "output":
+            flush()
+            user_outputs = n.args[0][len(n.args[0]) - len(ep.graph_signature.user_outputs):] \
+                if isinstance(n.args[0], (tuple, list)) else n.args[0]
+            ins = _flatten_nodes(user_outputs)
+            ops.append(Op(n.name, Kind.OUTPUT, "output", inputs=[name_of.get(a.name, a.name) for a in ins]))
+            continue
+        owner = owning_layer(n) if n.op == "call_function" else None
+        if owner is not None:
+            if group_key is not None and owner != group_key:
+                flush()
+            group_key = owner
+            group.append(n)
+            continue
+        flush()
+        ext = [a for a in n.all_input_nodes]
+        for a in ext:  # a weight read by a function of the user's forward (pos_embed, cls_token)
+            if a.name in weights and a.name not in name_of:
+                name_of[a.name] = a.name
+                ops.append(Op(a.name, Kind.ATTR, weight_targets[a.name],
+                              out_metas=records.get(a.name, {}).get("out", [])))
+        name_of[n.name] = n.name
+        ops.append(Op(
+            name=n.name, kind=Kind.FUNCTION, target=op_name(n.target),
+            inputs=[name_of.get(a.name, a.name) for a in ext],
+            args=arg_repr(n.args), kwargs=arg_repr(dict(n.kwargs)),
+            in_metas=rec.get("in", []), out_metas=rec.get("out", []), macs=rec.get("macs", 0),
+            writes=[name_of.get(w, w) for w in rec.get("writes", [])],
+            alias_of=name_of.get(rec.get("alias") or "", None),
+            scope=scope(n),
+            call_frames=call_frames(n),
+        ))
+        if op_name(n.target).endswith("_") and ext and ext[0].name not in weights:
+            ops[-1].writes = sorted(set(ops[-1].writes) | {name_of.get(ext[0].name, ext[0].name)})
+    return Trace(ops, "torch.export", model)
+
+
+def _flatten_nodes(value: Any) -> list[fx.Node]:
+    found: list[fx.Node] = []
+    fx.node.map_arg(value, lambda a: found.append(a))
+    return found

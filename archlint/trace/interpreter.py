@@ -1,0 +1,192 @@
+"""The interpreter: run a graph on meta tensors and record what rules need per node.
+
+Every node gets its output shapes, the MACs FlopCounterMode counts for ops without a closed
+form, whether it wrote one of its inputs in place, and which earlier node's storage its output
+shares. Nothing is allocated or computed for real.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from typing import Any, Sequence
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..graph import macs
+from ..graph.ops import NORM_TYPES, Kind, op_name
+from .records import Op, TensorMeta
+
+_AUGMENTED = {"+": "add", "-": "sub", "*": "mul", "/": "truediv", "@": "matmul",
+              "//": "floordiv", "%": "mod", "&": "and_", "|": "or_", "^": "xor"}
+_AUGMENTED_RE = re.compile(r"^\s*[\w.\[\]\s,]+?\s*(\+|-|\*|/|@|//|%|&|\||\^)=(?!=)")
+
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+    torch.utils._pytree.tree_map(lambda v: found.append(v) if isinstance(v, torch.Tensor) else None, value)
+    return found
+
+
+def _mutable(value: Any) -> Any:
+    """fx's immutable containers as plain ones; other types (namedtuples, torch.Size) kept."""
+    kind = type(value)
+    if kind in (list, fx.immutable_collections.immutable_list):
+        return [_mutable(v) for v in value]
+    if kind is tuple:
+        return tuple(_mutable(v) for v in value)
+    if kind in (dict, fx.immutable_collections.immutable_dict):
+        return {k: _mutable(v) for k, v in value.items()}
+    return value
+
+
+class NodeFailed(Exception):
+    def __init__(self, node: fx.Node, inputs: list[TensorMeta], error: Exception,
+                 seen: list[tuple[int, ...]] | None = None):
+        super().__init__(str(error))
+        self.node, self.inputs, self.error = node, inputs, error
+        self.seen = seen or []  # shapes of the activations computed before the failure
+
+
+class Propagator(fx.Interpreter):
+    """Runs a graph on meta tensors and records, per node, what rules need to know."""
+
+    def __init__(self, gm: fx.GraphModule):
+        super().__init__(gm, garbage_collect_values=False)
+        self.records: dict[str, dict[str, Any]] = {}
+        self._owner: dict[int, str] = {}  # id(storage root tensor) -> first node that made it
+        self._counter = FlopCounterMode(display=False)
+
+    def _flops(self) -> int:
+        return sum(self._counter.flop_counts["Global"].values())
+
+    def propagate(self, *args):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self.run(*args)
+
+    def _mac_key(self, n: fx.Node) -> tuple[str, Any]:
+        if n.op == "call_module":
+            return Kind.MODULE, self.fetch_attr(n.target)
+        if n.op in ("call_function", "call_method"):
+            return Kind.FUNCTION, op_name(n.target)
+        return n.op, None
+
+    # Normalization keeps its input's shape and does no multiply-accumulate work that MACs count,
+    # yet on meta tensors it runs through Python decompositions (~4 ms a call, half of a
+    # 1000-block net's trace). Its output shape is known in closed form, so it is not run.
+    _SAME_SHAPE_MODULES = NORM_TYPES
+    _SAME_SHAPE_FUNCTIONS = {"batch_norm", "group_norm", "layer_norm", "instance_norm"}
+
+    def call_module(self, target, args, kwargs):
+        module = self.fetch_attr(target)
+        if (isinstance(module, self._SAME_SHAPE_MODULES) and len(args) == 1 and not kwargs
+                and isinstance(args[0], torch.Tensor)):
+            return torch.empty_like(args[0])
+        return super().call_module(target, args, kwargs)
+
+    def get_attr(self, target, args, kwargs):
+        # A parameter passed straight into a layer (timm's attention-pool `self.q(self.latent)`)
+        # trips FlopCounterMode's module tracker, which hooks the autograd graph of inputs that
+        # require grad and finds none under no_grad. Shapes are all that is needed here.
+        value = super().get_attr(target, args, kwargs)
+        return value.detach() if isinstance(value, torch.Tensor) and value.requires_grad else value
+
+    def call_function(self, target, args, kwargs):
+        if op_name(target) in self._SAME_SHAPE_FUNCTIONS and args and isinstance(args[0], torch.Tensor):
+            return torch.empty_like(args[0])
+        # fx hands lists over as immutable_list; a wrapped user function that edits its list
+        # argument in place (torchvision's swin3d `_get_window_and_shift_size`) runs eagerly fine.
+        return super().call_function(target, _mutable(args), _mutable(kwargs))
+
+    def _activations(self) -> list[tuple[int, ...]]:
+        computed = {m.name for m in self.module.graph.nodes
+                    if m.op in ("call_module", "call_function", "call_method")}
+        return [meta.shape for name, rec in self.records.items() if name in computed for meta in rec["out"]]
+
+    def run_node(self, n: fx.Node):
+        inputs = [v for a in n.all_input_nodes for v in _tensors(self.env.get(a))]
+        versions = [(t, t._version) for t in inputs]
+        kind, target = self._mac_key(n)
+        counted = macs.needs_counter(kind, target)
+        try:
+            if counted:
+                with self._counter:
+                    result = super().run_node(n)
+            else:
+                result = super().run_node(n)
+        except Exception as exc:
+            raise NodeFailed(n, [TensorMeta.of(t) for t in inputs], exc, self._activations()) from exc
+        outputs = _tensors(result)
+        # FlopCounterMode starts from zero each time it is entered: its total is this node's.
+        work = self._flops() // 2 if counted else macs.closed_form(kind, target, inputs, outputs)
+        alias = None
+        for t in outputs:
+            root = t._base if t._base is not None else t
+            owner = self._owner.setdefault(id(root), n.name)
+            if owner != n.name and alias is None:
+                alias = owner
+        written_ids = {id(t) for t, v in versions if t._version != v}
+        writes = [a.name for a in n.all_input_nodes
+                  if any(id(v) in written_ids for v in _tensors(self.env.get(a)))]
+        self.records[n.name] = {
+            "out": [TensorMeta.of(t) for t in outputs],
+            "in": [TensorMeta.of(t) for t in inputs],
+            "macs": work,
+            "writes": writes,
+            "alias": alias,
+        }
+        return result
+
+
+def propagate(gm: fx.GraphModule, args: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    prop = Propagator(gm)
+    with torch.no_grad():
+        prop.propagate(*args)
+    return prop.records
+
+
+def augmented_writes(ops: list[Op]) -> None:
+    """fx records `out += x` as `out + x`; the source line tells them apart. Within one run of
+    consecutive ops from the same line and module (one execution of the statement: the same
+    line runs again in every block that shares the class), the last matching operator wrote
+    its first argument in place, and its output is that argument's storage."""
+    runs: list[list[Op]] = []
+    previous = None
+    for op in ops:
+        frame = op.call_frames[0] if op.call_frames else None
+        key = (op.scope, frame.path, frame.line) if frame is not None else None
+        if key is None or key != previous:
+            runs.append([])
+        previous = key
+        runs[-1].append(op)
+    by_name = {op.name: op for op in ops}
+    moved: dict[str, str] = {}  # storage owner fx saw -> the storage it really is
+    for run in runs:
+        source = run[0].call_frames[0].source() if run[0].call_frames else ""
+        match = _AUGMENTED_RE.match(source)
+        if not match:
+            continue
+        matching = [op for op in run if op.kind == Kind.FUNCTION and op.inputs and op.out_metas
+                    and _AUGMENTED.get(match.group(1)) == op.target
+                    and op.args and op.args[0] == op.inputs[0]]
+        if not matching:
+            continue
+        op = matching[-1]
+        if op.inputs[0] not in op.writes:
+            op.writes.append(op.inputs[0])
+        target = by_name.get(op.inputs[0])
+        root = (target.alias_of or target.name) if target is not None else op.inputs[0]
+        moved[op.name] = root
+        op.alias_of = root
+    for op in ops:  # later views of `out` were recorded as sharing the add's (new) storage
+        if op.alias_of in moved and op.name not in moved:
+            op.alias_of = moved[op.alias_of]
+
+
+def arg_repr(value: Any) -> Any:
+    return fx.node.map_arg(value, lambda node: node.name)
+

@@ -1,0 +1,52 @@
+"""The trace's records: one `Op` per operation of the forward pass, gathered in a `Trace`.
+
+Whatever tracer produced it, a trace is this flat list in execution order; the graph stage
+turns it into the annotated graph rules read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..graph.ops import Kind
+from ..sources import Frame
+
+
+@dataclass
+class TensorMeta:
+    shape: tuple[int, ...]
+    dtype: str
+
+    @classmethod
+    def of(cls, t: torch.Tensor) -> "TensorMeta":
+        return cls(tuple(int(d) for d in t.shape), str(t.dtype).replace("torch.", ""))
+
+
+@dataclass
+class Op:
+    """One operation of the traced forward pass."""
+
+    name: str  # unique within the trace
+    kind: Kind
+    target: str  # module: qualified name; function/method: its name ("add", "cat", "view")
+    module: nn.Module | None = None
+    inputs: list[str] = field(default_factory=list)  # producing ops of tensor arguments, in order
+    args: tuple = ()  # positional arguments, tensors replaced by producer names
+    kwargs: dict = field(default_factory=dict)
+    in_metas: list[TensorMeta] = field(default_factory=list)
+    out_metas: list[TensorMeta] = field(default_factory=list)
+    macs: int = 0
+    writes: list[str] = field(default_factory=list)  # inputs this op modified in place
+    alias_of: str | None = None  # earliest op whose storage this op's output shares
+    scope: str = ""  # qualified name of the module whose forward issued the op
+    call_frames: tuple[Frame, ...] = ()
+
+
+@dataclass
+class Trace:
+    ops: list[Op]
+    tracer: str  # "torch.fx" | "torch.export"
+    model: nn.Module  # the meta copy that was traced
+    notes: list[str] = field(default_factory=list)

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 from archlint.cache import is_project_file
 from archlint.cli import main
 from archlint.config import Settings
-from archlint.diff import diff_specs, render_html, render_text
+from archlint.diff import diff_specs
+from archlint.reports.diff import render_html, render_text
 
 OLD = """
     import torch

@@ -36,7 +36,7 @@ from typing import Any, Iterator, Sequence
 from . import __version__
 from .config import Settings
 from .errors import ConfigError
-from .findings import Finding, Fix, Location, Severity
+from .findings import Finding
 from .prefilter import expand_paths
 from .results import ModelReport, Report
 
@@ -237,33 +237,12 @@ class ImportRecord:
 
 # --- serializing reports ------------------------------------------------------------------
 
-def _location_to_json(loc: Location | None) -> dict | None:
-    return None if loc is None else {"path": loc.path, "line": loc.line, "abspath": loc.abspath}
-
-
-def _location_from_json(data: dict | None) -> Location | None:
-    return None if data is None else Location(data["path"], data["line"], data.get("abspath", ""))
-
-
 def finding_to_json(f: Finding) -> dict[str, Any]:
-    return {
-        "code": f.code, "name": f.name, "severity": str(f.severity), "module": f.module,
-        "message": f.message, "location": _location_to_json(f.location), "evidence": f.evidence,
-        "fix": None if f.fix is None else {"description": f.fix.description, "code": f.fix.code},
-        "built_at": _location_to_json(f.built_at), "called_at": _location_to_json(f.called_at),
-    }
+    return f.to_json()
 
 
 def finding_from_json(data: dict[str, Any]) -> Finding:
-    fix = data.get("fix")
-    return Finding(
-        code=data["code"], name=data["name"], severity=Severity.parse(data["severity"]),
-        module=data["module"], message=data["message"],
-        location=_location_from_json(data.get("location")), evidence=data.get("evidence") or {},
-        fix=Fix(fix["description"], fix.get("code")) if fix else None,
-        built_at=_location_from_json(data.get("built_at")),
-        called_at=_location_from_json(data.get("called_at")),
-    )
+    return Finding.from_json(data)
 
 
 def model_report_to_json(m: ModelReport) -> dict[str, Any]:

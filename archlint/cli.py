@@ -116,6 +116,10 @@ def check(paths, input_shapes, batch_size, select, ignore, fail_on, fmt, output,
     if debug:
         for model in report.errors:
             traceback.print_exception(model.error)
+    if fmt in ("sarif", "html") and not report.rules:
+        from .registry import load_rules  # documented in the output; a cached run has not loaded them
+
+        report.rules = list(load_rules().rules)
     stream = open(output, "w", encoding="utf-8") if output else sys.stdout
     try:
         text = render(fmt, report, color=(fmt == "text" and not output and _use_color(sys.stdout)),

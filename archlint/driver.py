@@ -50,7 +50,7 @@ def check_file(path: str, names: Sequence[str], explicit: bool, settings: Settin
 
 def check_paths(specs: Sequence[str], settings: Settings) -> Report:
     rules = load_rules()
-    report = Report(problems=list(rules.problems))
+    report = Report(problems=list(rules.problems), rules=list(rules.rules))
     if not specs:
         raise ConfigError("no files given. Usage: archlint check mymodel.py [file.py::Model ...]")
     for path, names, explicit in expand_paths(specs):

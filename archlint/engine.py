@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterable
 
-from . import sources
+from . import sources, spans
 from .config import Settings, is_selected
 from .findings import Finding, Location
 from .graph import ArchGraph
@@ -68,6 +68,6 @@ def run_rules(graph: ArchGraph, rules: Iterable[type[Rule]], settings: Settings,
             if severity is not None and finding.severity != severity:
                 finding = replace(finding, severity=severity)
             if not _suppressed(finding):
-                findings.append(finding)
+                findings.append(spans.with_spans(finding))
     findings.sort(key=sort_key)
     return findings

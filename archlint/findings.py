@@ -37,17 +37,64 @@ class Location:
     # The absolute path, for reading the line again (suppression comments, snippets);
     # never shown or serialized, so reports do not depend on where they were made.
     abspath: str = field(default="", compare=False, repr=False)
+    # The last line of what starts here (a constructor call may span lines); 0 when unknown.
+    end_line: int = field(default=0, compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}"
 
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "line": self.line, "abspath": self.abspath, "end_line": self.end_line}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> "Location | None":
+        if data is None:
+            return None
+        return cls(data["path"], data["line"], data.get("abspath", ""), data.get("end_line", 0))
+
+
+@dataclass(frozen=True)
+class Span:
+    """The source a fix's code replaces: lines and columns 1-based, the end column exclusive.
+    `kind` is "expression" (a layer's constructor call) or "statement" (whole lines, the end
+    line exclusive); `indent` is the start line's leading whitespace, for the replacement."""
+
+    path: str
+    start_line: int
+    start_column: int
+    end_line: int
+    end_column: int
+    kind: str = "expression"
+    indent: str = ""
+    abspath: str = field(default="", compare=False, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("path", "start_line", "start_column", "end_line",
+                                              "end_column", "kind", "indent", "abspath")}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> "Span | None":
+        return None if data is None else cls(**data)
+
 
 @dataclass(frozen=True)
 class Fix:
-    """What to do about a finding: one sentence, and code to paste where there is some."""
+    """What to do about a finding: one sentence, and code to paste where there is some, with
+    the span of source it replaces where that is certain."""
 
     description: str
     code: str | None = None
+    span: Span | None = field(default=None, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"description": self.description, "code": self.code,
+                "span": self.span.to_json() if self.span else None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> "Fix | None":
+        if not data:
+            return None
+        return cls(data["description"], data.get("code"), Span.from_json(data.get("span")))
 
 
 @dataclass(frozen=True)
@@ -64,6 +111,27 @@ class Finding:
     # two lies in the user's own code.
     built_at: Location | None = None
     called_at: Location | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything, for the cache and the child process (`to_dict` is the user's JSON)."""
+        return {
+            "code": self.code, "name": self.name, "severity": str(self.severity),
+            "module": self.module, "message": self.message, "evidence": self.evidence,
+            "location": self.location.to_json() if self.location else None,
+            "fix": self.fix.to_json() if self.fix else None,
+            "built_at": self.built_at.to_json() if self.built_at else None,
+            "called_at": self.called_at.to_json() if self.called_at else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Finding":
+        return cls(
+            code=data["code"], name=data["name"], severity=Severity.parse(data["severity"]),
+            module=data["module"], message=data["message"],
+            location=Location.from_json(data.get("location")), evidence=data.get("evidence") or {},
+            fix=Fix.from_json(data.get("fix")), built_at=Location.from_json(data.get("built_at")),
+            called_at=Location.from_json(data.get("called_at")),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

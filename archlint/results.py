@@ -72,6 +72,9 @@ class ModelReport:
 class Report:
     models: list[ModelReport] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # rule packs that failed to load
+    # The rule classes of the run, for renderers that document them (SARIF, HTML): handed to
+    # them here so that no renderer loads the registry itself.
+    rules: list[Any] = field(default_factory=list)
 
     @property
     def findings(self) -> list[Finding]:

@@ -301,11 +301,10 @@ def model_view(model: Any, index: int, documented: set[str]) -> ModelView:
 
 
 def page(report: Any, rules: Sequence[type] | None = None) -> Page:
-    """The whole page. `rules` are the rule classes whose docs the page carries (default: every
-    loaded rule)."""
+    """The whole page. `rules` are the rule classes whose docs the page carries (default: the
+    report's)."""
     if rules is None:
-        from archlint.registry import load_rules
-        rules = load_rules().rules
+        rules = report.rules
     docs = rule_docs(rules)
     found = {f.code for f in report.findings}
     for doc in docs:

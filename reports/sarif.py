@@ -14,7 +14,6 @@ identity when code above it moves.
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import textwrap
@@ -24,7 +23,7 @@ from typing import Any
 from archlint import __version__
 from archlint.findings import Finding, Severity
 
-from ._where import Place, call_at, place, repository_root, statement_end
+from ._where import Place, place, repository_root
 
 SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 _LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
@@ -47,12 +46,6 @@ def _rule_descriptor(rule: type) -> dict[str, Any]:
     }
 
 
-def _known_rules() -> list[type]:
-    from archlint.registry import load_rules  # loading rules imports torch: only when rendering SARIF
-
-    return list(load_rules().rules)
-
-
 def _fingerprint(finding: Finding, target: str, occurrence: int) -> str:
     text = f"{target}\0{finding.code}\0{finding.module}\0{occurrence}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -64,35 +57,17 @@ def _indent_following(code: str, indent: str) -> str:
 
 
 def _fix(finding: Finding, where: Place) -> dict[str, Any] | None:
-    """Replace the layer's constructor call with an expression fix, or the statement on the
-    line with a statement fix. None where the target of the replacement is not certain."""
-    if finding.fix is None or not finding.fix.code or where.moved:
+    """Replace the span the fix names (a layer's constructor call, or whole statement lines).
+    None where the engine found no certain span, or the finding was moved off its own line."""
+    if finding.fix is None or not finding.fix.code or finding.fix.span is None or where.moved:
         return None
-    code = finding.fix.code
-    try:
-        source_lines = where.path.read_text(encoding="utf-8").splitlines()
-        line_text = source_lines[where.line - 1]
-    except (OSError, IndexError, UnicodeDecodeError):
-        return None
-    if not line_text.isascii():
-        return None  # SARIF columns count UTF-16 units, ast counts UTF-8 bytes; skip the rare case
-    indent = line_text[: len(line_text) - len(line_text.lstrip())]
-    try:
-        ast.parse(code.strip(), mode="eval")
-        is_expression = True
-    except SyntaxError:
-        is_expression = False
-    if is_expression:
-        call = call_at(str(where.path), where.line)
-        if call is None or call.end_lineno is None or call.end_col_offset is None:
-            return None
-        region = {"startLine": call.lineno, "startColumn": call.col_offset + 1,
-                  "endLine": call.end_lineno, "endColumn": call.end_col_offset + 1}
-        inserted = _indent_following(code.strip(), indent)
+    span, code = finding.fix.span, finding.fix.code
+    region = {"startLine": span.start_line, "startColumn": span.start_column,
+              "endLine": span.end_line, "endColumn": span.end_column}
+    if span.kind == "expression":
+        inserted = _indent_following(code.strip(), span.indent)
     else:
-        region = {"startLine": where.line, "startColumn": 1,
-                  "endLine": statement_end(str(where.path), where.line) + 1, "endColumn": 1}
-        inserted = textwrap.indent(textwrap.dedent(code).strip("\n"), indent) + "\n"
+        inserted = textwrap.indent(textwrap.dedent(code).strip("\n"), span.indent) + "\n"
     return {
         "description": {"text": finding.fix.description},
         "artifactChanges": [{
@@ -142,7 +117,7 @@ def _result(finding: Finding, target: str, root: Path, rule_index: dict[str, int
 
 def to_sarif(report: Any, root: Path | None = None) -> dict[str, Any]:
     root = (root or repository_root()).resolve()
-    rules = _known_rules()
+    rules = list(report.rules)
     rule_index = {rule.code: i for i, rule in enumerate(rules)}
     seen: dict[tuple, int] = {}
     results = [_result(f, model.target, root, rule_index, seen)

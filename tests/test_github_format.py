@@ -9,6 +9,7 @@ from archlint.findings import Finding, Fix, Location, Severity
 from archlint.reports import render
 from archlint.reports.github import command, escape_data, escape_property
 from archlint.results import ModelReport, Report
+from archlint.spans import with_spans
 
 COMMAND_RE = re.compile(r"^::(?P<name>error|warning|notice)(?: (?P<props>[^:]*))?::(?P<message>.*)$")
 
@@ -51,12 +52,12 @@ def test_findings_become_annotations_on_repository_paths(repo):
     model_file = repo / "nets" / "a,b.py"
     model_file.write_text("from torch import nn\nconv = nn.Conv2d(\n    3, 8, 7)\n")
     here = Location("nets/a,b.py", 2, str(model_file))
-    findings = [
+    findings = [with_spans(f) for f in [  # as the engine hands them on
         Finding("K001", "large-kernel", Severity.WARNING, "features.0", "7x7 conv: 100% of\nit",
                 here, fix=Fix("use 3x3 convs", "nn.Sequential(\n    nn.Conv2d(3, 8, 3),\n)"), built_at=here),
         Finding("N001", "batchnorm-small-batch", Severity.ERROR, "", "batch of 2", here),
         Finding("X001", "some-info", Severity.INFO, "head", "fyi", None),
-    ]
+    ]]
     report = Report(models=[ModelReport(target="nets/a,b.py::conv", findings=findings),
                             ModelReport(target="nets/broken.py", error=LoadError("cannot import"))])
     lines = render("github", report).splitlines()

@@ -19,6 +19,9 @@ import pytest
 from archlint.api import check_paths
 from archlint.config import Settings
 from archlint.reports import render
+from archlint.registry import load_rules
+
+ALL_RULES = load_rules().rules
 
 from . import chromium
 from .html_support import parse
@@ -156,7 +159,7 @@ def test_link_into_a_collapsed_module_opens_it(browser, tmp_path):
     torchvision = pytest.importorskip("torchvision")
     from archlint.api import Report, lint
 
-    report = Report(models=[lint(torchvision.models.resnet18(weights=None), input_shape=(1, 3, 64, 64))])
+    report = Report(rules=ALL_RULES, models=[lint(torchvision.models.resnet18(weights=None), input_shape=(1, 3, 64, 64))])
     page = tmp_path / "resnet18.html"
     page.write_text(render("html", report))
     probe = _probe(browser, page, tmp_path, fragment="m0-g-layer3.1")

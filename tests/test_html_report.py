@@ -21,6 +21,9 @@ from archlint.cli import main
 from archlint.config import Settings
 from archlint.reports import render
 from archlint.reports.html_graph import CHUNK_ABOVE
+from archlint.registry import load_rules
+
+ALL_RULES = load_rules().rules
 
 from .html_support import TEST_RULES, check_page, finding_cards
 
@@ -89,7 +92,7 @@ def _table_checks(root, graph, model_id="m0") -> None:
 def resnet50_report():
     torchvision = pytest.importorskip("torchvision")
     model = torchvision.models.resnet50(weights=None)
-    return Report(models=[lint(model, input_shape=(1, 3, 224, 224))])
+    return Report(rules=ALL_RULES, models=[lint(model, input_shape=(1, 3, 224, 224))])
 
 
 def test_resnet50_page(resnet50_report):
@@ -322,7 +325,7 @@ def test_model_linted_in_parts_and_a_finding_without_a_line():
                         parts=[{"module": "backbone", "tracer": "torch.fx", "inputs": [[1, 3, 64, 64]],
                                 "params": 1000, "macs": 20000, "layers": 12},
                                {"module": "postprocess", "skipped": "data-dependent output size"}])
-    root = check_page(_html(Report(models=[model])))
+    root = check_page(_html(Report(rules=ALL_RULES, models=[model])))
     rows = root.find("section", id="m0-parts").find("tbody").find_all("tr")
     assert [r.find("code").text() for r in rows] == ["backbone", "postprocess"]
     assert "skipped: data-dependent output size" in rows[1].text()

@@ -13,6 +13,10 @@ from archlint.findings import Finding, Fix, Location, Severity
 from archlint.errors import LoadError
 from archlint.reports import render
 from archlint.results import ModelReport, Report
+from archlint.registry import load_rules
+from archlint.spans import with_spans
+
+ALL_RULES = load_rules().rules
 from tests.helpers import lint_source
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "sarif-schema-2.1.0.json").read_text())
@@ -115,9 +119,11 @@ def apply(lines: list[str], replacement: dict) -> str:
 
 
 def _finding(severity=Severity.WARNING, **where) -> Finding:
-    return Finding(code="K001", name="large-kernel", severity=severity, module="features.0",
-                   message="7x7 conv", fix=Fix("use 3x3 convs", "nn.Sequential(\n    nn.Conv2d(3, 8, 3),\n)"),
-                   **where)
+    """A finding as the engine hands it on: with its lines' ends and its fix's span."""
+    return with_spans(Finding(
+        code="K001", name="large-kernel", severity=severity, module="features.0",
+        message="7x7 conv", fix=Fix("use 3x3 convs", "nn.Sequential(\n    nn.Conv2d(3, 8, 3),\n)"),
+        **where))
 
 
 def test_location_outside_the_repository_falls_back_to_a_line_in_it(repo):
@@ -126,7 +132,7 @@ def test_location_outside_the_repository_falls_back_to_a_line_in_it(repo):
     library = os.path.join(os.path.dirname(jsonschema.__file__), "validators.py")
     outside = Location("jsonschema/validators.py", 10, library)
     in_repo = Location("net.py", 3, str(model_file))
-    report = Report(models=[ModelReport(target="net.py::model", findings=[
+    report = Report(rules=ALL_RULES, models=[ModelReport(target="net.py::model", findings=[
         _finding(location=outside, built_at=outside, called_at=in_repo),
         _finding(Severity.INFO, location=outside, built_at=outside),
     ])])
@@ -146,12 +152,12 @@ def test_location_outside_the_repository_falls_back_to_a_line_in_it(repo):
 def test_errors_become_notifications_and_clean_runs_validate(repo):
     (repo / "models" / "bad.py").write_text("import nothing_here\n")
     error = ModelReport(target="bad.py", error=LoadError("bad.py: importing bad.py failed"))
-    data = sarif(Report(models=[error], problems=["rule pack x failed to load"]))
+    data = sarif(Report(rules=ALL_RULES, models=[error], problems=["rule pack x failed to load"]))
     invocation = data["runs"][0]["invocations"][0]
     assert invocation["executionSuccessful"] is False
     levels = [n["level"] for n in invocation["toolExecutionNotifications"]]
     assert levels == ["error", "warning"]
-    clean = sarif(Report(models=[ModelReport(target="ok.py::model")]))
+    clean = sarif(Report(rules=ALL_RULES, models=[ModelReport(target="ok.py::model")]))
     assert clean["runs"][0]["results"] == [] and clean["runs"][0]["invocations"][0]["executionSuccessful"]
 
 
@@ -168,7 +174,7 @@ def test_multiline_call_fix_replaces_the_whole_call(repo):
         ]
     """).lstrip())
     at = Location("wide.py", 4, str(model_file))
-    report = Report(models=[ModelReport(target="wide.py::layers", findings=[_finding(location=at, built_at=at)])])
+    report = Report(rules=ALL_RULES, models=[ModelReport(target="wide.py::layers", findings=[_finding(location=at, built_at=at)])])
     (result,) = sarif(report)["runs"][0]["results"]
     assert result["locations"][0]["physicalLocation"]["region"] == {"startLine": 4, "endLine": 6}
     (replacement,) = result["fixes"][0]["artifactChanges"][0]["replacements"]
@@ -185,7 +191,7 @@ def test_no_fix_where_the_line_builds_a_whole_model(repo):
                           "from torch.nn import Conv2d as C\n\nmodel = AlexNet()\n"
                           "a = tnn.Conv2d(3, 8, 7)\nb = C(3, 8, 7)\n")
     findings = [_finding(location=Location("zoo.py", line, str(model_file))) for line in (5, 6, 7)]
-    report = Report(models=[ModelReport(target="zoo.py::model", findings=findings)])
+    report = Report(rules=ALL_RULES, models=[ModelReport(target="zoo.py::model", findings=findings)])
     whole, aliased, imported = sarif(report)["runs"][0]["results"]
     assert "fixes" not in whole
     assert "fixes" in aliased and "fixes" in imported

@@ -1,3 +1,4 @@
+"""`python -m archlint`: the command line."""
 from .cli import main
 
 main()

@@ -41,7 +41,7 @@ from .prefilter import expand_paths
 from .results import ModelReport, Report
 
 CACHE_DIR_NAME = ".archlint_cache"
-_FORMAT = 1  # bump when the entry layout changes
+_FORMAT = 2  # bump when the entry layout changes
 _CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This file is a cache directory tag created by archlint.\n"
@@ -251,6 +251,7 @@ def model_report_to_json(m: ModelReport) -> dict[str, Any]:
         "summary": m.summary, "notes": list(m.notes), "timings": dict(m.timings),
         "findings": [finding_to_json(f) for f in m.findings],
         "parts": list(getattr(m, "parts", None) or []),  # models linted part by part
+        "coverage": m.coverage,
     }
 
 
@@ -259,7 +260,7 @@ def model_report_from_json(data: dict[str, Any]) -> ModelReport:
         target=data["target"], tracer=data["tracer"], inputs=data["inputs"],
         input_source=data["input_source"], findings=[finding_from_json(f) for f in data["findings"]],
         notes=data.get("notes", []), timings=data.get("timings", {}),
-        stored_summary=data["summary"], from_cache=True,
+        stored_summary=data["summary"], from_cache=True, coverage=data.get("coverage"),
     )
     if data.get("parts"):
         report.parts = data["parts"]

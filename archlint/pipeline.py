@@ -14,6 +14,7 @@ from .engine import run_rules, sort_key
 from .errors import ArchlintError
 from .graph.archgraph import ArchGraph
 from .graph.build import build_graph
+from .graph.coverage import measure
 from .load import ExampleInputs
 from .registry import load_rules
 from .results import ModelReport
@@ -72,6 +73,8 @@ def lint_model(model: nn.Module, inputs: ExampleInputs, settings: Settings, *,
         return lint_parts(report, model, inputs, settings, exc)  # detection: backbone, neck, heads
     report.timings.update(timings)
     report.graph, report.tracer, report.notes = graph, graph.tracer, list(graph.notes)
+    graph.coverage = measure(model, [graph])
+    report.coverage = graph.coverage.to_dict()
     started = time.perf_counter()
     report.findings = run_rules(graph, load_rules().rules, settings, inputs.describe(),
                                 problems=report.notes)
@@ -93,8 +96,11 @@ def lint_parts(report: ModelReport, model: nn.Module, inputs: ExampleInputs, set
     report.notes = describe(plan, whole_error)
     report.parts, report.findings = [], []
     started = time.perf_counter()
-    for part in plan.parts:
-        graph = build_graph(part.traced, part.input_shapes, construction)
+    graphs = [build_graph(part.traced, part.input_shapes, construction) for part in plan.parts]
+    coverage = measure(model, graphs, plan.skipped)
+    report.coverage = coverage.to_dict()
+    graphs[0].coverage = coverage  # the model's coverage is reported once, with the first part
+    for part, graph in zip(plan.parts, graphs):
         if part.input_shapes[:1] != [tuple(s) for s in inputs.shapes[:1]]:
             # Fed feature maps, not the image: a field measured from them is not the field on
             # the image, and rules must not report it as one.

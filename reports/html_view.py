@@ -42,6 +42,8 @@ class Header:
     receptive_field: str
     counts: list[Count]
     notes: list[str]
+    coverage: str = "n/a"
+    unreached: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -286,7 +288,9 @@ def model_view(model: Any, index: int, documented: set[str]) -> ModelView:
         macs=human(summary["macs"]), macs_exact=f"{summary['macs']:,}", layers=summary["layers"],
         operations=len(graph) if graph is not None else 0,
         receptive_field=html_plots.rf_summary(graph) if graph is not None else "n/a",
-        counts=view.counts, notes=list(model.notes))
+        counts=view.counts, notes=list(model.notes),
+        coverage=model.coverage_line().removeprefix("coverage ") or "n/a",
+        unreached=model.unreached_lines())
     view.parts = [_part_row(p) for p in getattr(model, "parts", None) or []]
     if graph is None:  # linted part by part, or read back from a cache: no graph to draw
         view.findings = [_finding_view(f, ids[id(f)], documented, "") for f in findings]

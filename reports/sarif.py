@@ -142,6 +142,10 @@ def to_sarif(report: Any, root: Path | None = None) -> dict[str, Any]:
             "invocations": [invocation],
             "results": results,
             "columnKind": "utf16CodeUnits",
+            # How much of each model the linted graph reached: a run with no results on a model
+            # archlint barely saw is not a clean bill of health.
+            "properties": {"coverage": {m.target: m.coverage for m in report.models
+                                        if m.coverage is not None}},
         }],
     }
 

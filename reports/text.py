@@ -43,7 +43,10 @@ def render(report: Any, *, color: bool = False, statistics: bool = False, quiet:
             summary = model.summary
             lines.append(style(model.target, bold=True) + f"  traced with {model.tracer}, input "
                          f"{inputs} ({model.input_source}); {human(summary['params'])} params, "
-                         f"{human(summary['macs'])} MACs, {summary['layers']} layers")
+                         f"{human(summary['macs'])} MACs, {summary['layers']} layers"
+                         + (f"; {model.coverage_line()}" if model.coverage else ""))
+            for line in model.unreached_lines():
+                lines.append(f"  {line}")
             for note in model.notes:
                 lines.append(f"  note: {note}")
         for f in model.findings:

@@ -27,3 +27,10 @@ def codes(report_or_findings) -> list[str]:
 def at(findings, code: str) -> set[str]:
     """Qualified module names a rule reported."""
     return {f.module for f in findings if f.code == code}
+
+
+def write_model(tmp_path: Path, source: str, name: str | None = None) -> Path:
+    """Write a model file (dedented) into `tmp_path` and return its path."""
+    path = tmp_path / (name or f"model_{uuid.uuid4().hex[:8]}.py")
+    path.write_text(textwrap.dedent(source).lstrip(), encoding="utf-8")
+    return path

@@ -24,6 +24,9 @@ def test_every_torchvision_classifier_lints(name):
     assert report.error is None
     assert report.tracer in ("torch.fx", "torch.export")
     assert report.summary["layers"] > 5 and report.summary["macs"] > 0
+    coverage = report.coverage
+    assert coverage["params_reached"] == coverage["params_total"] == report.summary["params"], coverage
+    assert coverage["modules_reached"] == coverage["modules_total"] and not coverage["unreached"]
     for finding in report.findings:
         assert finding.message and finding.fix is not None
 
@@ -62,3 +65,4 @@ def test_timm_models_lint():
         assert report.error is None, name
         assert report.inputs == [[1, *model.pretrained_cfg["input_size"]]]
         assert report.input_source == "the model's pretrained_cfg"
+        assert report.coverage["params_reached"] == report.coverage["params_total"], name

@@ -25,6 +25,9 @@ class ArchGraph:
         self.tracer = tracer
         self.input_shapes = [tuple(s) for s in input_shapes]
         self.notes = list(notes)
+        # How much of the model this graph (with the other parts' graphs) reached; set by the
+        # pipeline once every graph of the model is built (graph/coverage.py).
+        self.coverage = None
         # Where each module (by qualified name) was built, also for modules forward never calls.
         self.construction: dict[str, tuple[Frame, ...]] = {}
         self._order: list[Layer] = []

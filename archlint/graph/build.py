@@ -109,7 +109,7 @@ def build_graph(trace: Trace, input_shapes: Sequence[Shape],
             in_shapes=[m.shape for m in op.in_metas], out_shapes=[m.shape for m in op.out_metas],
             dtype=op.out_metas[0].dtype if op.out_metas else None,
             params=params, macs=op.macs, writes=list(op.writes), alias_of=op.alias_of,
-            built_frames=built, call_frames=op.call_frames,
+            built_frames=built, call_frames=op.call_frames, opaque=op.opaque,
         )
         graph.add(layer)
     for layer in graph:  # after all are added: a window folds in the pad that feeds it

@@ -39,6 +39,7 @@ class Layer:
     alias_of: str | None = None
     built_frames: tuple[Frame, ...] = ()
     call_frames: tuple[Frame, ...] = ()
+    opaque: bool = False  # an op the tracer could not open: the layers inside are not here
 
     # --- convenience for rules --------------------------------------------------------------
     @property

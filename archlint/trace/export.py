@@ -175,6 +175,7 @@ def trace_export(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
             alias_of=name_of.get(rec.get("alias") or "", None),
             scope=scope(n),
             call_frames=call_frames(n),
+            opaque=isinstance(n.target, torch._ops.HigherOrderOperator),
         ))
         if op_name(n.target).endswith("_") and ext and ext[0].name not in weights:
             ops[-1].writes = sorted(set(ops[-1].writes) | {name_of.get(ext[0].name, ext[0].name)})

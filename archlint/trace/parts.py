@@ -221,7 +221,7 @@ def _reason(exc: BaseException | str) -> str:
     if isinstance(exc, ArchlintError):
         text = exc.message
         cut = text.find(". ")
-        return text[:cut] if 0 < cut < 300 else text[:300]
+        return (text[:cut] if 0 < cut < 300 else text[:300]).rstrip(".")
     return first_line(exc, 300)
 
 

@@ -42,6 +42,9 @@ class Op:
     alias_of: str | None = None  # earliest op whose storage this op's output shares
     scope: str = ""  # qualified name of the module whose forward issued the op
     call_frames: tuple[Frame, ...] = ()
+    # A higher-order op (torch.export's wrapper of a checkpoint, grad-mode or cond region):
+    # the layers inside it are not in the trace.
+    opaque: bool = False
 
 
 @dataclass

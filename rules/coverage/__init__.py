@@ -1,0 +1,1 @@
+"""Rules about what archlint itself could see of the model."""

@@ -98,6 +98,12 @@ _VALUE_ONLY_INPLACE = frozenset({
 class _SkipMetaValueWrites(torch.overrides.TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
+        if func is torch.empty and (kwargs or {}).get("device") in (None, "cpu", torch.device("cpu")):
+            # torch.empty is how layers allocate their weights before initializing them: made
+            # on meta it never allocates, so nn.Linear(10**6, 10**5) costs nothing. Its values
+            # are undefined anyway; nothing may read them before the (skipped) init.
+            kwargs = {**(kwargs or {}), "device": "meta"}
+            return func(*args, **kwargs)
         if name in _VALUE_ONLY_INPLACE and args and isinstance(args[0], torch.Tensor):
             if args[0].is_meta:
                 return args[0]

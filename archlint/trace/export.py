@@ -18,6 +18,7 @@ from torch import nn
 from ..graph.ops import Kind, op_name
 from .fx import call_frames, scope
 from .interpreter import arg_repr, propagate
+from .meta import fake_cpu_copy, fake_cpu_inputs, fake_mode
 from .records import Op, Trace
 
 
@@ -30,7 +31,14 @@ def is_layer(module: nn.Module) -> bool:
 
 
 def _export_args(ep, model: nn.Module, inputs: Sequence[torch.Tensor]) -> list[Any]:
+    """The exported graph's inputs, read on the meta `model`: its weights, then the user's."""
     from torch.export.graph_signature import InputKind
+
+    def on_meta(value: Any) -> Any:
+        # Lifted constants were made under export's fake mode; the run is on meta tensors.
+        if isinstance(value, torch.Tensor) and not value.is_meta:
+            return torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device="meta")
+        return value
 
     # export takes nested inputs (a list or dict of feature maps) flattened, one per leaf.
     user = iter(torch.utils._pytree.tree_leaves(tuple(inputs)))
@@ -39,10 +47,12 @@ def _export_args(ep, model: nn.Module, inputs: Sequence[torch.Tensor]) -> list[A
         if spec.kind == InputKind.PARAMETER:
             args.append(model.get_parameter(spec.target))
         elif spec.kind == InputKind.BUFFER:
-            args.append(ep.state_dict.get(spec.target, None) if spec.target in ep.state_dict
-                        else model.get_buffer(spec.target))
+            try:
+                args.append(model.get_buffer(spec.target))
+            except AttributeError:
+                args.append(on_meta(ep.state_dict.get(spec.target)))
         elif spec.kind in (InputKind.CONSTANT_TENSOR, InputKind.CUSTOM_OBJ):
-            args.append(ep.constants[spec.target])
+            args.append(on_meta(ep.constants[spec.target]))
         elif spec.kind == InputKind.USER_INPUT:
             args.append(next(user, None))
         else:
@@ -65,9 +75,14 @@ def _quiet_torch_logs():
 def trace_export(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
     from torch.export.graph_signature import InputKind
 
+    # Exported with fake CPU tensors, so device checks in forward take the CPU path. The graph
+    # is then run on `model`, the meta copy (same structure), where fused CPU kernels such as
+    # LSTM's decompose into the matrix products MACs are counted from.
+    mode = fake_mode()
+    fake_model = fake_cpu_copy(model, mode)
     with warnings.catch_warnings(), _quiet_torch_logs():
         warnings.simplefilter("ignore")
-        ep = torch.export.export(model, tuple(inputs), strict=False)
+        ep = torch.export.export(fake_model, fake_cpu_inputs(tuple(inputs), mode), strict=False)
     gm = ep.graph_module
     records = propagate(gm, _export_args(ep, model, inputs))
     weights = {spec.arg.name for spec in ep.graph_signature.input_specs

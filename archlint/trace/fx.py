@@ -50,7 +50,10 @@ def scope(node: fx.Node) -> str:
 
 def trace_fx(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
     tracer = LeafTracer()
-    graph = tracer.trace(model)
+    # Symbolic tracing runs tensor factories with constant sizes for real (`torch.zeros(10**11)`,
+    # `torch.ones(4)`): made on meta they cost nothing and meet the meta inputs.
+    with torch.device("meta"):
+        graph = tracer.trace(model)
     gm = fx.GraphModule(tracer.root, graph)
     records = propagate(gm, inputs)
     ops = []

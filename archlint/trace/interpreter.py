@@ -43,6 +43,13 @@ def _mutable(value: Any) -> Any:
     return value
 
 
+_META = torch.device("meta")
+
+
+def _to_meta_device(value: Any) -> Any:
+    return _META if isinstance(value, torch.device) and value.type != "meta" else value
+
+
 class NodeFailed(Exception):
     def __init__(self, node: fx.Node, inputs: list[TensorMeta], error: Exception,
                  seen: list[tuple[int, ...]] | None = None):
@@ -95,7 +102,22 @@ class Propagator(fx.Interpreter):
         value = super().get_attr(target, args, kwargs)
         return value.detach() if isinstance(value, torch.Tensor) and value.requires_grad else value
 
+    # Tensors forward creates (`x + torch.ones(4)`, `torch.zeros(10**12)`) are made on the meta
+    # device beside the meta inputs: no memory, and no device mismatch. (A default-device mode
+    # around the whole run would do the same, but changes how torch dispatches LSTMs on meta.)
+    _FACTORIES = frozenset({torch.zeros, torch.ones, torch.empty, torch.full, torch.arange,
+                            torch.rand, torch.randn, torch.randint, torch.eye, torch.linspace,
+                            torch.tensor, torch.zeros_like, torch.ones_like, torch.empty_like,
+                            torch.full_like, torch.rand_like, torch.randn_like})
+    on_meta = False
+
     def call_function(self, target, args, kwargs):
+        if self.on_meta:
+            if target in self._FACTORIES and kwargs.get("device") is None:
+                kwargs = {**kwargs, "device": _META}
+            # An exported graph names the device its factories and copies ran on at export
+            # time (cpu), as keyword or positional arguments.
+            args, kwargs = torch.utils._pytree.tree_map(_to_meta_device, (args, kwargs))
         if op_name(target) in self._SAME_SHAPE_FUNCTIONS and args and isinstance(args[0], torch.Tensor):
             return torch.empty_like(args[0])
         # fx hands lists over as immutable_list; a wrapped user function that edits its list
@@ -144,6 +166,7 @@ class Propagator(fx.Interpreter):
 
 def propagate(gm: fx.GraphModule, args: Sequence[Any]) -> dict[str, dict[str, Any]]:
     prop = Propagator(gm)
+    prop.on_meta = any(isinstance(a, torch.Tensor) and a.is_meta for a in torch.utils._pytree.tree_leaves(args))
     with torch.no_grad():
         prop.propagate(*args)
     return prop.records

@@ -1,8 +1,13 @@
-"""The meta copy: the model with its weights on the meta device, so tracing costs no memory."""
+"""Weightless copies of a model for tracing: on the meta device, or as fake CPU tensors.
+
+Both cost no memory for weights. Meta tensors are the cheapest; fake tensors (torch's
+FakeTensorMode) carry a device, so under them `x.device.type == "cpu"`, `x.is_cuda` and
+`.cpu()` behave as on the user's CPU and a model with a CUDA fast path and a CPU fallback is
+traced through the fallback it really runs here.
+"""
 from __future__ import annotations
 
 import copy
-import sys
 from typing import Any
 
 import torch
@@ -31,3 +36,38 @@ def meta_copy(model: nn.Module, in_place: bool = False) -> nn.Module:
                     table[key] = memo[id(tensor)]
     return model
 
+
+
+def fake_mode():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    # Tensors a forward builds from module attributes that are not buffers (a real CPU tensor
+    # made in __init__) are turned fake on use rather than rejected.
+    return FakeTensorMode(allow_non_fake_inputs=True)
+
+
+def _fake_cpu(tensor: torch.Tensor, mode) -> torch.Tensor:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    meta = tensor if tensor.is_meta else torch.empty_like(tensor, device="meta")
+    return FakeTensor(mode, meta, torch.device("cpu"))
+
+
+def fake_cpu_copy(model: nn.Module, mode) -> nn.Module:
+    """A copy of `model` whose parameters and buffers are fake CPU tensors of `mode`, weight
+    sharing kept. The original (usually the meta copy) is not touched."""
+    memo: dict[int, Any] = {}
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if id(tensor) in memo:
+            continue
+        fake = _fake_cpu(tensor, mode)
+        if isinstance(tensor, nn.Parameter):
+            fake = nn.Parameter(fake, requires_grad=tensor.requires_grad)
+        memo[id(tensor)] = fake
+    return copy.deepcopy(model, memo)
+
+
+def fake_cpu_inputs(inputs: Any, mode) -> Any:
+    """Example inputs (meta tensors, possibly nested) as fake CPU tensors of `mode`."""
+    return torch.utils._pytree.tree_map(
+        lambda v: _fake_cpu(v, mode) if isinstance(v, torch.Tensor) else v, inputs)

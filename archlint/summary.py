@@ -213,3 +213,24 @@ def fold(rows: Sequence[Row], depth: int | None) -> list[Row]:
     if depth is None:
         return list(rows)
     return [r for r in rows if r.depth <= depth]
+
+
+def summarize(graph: ArchGraph, target: str = "", batch_size: int | None = None,
+              optimizer: str = "adam", memory: bool = True) -> Summary:
+    """The summary of one linted model, with its training memory measured at `batch_size`
+    (default: the example input's own batch) unless `memory` is off. A model whose forward
+    cannot run under fake tensors in training mode still gets its table, with a note."""
+    from . import memory as measuring
+
+    usage, notes = None, []
+    if memory:
+        try:
+            usage = measuring.measure(graph.model, graph.input_shapes,
+                                      [l.dtype for l in graph.inputs], batch_size)
+        except Exception as exc:  # a user's forward can fail in any way; the table still stands
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            notes.append(f"training memory not measured: the forward failed under fake tensors "
+                         f"in training mode ({type(exc).__name__}: {first})")
+    summary = build(graph, target, usage, optimizer)
+    summary.notes.extend(notes)
+    return summary

@@ -8,6 +8,7 @@ name, is cut in the middle when the table would not fit `width`.
 """
 from __future__ import annotations
 
+import textwrap
 from typing import Any, Sequence
 
 import click
@@ -72,12 +73,29 @@ def columns(summary: Any, rows: Sequence[Any]) -> tuple[list[str], list[list[str
 def table(summary: Any, rows: Sequence[Any], width: int | None = None,
           style=lambda text, **kw: text) -> list[str]:
     headers, cells, align = columns(summary, rows)
-    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
     gap = 2
-    total = sum(widths) + gap * (len(widths) - 1)
-    if width and total > width:
-        widths[0] = max(MIN_NAME, widths[0] - (total - width))
-        cells = [[_cut(c[0], widths[0])] + c[1:] for c in cells]
+
+    def measure() -> list[int]:
+        return [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
+
+    widths = measure()
+    # Too wide for the terminal: first cut the module names, then drop the columns that matter
+    # least (the JSON output keeps everything).
+    for drop in ("Frozen", "Type", "RF", "Output shape"):
+        total = sum(widths) + gap * (len(widths) - 1)
+        if not width or total <= width:
+            break
+        if widths[0] > MIN_NAME:
+            widths[0] = max(MIN_NAME, widths[0] - (total - width))
+            cells = [[_cut(c[0], widths[0])] + c[1:] for c in cells]
+            widths = measure()
+            if sum(widths) + gap * (len(widths) - 1) <= width:
+                break
+        if drop in headers:
+            i = headers.index(drop)
+            headers, align = headers[:i] + headers[i + 1:], align[:i] + align[i + 1:]
+            cells = [c[:i] + c[i + 1:] for c in cells]
+            widths = measure()
 
     def line(values: Sequence[str]) -> str:
         parts = [f"{v:{a}{w}}" for v, a, w in zip(values, align, widths)]
@@ -92,31 +110,34 @@ def table(summary: Any, rows: Sequence[Any], width: int | None = None,
     return out
 
 
-def totals(summary: Any, style=lambda text, **kw: text) -> list[str]:
+def totals(summary: Any) -> list[tuple[str, bool]]:
+    """The lines under the table, each with whether it is a heading."""
     inputs = ", ".join(shape_text(s) for s in summary.inputs)
-    out = [style("Params: ", bold=True) + f"{human(summary.params)} ({summary.params:,}); "
-           f"trainable {summary.trainable:,}, non-trainable {summary.non_trainable:,}",
-           style("MACs:   ", bold=True) + f"{human(summary.macs)} ({summary.macs:,}) for input "
-           f"{inputs}; FLOPs = 2 x MACs"]
+    out = [(f"Params: {human(summary.params)} ({summary.params:,}); trainable {summary.trainable:,}, "
+            f"non-trainable {summary.non_trainable:,}", True),
+           (f"MACs:   {human(summary.macs)} ({summary.macs:,}) for input {inputs}; FLOPs = 2 x MACs",
+            True)]
     if summary.outside:
         names = list(summary.outside)
         shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-        out.append(f"        {sum(summary.outside.values()):,} of the params are in no row above: {shown}")
+        out.append((f"  {sum(summary.outside.values()):,} of the params are in no row above: {shown}",
+                    False))
     memory = summary.training
     if memory is not None:
-        out.append(style(f"Training memory at batch {memory.batch_size}, {memory.optimizer}:", bold=True))
-        out.append(f"  weights {human_bytes(memory.weights)}, gradients {human_bytes(memory.gradients)}, "
-                   f"optimizer state {human_bytes(memory.optimizer_state)}, "
-                   f"buffers {human_bytes(memory.buffers)}")
-        out.append(f"  activations saved for backward {human_bytes(memory.saved_activations)}")
-        out.append(style(f"  peak at the start of backward {human_bytes(memory.peak)}", bold=True))
+        out += [(f"Training memory at batch {memory.batch_size}, {memory.optimizer}:", True),
+                (f"  weights {human_bytes(memory.weights)}, gradients {human_bytes(memory.gradients)}, "
+                 f"optimizer state {human_bytes(memory.optimizer_state)}, "
+                 f"buffers {human_bytes(memory.buffers)}", False),
+                (f"  activations saved for backward {human_bytes(memory.saved_activations)}", False),
+                (f"  peak at the start of backward {human_bytes(memory.peak)}", True)]
         if memory.checkpoint_stages:
             stages = memory.checkpoint_stages
             named = ", ".join(stages[:4]) + (f" and {len(stages) - 4} more" if len(stages) > 4 else "")
-            out.append(f"  torch.utils.checkpoint on {named}: saved activations "
-                       f"{human_bytes(memory.saved_activations)} -> {human_bytes(memory.checkpoint_saved)}, "
-                       f"plus {human_bytes(memory.checkpoint_recompute)} while backward recomputes "
-                       f"the largest")
+            out.append((f"  torch.utils.checkpoint on {named}: saved activations "
+                        f"{human_bytes(memory.saved_activations)} -> "
+                        f"{human_bytes(memory.checkpoint_saved)}, plus "
+                        f"{human_bytes(memory.checkpoint_recompute)} while backward recomputes the "
+                        f"largest", False))
     return out
 
 
@@ -133,9 +154,17 @@ def render(summaries: Sequence[Any], *, depth: int | None = 3, color: bool = Fal
             lines.append("")
         lines.append(style(summary.target, bold=True))
         for note in summary.notes:
-            lines.append(f"  note: {note}")
+            lines.extend(_wrap(f"  note: {note}", width))
         lines.extend(table(summary, fold(summary.rows, depth), width, style))
-        lines.extend(totals(summary, style))
+        for text, heading in totals(summary):
+            lines.extend(style(part, bold=True) if heading else part for part in _wrap(text, width))
     for target, message in errors:
         lines.append(style(f"{target}: error: ", fg="red", bold=True) + message)
     return "\n".join(lines) + "\n"
+
+
+def _wrap(text: str, width: int | None) -> list[str]:
+    if not width or len(text) <= width:
+        return [text]
+    indent = " " * (len(text) - len(text.lstrip()) + 4)
+    return textwrap.wrap(text, width, subsequent_indent=indent, break_on_hyphens=False)

@@ -255,17 +255,17 @@ def summary(paths, depth, batch_size, optimizer, no_memory, input_shapes, fmt, o
         else:
             records.append(summaries.summarize(model.graph, model.target, settings.batch_size,
                                                optimizer, memory=not no_memory))
+    to_terminal = fmt == "text" and not output and _use_color(sys.stdout)
     if fmt == "json":
         text = summary_json.render(records, depth=depth, errors=errors)
     else:
-        to_terminal = not output and _use_color(sys.stdout)
         width = shutil.get_terminal_size().columns if not output and sys.stdout.isatty() else None
         text = summary_text.render(records, depth=depth, color=to_terminal, width=width, errors=errors)
     if output:
         Path(output).write_text(text, encoding="utf-8")
         click.echo(f"archlint: wrote {output}", err=True)
     else:
-        click.echo(text, nl=False)
+        click.echo(text, nl=False, color=to_terminal)  # click strips colour unless told
     sys.exit(2 if errors else 0)
 
 

@@ -53,9 +53,11 @@ def columns(summary: Any, rows: Sequence[Any]) -> tuple[list[str], list[list[str
     """(headers, cells per row, alignment per column): the table before it is laid out."""
     frozen = summary.non_trainable > 0
     batch = summary.training.batch_size if summary.training else None
+    fields = any(row.rf is not None for row in rows)  # none for token models
     headers = ["Module", "Type", "Output shape", "Params"] + (["Frozen"] if frozen else []) + \
-        ["MACs", "RF"] + ([f"Saved @{batch}"] if batch else [])
-    align = ["<", "<", "<", ">"] + ([">"] if frozen else []) + [">", ">"] + ([">"] if batch else [])
+        ["MACs"] + (["RF"] if fields else []) + ([f"Saved @{batch}"] if batch else [])
+    align = ["<", "<", "<", ">"] + ([">"] if frozen else []) + [">"] + ([">"] if fields else []) + \
+        ([">"] if batch else [])
     cells = []
     for row in rows:
         line = ["  " * (row.depth - 1) + row.name,
@@ -63,7 +65,9 @@ def columns(summary: Any, rows: Sequence[Any]) -> tuple[list[str], list[list[str
                 shape_text(row.out_shape), _count(row.params)]
         if frozen:
             line.append(_count(row.non_trainable))
-        line += [_count(row.macs), rf_text(row)]
+        line.append(_count(row.macs))
+        if fields:
+            line.append(rf_text(row))
         if batch:
             line.append(human_bytes(row.saved_bytes) if row.saved_bytes else _DASH)
         cells.append(line)

@@ -214,7 +214,8 @@ def measure(model: nn.Module, input_shapes: Sequence[Sequence[int]], input_dtype
     was_training = model.training
     stack = _ModuleStack(model)
     try:
-        with FakeTensorMode(allow_non_fake_inputs=False):
+        # Constant tensors a module keeps as plain attributes are real; let them in as fakes.
+        with FakeTensorMode(allow_non_fake_inputs=True):
             fakes: dict[int, torch.Tensor] = {}
             tensors = {}
             for name, t in list(params.items()) + list(buffers.items()):

@@ -112,22 +112,22 @@ def _unique_params(module) -> tuple[int, int]:
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
 
-def _owner(layer: Layer) -> str:
-    """The module a graph node belongs to: itself for a module call, else its enclosing one."""
-    return layer.qualname
-
-
 def build(graph: ArchGraph, target: str = "", usage: MemoryUsage | None = None,
           optimizer: str = "adam") -> Summary:
     model = graph.model
     rows: dict[str, Row] = {}
     saved = usage.saved_by_module if usage is not None else {}
 
-    def row_for(name: str, layer: Layer | None) -> Row:
+    def module_row(name: str, module) -> Row:
         if name not in rows:
-            module = model.get_submodule(name) if layer is None or layer.module is None else layer.module
-            params, trainable = _unique_params(module)
-            rows[name] = Row(name=name, depth=name.count(".") + 1, type=type(module).__name__,
+            if module is None:
+                try:
+                    module = model.get_submodule(name)
+                except AttributeError:  # a scope the tracer named that is no submodule
+                    module = None
+            params, trainable = _unique_params(module) if module is not None else (0, 0)
+            rows[name] = Row(name=name, depth=name.count(".") + 1,
+                             type=type(module).__name__ if module is not None else "",
                              out_shape=None, params=params, trainable=trainable, macs=0, rf=None,
                              rf_global=False, saved_bytes=saved.get(name, 0) if usage else None,
                              calls=0)
@@ -136,29 +136,26 @@ def build(graph: ArchGraph, target: str = "", usage: MemoryUsage | None = None,
     for layer in graph:
         if layer.kind in ("input", "output", "attr"):
             continue
-        owner = _owner(layer)
-        if layer.kind == "module":
-            names = ancestors(owner)
-        elif owner:
-            names = ancestors(owner)
+        owner = layer.qualname  # a module call's own name, or the module whose forward ran the op
+        if owner:
+            chain = [module_row(name, layer.module if name == owner else None)
+                     for name in ancestors(owner)]
         elif layer.macs:
             # An op in the model's own forward (a matmul, an attention call) is a row of its own,
             # or the rows would not add up to the model's MACs.
-            names = [layer.name]
-            rows.setdefault(layer.name, Row(
+            chain = [rows.setdefault(layer.name, Row(
                 name=layer.name, depth=1, type=layer.op, out_shape=None, params=0, trainable=0,
-                macs=0, rf=None, rf_global=False, saved_bytes=None, calls=0))
+                macs=0, rf=None, rf_global=False, saved_bytes=None, calls=0))]
         else:
             continue
-        for name in names:
-            row = row_for(name, layer if name == owner and layer.kind == "module" else None)
+        for row in chain:
             row.macs += layer.macs
-            if layer.out_shape is not None:
+            if layer.out_shape is not None:  # a subtree's output is its last op's
                 row.out_shape = list(layer.out_shape)
                 row.rf = list(layer.rf.size) if layer.rf is not None else None
                 row.rf_global = bool(layer.rf is not None and layer.rf.is_global)
         if layer.kind == "module":
-            rows[owner].calls += 1
+            chain[-1].calls += 1
 
     ordered = list(rows.values())  # first appearance: a module's ancestors come before it
     by_name = {r.name: r for r in ordered}

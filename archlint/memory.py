@@ -142,6 +142,9 @@ class _ModuleStack:
         self.stack = [""]
         self.inputs: dict[str, set[Any]] = {}
         self.input_bytes: dict[Any, int] = {}
+        # Storages are told apart by address: holding the inputs until the end keeps a freed
+        # input's address from being reused by a later storage within the same run.
+        self.held: list[torch.Tensor] = []
         self.handles = []
         for name, module in model.named_modules():
             if name:
@@ -158,6 +161,7 @@ class _ModuleStack:
                     key = storage_key(value)
                     keys.add(key)
                     self.input_bytes[key] = value.untyped_storage().nbytes()
+                    self.held.append(value)
         return hook
 
     def _leave(self, module, args, kwargs, output):
@@ -169,6 +173,7 @@ class _ModuleStack:
     def close(self) -> None:
         for handle in self.handles:
             handle.remove()
+        self.held.clear()
 
 
 def _fake_like(t: torch.Tensor, requires_grad: bool) -> torch.Tensor:

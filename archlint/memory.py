@@ -82,8 +82,10 @@ class MemoryUsage:
         of `stages`: a stage then keeps only its inputs, and everything saved inside it alone is
         dropped; backward recomputes one stage at a time, so the largest dropped stage comes
         back for a while."""
+        chosen = set(stages)
+
         def stage_of(name: str) -> str | None:
-            return next((s for s in stages if name == s or name.startswith(s + ".")), None)
+            return next((s for s in _ancestors(name) if s in chosen), None)
 
         kept: dict[Any, int] = {}
         dropped = dict.fromkeys(stages, 0)

@@ -200,8 +200,12 @@ def training(usage: MemoryUsage, optimizer: str, rows: Sequence[Row]) -> Trainin
                       saved_activations=usage.saved_total, peak=usage.peak(optimizer))
     chosen = stages(rows, usage)
     if chosen:
-        record.checkpoint_stages = chosen
-        record.checkpoint_saved, record.checkpoint_recompute = usage.checkpointed(chosen)
+        kept, recompute = usage.checkpointed(chosen)
+        # Shown only where it pays: a stage that keeps its input and is recomputed whole in
+        # backward can need more than it saves (a model that is one block, a short encoder).
+        if kept + recompute < usage.saved_total:
+            record.checkpoint_stages = chosen
+            record.checkpoint_saved, record.checkpoint_recompute = kept, recompute
     return record
 
 

@@ -18,6 +18,8 @@ from archlint import memory, summary
 from archlint.cli import main
 from archlint.errors import ArchlintError
 from archlint.findings import Finding, Location, Severity
+from archlint.reports.summary_text import human_bytes
+from archlint.reports.text import human
 from archlint.results import ModelReport, Report
 
 torchvision = pytest.importorskip("torchvision")
@@ -90,12 +92,14 @@ def test_zoo_text_totals_equal_the_json(zoo):
     name, data, text = zoo
     [model] = data["models"]
     totals = model["totals"]
-    assert f"Params: " in text and f"({totals['params']:,})" in text
+    assert f"Params: {human(totals['params'])} ({totals['params']:,})" in text
     assert f"({totals['macs']:,}) for input 1x3x224x224" in text
     saved = model["training"]["saved_activations"]
-    from archlint.reports.summary_text import human_bytes
 
     assert f"activations saved for backward {human_bytes(saved)}" in text
+    # The table holds the JSON's rows, folded at its --depth 2.
+    body = text.split("\n-")[1].split("\n-")[0].splitlines()[1:]
+    assert [line.split()[0] for line in body] == [r["name"] for r in model["layers"] if r["depth"] <= 2]
     # The rows at depth 1 add up to the totals (neither model ties weights across them).
     top = [r for r in model["layers"] if r["depth"] == 1]
     assert sum(r["macs"] for r in top) == totals["macs"]

@@ -251,7 +251,9 @@ def summary(paths, depth, batch_size, optimizer, no_memory, input_shapes, fmt, o
         if model.error is not None:
             errors.append((model.target, str(model.error)))
         elif model.graph is None:  # linted part by part (archlint/partial.py): no whole graph
-            errors.append((model.target, "no layer table: the model could not be traced whole"))
+            errors.append((model.target, "no layer table: the model could not be traced whole, "
+                           "so its parts were linted alone; name one part for its table "
+                           "(file.py::model.backbone)"))
         else:
             records.append(summaries.summarize(model.graph, model.target, settings.batch_size,
                                                optimizer, memory=not no_memory))

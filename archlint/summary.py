@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from .graph import ArchGraph, Layer
+from .graph import ArchGraph
 from .memory import MemoryUsage
 
 DEFAULT_DEPTH = 3  # torchinfo's default
@@ -116,6 +116,7 @@ def build(graph: ArchGraph, target: str = "", usage: MemoryUsage | None = None,
           optimizer: str = "adam") -> Summary:
     model = graph.model
     rows: dict[str, Row] = {}
+    modules: dict[str, object] = {}
     saved = usage.saved_by_module if usage is not None else {}
 
     def module_row(name: str, module) -> Row:
@@ -125,6 +126,7 @@ def build(graph: ArchGraph, target: str = "", usage: MemoryUsage | None = None,
                     module = model.get_submodule(name)
                 except AttributeError:  # a scope the tracer named that is no submodule
                     module = None
+            modules[name] = module
             params, trainable = _unique_params(module) if module is not None else (0, 0)
             rows[name] = Row(name=name, depth=name.count(".") + 1,
                              type=type(module).__name__ if module is not None else "",
@@ -163,8 +165,8 @@ def build(graph: ArchGraph, target: str = "", usage: MemoryUsage | None = None,
         parent = row.name.rpartition(".")[0]
         if parent in by_name and row.depth > 1:
             by_name[parent].children += 1
-    in_rows = {id(p) for row in ordered if row.depth == 1 and row.params
-               for p in model.get_submodule(row.name).parameters()}
+    in_rows = {id(p) for row in ordered if row.depth == 1 and modules.get(row.name) is not None
+               for p in modules[row.name].parameters()}
     outside = {name: p.numel() for name, p in model.named_parameters() if id(p) not in in_rows}
     total, trainable = _unique_params(model)
     summary = Summary(target=target, inputs=[list(s) for s in graph.input_shapes], rows=ordered,
@@ -182,7 +184,7 @@ def stages(rows: Sequence[Row], usage: MemoryUsage) -> list[str]:
     parent = ""
     while True:
         blocks = [r.name for r in rows if r.children and saved.get(r.name, 0)
-                  and r.depth > 0 and r.name.rpartition(".")[0] == parent and r.name != parent]
+                  and r.name.rpartition(".")[0] == parent]
         if not blocks:
             return []
         biggest = max(blocks, key=lambda n: saved[n])
@@ -229,7 +231,7 @@ def summarize(graph: ArchGraph, target: str = "", batch_size: int | None = None,
             usage = measuring.measure(graph.model, graph.input_shapes,
                                       [l.dtype for l in graph.inputs], batch_size)
         except Exception as exc:  # a user's forward can fail in any way; the table still stands
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            first = " ".join(str(exc).split())[:200]
             notes.append(f"training memory not measured: the forward failed under fake tensors "
                          f"in training mode ({type(exc).__name__}: {first})")
     summary = build(graph, target, usage, optimizer)

@@ -300,6 +300,27 @@ def test_summary_reports_a_target_that_cannot_be_linted(tmp_path):
     assert result.exit_code == 2 and "error" in result.output
 
 
+def test_a_forward_that_fails_in_training_still_gets_its_table(tmp_path):
+    path = write(tmp_path, "evalonly.py", """
+        import torch
+        from torch import nn
+        class EvalOnly(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(4, 4)
+            def forward(self, x):
+                if self.training:
+                    raise RuntimeError("only eval")
+                return self.fc(x)
+        model = EvalOnly().eval()
+        example_input = torch.randn(2, 4)
+    """)
+    data = json.loads(run("summary", path, "--format", "json"))
+    [model] = data["models"]
+    assert model["training"] is None and "only eval" in model["notes"][0]
+    assert model["layers"][0]["macs"] == 2 * 4 * 4
+
+
 # --- markdown -------------------------------------------------------------------------------
 
 def _markdown_report(tmp_path) -> Report:

@@ -3,8 +3,9 @@
 One table per model: module (indented by depth), type, output shape, parameters, MACs,
 receptive field and the activations saved for backward, then the totals and the training
 memory. It receives `archlint.summary.Summary` records and lays them out; it computes nothing.
-Colour only when asked (the CLI asks when stdout is a terminal); the widest column, the module
-name, is cut in the middle when the table would not fit `width`.
+Colour only when asked (the CLI asks when stdout is a terminal). A table wider than `width`
+first has its module names cut in the middle, then loses the columns that matter least (Frozen,
+Type, RF, Output shape); the totals below it wrap.
 """
 from __future__ import annotations
 

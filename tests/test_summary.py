@@ -106,14 +106,17 @@ def test_zoo_text_totals_equal_the_json(zoo):
     assert sum(r["params"] for r in top) + sum(totals["outside_rows"].values()) == totals["params"]
 
 
-def test_vit_linear_over_tokens_counts_every_token(zoo):
+def test_linear_over_tokens_counts_every_token(zoo):
     name, data, _ = zoo
-    if name != "vit_b_16":
-        pytest.skip("ViT only")
-    rows = {r["name"]: r for r in data["models"][0]["layers"]}
-    mlp = rows["encoder.layers.encoder_layer_0.mlp.0"]  # Linear 768 -> 3072 over 197 tokens
-    assert mlp["macs"] == 197 * 768 * 3072
-    assert data["models"][0]["totals"]["outside_rows"] == {"class_token": 768}
+    [model] = data["models"]
+    rows = {r["name"]: r for r in model["layers"]}
+    if name == "vit_b_16":
+        mlp = rows["encoder.layers.encoder_layer_0.mlp.0"]  # Linear 768 -> 3072 over 197 tokens
+        assert mlp["macs"] == 197 * 768 * 3072
+        assert model["totals"]["outside_rows"] == {"class_token": 768}
+    else:  # a Linear over a flat (N, features) input counts once
+        assert rows["fc"]["macs"] == 2048 * 1000
+        assert model["totals"]["outside_rows"] == {}
 
 
 def test_depth_folds_rows_without_changing_them(tmp_path):

@@ -219,6 +219,62 @@ def diff(old, new, fmt, output, input_shapes, batch_size, select, ignore, fail_o
     sys.exit(result.exit_code(settings.fail_on))
 
 
+@main.command(name="summary")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--depth", type=int, default=3, show_default=True,
+              help="Fold modules nested deeper than this into their parents (torchinfo's depth).")
+@click.option("--batch-size", type=int,
+              help="Batch size for the training memory (default: the example input's batch).")
+@click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd-momentum", "sgd"]),
+              default="adam", show_default=True, help="Optimizer whose state the training memory counts.")
+@click.option("--no-memory", is_flag=True, help="Skip the training-memory measurement.")
+@click.option("--input-shape", "input_shapes", multiple=True,
+              help="Example input shape, e.g. 1,3,224,224; repeat for several inputs.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the table to FILE.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Read [tool.archlint] from this pyproject.toml instead of the nearest one.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+def summary(paths, depth, batch_size, optimizer, no_memory, input_shapes, fmt, output, config_path, debug):
+    """The layer table of the models PATHS build: output shapes, parameters, MACs, receptive
+    field, activations saved for backward, and training memory at --batch-size."""
+    import shutil
+
+    from . import summary as summaries
+    from .api import check_paths
+    from .reports import summary_json, summary_text
+
+    try:
+        settings = _settings(paths[0], config_path, None, None, None, batch_size, input_shapes)
+        report = check_paths(list(paths), settings)
+    except ArchlintError as exc:
+        _fail(str(exc), debug)
+        return
+    records, errors = [], []
+    for model in report.models:
+        if model.error is not None:
+            errors.append((model.target, str(model.error)))
+        elif model.graph is None:  # linted part by part (archlint/partial.py): no whole graph
+            errors.append((model.target, "no layer table: the model could not be traced whole, "
+                           "so its parts were linted alone; name one part for its table "
+                           "(file.py::model.backbone)"))
+        else:
+            records.append(summaries.summarize(model.graph, model.target, settings.batch_size,
+                                               optimizer, memory=not no_memory))
+    to_terminal = fmt == "text" and not output and _use_color(sys.stdout)
+    if fmt == "json":
+        text = summary_json.render(records, depth=depth, errors=errors)
+    else:
+        width = shutil.get_terminal_size().columns if not output and sys.stdout.isatty() else None
+        text = summary_text.render(records, depth=depth, color=to_terminal, width=width, errors=errors)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        click.echo(f"archlint: wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False, color=to_terminal)  # click strips colour unless told
+    sys.exit(2 if errors else 0)
+
+
 @main.command(name="rules")
 def list_rules() -> None:
     """List every rule: code, name, default severity, one line."""

@@ -14,6 +14,7 @@ FORMATS = {
     "sarif": "archlint.reports.sarif",
     "github": "archlint.reports.github",
     "html": "archlint.reports.html",
+    "markdown": "archlint.reports.markdown",
 }
 
 

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from . import load
+from .inputs import ExampleInputs, for_target, from_shapes, meta_like
 from .config import Settings, parse_shape
 from .driver import check_paths  # noqa: F401  (part of the API)
 from .findings import Severity
@@ -42,10 +42,10 @@ def lint(model: nn.Module, example_input: torch.Tensor | Sequence[torch.Tensor] 
     settings = settings.with_overrides(**changes)
     if example_input is not None:
         tensors = (example_input,) if isinstance(example_input, torch.Tensor) else tuple(example_input)
-        inputs = load.ExampleInputs(load.meta_like(tensors), "example_input")
+        inputs = ExampleInputs(meta_like(tensors), "example_input")
     elif input_shape is not None:
         shapes = [input_shape] if isinstance(input_shape[0], int) else input_shape
-        inputs = load.ExampleInputs(load.from_shapes([parse_shape(s) for s in shapes]), "input_shape")
+        inputs = ExampleInputs(from_shapes([parse_shape(s) for s in shapes]), "input_shape")
     else:
-        inputs = load.example_inputs(model, None, None, settings.input_shapes)
+        inputs = for_target(model, config_shapes=settings.input_shapes)
     return lint_model(model, inputs, settings)

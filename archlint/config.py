@@ -44,16 +44,32 @@ class Settings:
         return Severity.parse(value) if value else default
 
 
-def parse_shape(text: str | Sequence[int]) -> list[int]:
-    if not isinstance(text, str):
-        values = list(text)
-    else:
+_DTYPE_NAMES = ("float32", "float", "float16", "half", "bfloat16", "float64", "double", "int64",
+                "long", "int32", "int", "int16", "int8", "uint8", "bool")
+
+
+def parse_shape(text: str | Sequence[Any]) -> list[Any]:
+    """`1,3,224,224` -> [1, 3, 224, 224]; `1,128:int64` -> [1, 128, "int64"] (a dtype last)."""
+    dtype = None
+    if isinstance(text, str):
+        body, _, dtype = text.partition(":")
+        dtype = dtype.strip().lower() or None
         try:
-            values = [int(p) for p in text.replace("x", ",").split(",") if p.strip()]
+            values = [int(p) for p in body.replace("x", ",").split(",") if p.strip()]
         except ValueError:
             values = []
-    if not values or not all(isinstance(v, int) and v > 0 for v in values):
-        raise ConfigError(f"input shape {text!r} is not a list of positive integers; write it as 1,3,224,224.")
+    else:
+        values = list(text)
+        if values and isinstance(values[-1], str):
+            dtype = values.pop().lower()
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+        raise ConfigError(f"input shape {text!r} is not a list of positive integers; write it as "
+                          "1,3,224,224 (or 1,128:int64 for another dtype).")
+    if dtype is not None:
+        if dtype not in _DTYPE_NAMES:
+            raise ConfigError(f"input shape {text!r}: unknown dtype {dtype!r}; use one of "
+                              f"{', '.join(_DTYPE_NAMES)}.")
+        return [*values, dtype]
     return values
 
 

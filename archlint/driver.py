@@ -10,6 +10,7 @@ from typing import Sequence
 from . import load, sources
 from .config import Settings
 from .errors import ArchlintError, ConfigError, NoModelError
+from .inputs import check_arity, for_target
 from .pipeline import lint_model
 from .prefilter import expand_paths
 from .registry import load_rules
@@ -39,8 +40,10 @@ def check_file(path: str, names: Sequence[str], explicit: bool, settings: Settin
             started = time.perf_counter()
             model = load.build_target(target)
             model_report.timings["build"] = time.perf_counter() - started
-            inputs = load.example_inputs(model, target.module, settings.cli_input_shapes,
-                                         settings.input_shapes)
+            name = target.name.split("::", 1)[-1]
+            inputs = for_target(model, target.module, name, settings.cli_input_shapes,
+                                settings.input_shapes)
+            check_arity(model, inputs, target.name)
             lint_model(model, inputs, settings, report=model_report, owned=True)
         except ArchlintError as exc:
             model_report.error = exc

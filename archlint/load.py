@@ -27,9 +27,6 @@ from . import sources
 from .errors import BuildError, LoadError, NoModelError
 from .prefilter import file_might_build_model  # noqa: F401  (re-exported; torch-free)
 
-DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
-
-
 @dataclass
 class Target:
     """One model to lint: `file.py::name`, built on demand."""
@@ -39,20 +36,6 @@ class Target:
     build: Callable[[], nn.Module]
     module: ModuleType | None = None  # the imported file, for its example_input
     submodule: str | None = None  # dotted path below the built object
-
-
-@dataclass
-class ExampleInputs:
-    tensors: tuple[torch.Tensor, ...]
-    source: str  # where they came from, for the report
-
-    @property
-    def shapes(self) -> list[list[int]]:
-        return [list(t.shape) for t in self.tensors]
-
-    def describe(self) -> str:
-        shapes = ", ".join("x".join(str(d) for d in s) for s in self.shapes)
-        return f"{shapes} ({self.source})"
 
 
 # --- building without memory ----------------------------------------------------------------
@@ -383,43 +366,3 @@ def build_target(target: Target) -> nn.Module:
 
 
 # --- example input ---------------------------------------------------------------------------
-
-def _as_tensors(value: Any) -> tuple[torch.Tensor, ...] | None:
-    if isinstance(value, torch.Tensor):
-        return (value,)
-    if isinstance(value, (tuple, list)) and value and all(isinstance(v, torch.Tensor) for v in value):
-        return tuple(value)
-    return None
-
-
-def meta_like(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.empty(t.shape, dtype=t.dtype, device="meta") for t in tensors)
-
-
-def from_shapes(shapes: Sequence[Sequence[int]]) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.empty(tuple(s), device="meta") for s in shapes)
-
-
-def example_inputs(
-    model: nn.Module,
-    module: ModuleType | None = None,
-    cli_shapes: Sequence[Sequence[int]] | None = None,
-    config_shapes: Sequence[Sequence[int]] | None = None,
-) -> ExampleInputs:
-    """The input to trace with. An explicit --input-shape wins; then what the file or model
-    says about itself; then the project's config; then 1x3x224x224."""
-    if cli_shapes:
-        return ExampleInputs(from_shapes(cli_shapes), "--input-shape")
-    if module is not None:
-        found = _as_tensors(getattr(module, "example_input", None))
-        if found:
-            return ExampleInputs(meta_like(found), "example_input in the file")
-    found = _as_tensors(getattr(model, "example_input_array", None))
-    if found:
-        return ExampleInputs(meta_like(found), "model.example_input_array")
-    if config_shapes:
-        return ExampleInputs(from_shapes(config_shapes), "input-shape in pyproject.toml")
-    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
-    if isinstance(cfg, dict) and isinstance(cfg.get("input_size"), (tuple, list)):
-        return ExampleInputs(from_shapes([(1, *cfg["input_size"])]), "the model's pretrained_cfg")
-    return ExampleInputs(from_shapes([DEFAULT_INPUT_SHAPE]), "default; set --input-shape")

@@ -15,7 +15,7 @@ from .errors import ArchlintError
 from .graph.archgraph import ArchGraph
 from .graph.build import build_graph
 from .graph.coverage import measure
-from .load import ExampleInputs
+from .inputs import ExampleInputs
 from .registry import load_rules
 from .results import ModelReport
 from .trace import meta_copy, trace

@@ -26,7 +26,8 @@ t0 = time.perf_counter()
 import torch
 torch.set_num_threads(1)
 import archlint.api as api
-from archlint import load
+from archlint import pipeline
+from archlint import inputs, load
 from archlint.config import Settings
 kind, arg, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if kind == "torchvision":
@@ -45,9 +46,8 @@ for i in range(repeat):
     with load.building(on_meta=True):
         model, shape = build()
     built = time.perf_counter() - t
-    inputs = load.example_inputs(model, None, [list(shape)], None)
-    report = api.ModelReport(target=arg)
-    api._lint_model(report, model, inputs, Settings(), owned=True)
+    example = inputs.for_target(model, cli_shapes=[list(shape)])
+    report = pipeline.lint_model(model, example, Settings(), owned=True)
     timings = dict(report.timings, load=built)
     timings["total"] = sum(timings.values())
     runs.append(timings)

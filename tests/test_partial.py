@@ -12,7 +12,7 @@ from archlint.engine import run_rules
 from archlint.errors import ShapeError
 from archlint.findings import Severity
 from archlint.graph import ArchGraph
-from archlint.load import ExampleInputs, from_shapes
+from archlint.inputs import ExampleInputs, from_shapes
 from archlint.rule import Rule
 from archlint.rules.kernels import LargeKernel
 from archlint.config import Settings

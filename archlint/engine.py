@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterable
 
-from . import sources, spans
+from . import fixcheck, sources, spans
 from .config import Settings, is_selected
 from .findings import Finding, Location
 from .graph import ArchGraph
@@ -68,6 +68,29 @@ def run_rules(graph: ArchGraph, rules: Iterable[type[Rule]], settings: Settings,
             if severity is not None and finding.severity != severity:
                 finding = replace(finding, severity=severity)
             if not _suppressed(finding):
-                findings.append(spans.with_spans(finding))
+                findings.append(spans.with_spans(fixcheck.check(finding, graph)))
+    findings = one_per_line(findings)
     findings.sort(key=sort_key)
     return findings
+
+
+def one_per_line(findings: list[Finding]) -> list[Finding]:
+    """One finding per rule and source line: the blocks a loop builds share their lines, and
+    twenty identical findings for one line are one problem. The first stands for the others;
+    its evidence counts them and names their modules."""
+    groups: dict[tuple, list[Finding]] = {}
+    for finding in findings:
+        loc = finding.origin or finding.location
+        key = (finding.code, loc.abspath or loc.path, loc.line) if loc is not None else (finding.code, id(finding))
+        groups.setdefault(key, []).append(finding)
+    merged = []
+    for group in groups.values():
+        first = group[0]
+        if len(group) > 1:
+            others = [f.module for f in group[1:]]
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            first = replace(first, message=f"{first.message} (also {shown}, built by the same line)",
+                            evidence={**first.evidence, "count": len(group),
+                                      "modules": [f.module for f in group]})
+        merged.append(first)
+    return merged

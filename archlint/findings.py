@@ -85,16 +85,32 @@ class Fix:
     description: str
     code: str | None = None
     span: Span | None = field(default=None, compare=False)
+    # What archlint did with the code before showing it (archlint/fixcheck.py): "runs" (built
+    # and run on the layer's input, output shape kept), "changes-output", "builds",
+    # "compiles", "advice" (comments only); "" while unchecked. `checked_on`: that input.
+    checked: str = field(default="", compare=False)
+    checked_on: str = field(default="", compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"description": self.description, "code": self.code,
-                "span": self.span.to_json() if self.span else None}
+                "span": self.span.to_json() if self.span else None,
+                "checked": self.checked, "checked_on": self.checked_on}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> "Fix | None":
         if not data:
             return None
-        return cls(data["description"], data.get("code"), Span.from_json(data.get("span")))
+        return cls(data["description"], data.get("code"), Span.from_json(data.get("span")),
+                   data.get("checked", ""), data.get("checked_on", ""))
+
+    def check_note(self) -> str:
+        """How the code was checked, for renderers."""
+        return {
+            "runs": f"built and run on {self.checked_on}: output shape kept",
+            "changes-output": f"built and run on {self.checked_on}: changes the output shape",
+            "builds": "built by archlint",
+            "compiles": "compiles; runs in your forward",
+        }.get(self.checked, "")
 
 
 @dataclass(frozen=True)
@@ -111,6 +127,9 @@ class Finding:
     # two lies in the user's own code.
     built_at: Location | None = None
     called_at: Location | None = None
+    # The innermost line that built (else called) the layer, library code included: the blocks
+    # a loop or a helper builds share it, so findings are merged by it (engine.one_per_line).
+    origin: Location | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         """Everything, for the cache and the child process (`to_dict` is the user's JSON)."""
@@ -145,6 +164,7 @@ class Finding:
             ),
             "evidence": self.evidence,
             "fix": (
-                {"description": self.fix.description, "code": self.fix.code} if self.fix else None
+                {"description": self.fix.description, "code": self.fix.code,
+                 "checked": self.fix.checked} if self.fix else None
             ),
         }

@@ -109,12 +109,14 @@ class Rule:
         """A finding about `layer`. `prefer="call"` points at the forward line that called the
         layer rather than the line that built it (for problems of data flow, not of shape)."""
         frame = layer.frame(prefer)
+        innermost = (layer.built_frames or layer.call_frames or (None,))[0]
         return Finding(
             code=self.code, name=self.name, severity=severity or self.severity,
             module=layer.qualname, message=message,
             location=frame.location() if frame else None,
             evidence=evidence or {}, fix=fix,
             built_at=layer.built_at, called_at=layer.called_at,
+            origin=innermost.location() if innermost is not None else None,
         )
 
     # --- for the engine ---------------------------------------------------------------------

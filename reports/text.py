@@ -55,7 +55,8 @@ def render(report: Any, *, color: bool = False, statistics: bool = False, quiet:
             module = f"{f.module}: " if f.module else ""
             lines.append(f"{where}{style(f.code, bold=True)} {sev} {module}{f.message}")
             if f.fix and not quiet:
-                lines.append(f"    fix: {f.fix.description}")
+                note = f.fix.check_note()
+                lines.append(f"    fix: {f.fix.description}" + (f" [{note}]" if note else ""))
                 if f.fix.code:
                     lines.extend("        " + line for line in f.fix.code.rstrip().splitlines())
     findings = report.findings

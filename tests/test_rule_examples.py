@@ -29,6 +29,14 @@ def test_example(rule, kind, example, tmp_path, monkeypatch):
         for f in report.findings:
             assert f.message and f.fix and f.fix.description, f"{rule.code} finding lacks a message or fix"
             assert f.location is not None, f"{rule.code} finding has no source location"
+            # Its code was built (and, for a layer's replacement, run on the layer's input)
+            # before it is shown; code that did not build or run is never shown.
+            assert "did not build" not in f.fix.description, f.fix.description
+            if f.fix.code:
+                assert f.fix.checked in ("runs", "changes-output", "builds", "compiles", "advice"), \
+                    (rule.code, f.fix.checked, f.fix.code)
+            if f.fix.checked == "changes-output":
+                assert "changes the output from" in f.fix.description
     else:
         assert rule.code not in found, f"{rule.code} fired on its good example: {report.findings}"
 

@@ -83,7 +83,8 @@ def test_json_output_shape(write_model, tmp_path):
     assert finding["location"] == {"path": "net.py", "line": 7}
     assert finding["evidence"]["params_now"] == 16 * 16 * 49 + 16
     assert finding["evidence"]["params_after"] == 3 * (16 * 16 * 9 + 16)
-    assert set(finding["fix"]) == {"description", "code"}
+    assert set(finding["fix"]) == {"description", "code", "checked"}
+    assert finding["fix"]["checked"] == "runs"  # built and run on the conv's input before shown
 
 
 # --- targets ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from .diagnose import export_error, shape_error
 from .export import is_layer, trace_export
 from .fx import trace_fx
 from .interpreter import NodeFailed
-from .meta import meta_copy
+from .meta import ModuleState, meta_copy
 from .records import Op, TensorMeta, Trace
 
 __all__ = ["trace", "meta_copy", "is_layer", "Op", "TensorMeta", "Trace", "NodeFailed"]
@@ -31,6 +31,7 @@ def trace(model: nn.Module, inputs: Sequence[torch.Tensor], inputs_desc: str = "
     """Trace `model` (already on the meta device) with meta `inputs`, cheapest rung first.
     Raises an ArchlintError whose `cause` says whether a layer rejected its input
     ("layer-rejected-input": the user must fix it) or the code could not be followed."""
+    state = ModuleState(model)
     try:
         return trace_fx(model, inputs)
     except NodeFailed as exc:
@@ -41,12 +42,16 @@ def trace(model: nn.Module, inputs: Sequence[torch.Tensor], inputs_desc: str = "
         raise
     except Exception as exc:  # fx cannot follow this forward: climb a rung
         fx_problem = exc
+    finally:
+        state.restore()
     try:
         result = trace_export(model, inputs)
     except NodeFailed as exc:
         raise shape_error(exc, model, inputs_desc, inputs) from exc
     except Exception as exc:
         raise export_error(exc, inputs_desc) from exc
+    finally:
+        state.restore()
     result.notes.append(f"torch.fx could not trace the model ({first_line(fx_problem, 200)}); "
                         "used torch.export")
     return result

@@ -60,6 +60,45 @@ def _export_args(ep, model: nn.Module, inputs: Sequence[torch.Tensor]) -> list[A
     return args
 
 
+class _Context:
+    """What a custom autograd.Function's forward may call on its ctx; nothing is kept."""
+
+    needs_input_grad = ()
+
+    def save_for_backward(self, *tensors):
+        self.saved_tensors = tensors
+
+    def mark_dirty(self, *args):
+        pass
+
+    def mark_non_differentiable(self, *args):
+        pass
+
+    def set_materialize_grads(self, value):
+        pass
+
+
+@contextmanager
+def _inline_autograd_functions():
+    """Run the user's own autograd.Functions' forward inline. A checkpoint written as one
+    (improved-diffusion's `CheckpointFunction.apply(self.net, x, *params)`) otherwise hides the
+    layers it runs from the module stack, and the rules never see them. Tracing needs the
+    forward only; torch's own Functions are left alone."""
+    function = torch.autograd.Function
+    original = function.__dict__["apply"]
+
+    def apply(cls, *args, **kwargs):
+        if cls.__module__.startswith("torch.") or "setup_context" in vars(cls):
+            return original.__get__(None, cls)(*args, **kwargs)
+        return cls.forward(_Context(), *args, **kwargs)
+
+    function.apply = classmethod(apply)
+    try:
+        yield
+    finally:
+        function.apply = original
+
+
 @contextmanager
 def _quiet_torch_logs():
     """torch.export logs failed meta kernels with full tracebacks; archlint reports the error
@@ -80,7 +119,9 @@ def trace_export(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
     # LSTM's decompose into the matrix products MACs are counted from.
     mode = fake_mode()
     fake_model = fake_cpu_copy(model, mode)
-    with warnings.catch_warnings(), _quiet_torch_logs():
+    # Under no_grad throughout, a `with torch.no_grad():` in forward changes nothing, so export
+    # does not wrap that region into a higher-order op whose layers the graph cannot show.
+    with warnings.catch_warnings(), _quiet_torch_logs(), _inline_autograd_functions(), torch.no_grad():
         warnings.simplefilter("ignore")
         ep = torch.export.export(fake_model, fake_cpu_inputs(tuple(inputs), mode), strict=False)
     gm = ep.graph_module

@@ -12,6 +12,7 @@ from .. import sources
 from ..graph.ops import Kind, op_name
 from ..sources import Frame
 from .interpreter import arg_repr, augmented_writes, propagate
+from .meta import ModuleState
 from .records import Op, Trace
 
 
@@ -52,8 +53,12 @@ def trace_fx(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
     tracer = LeafTracer()
     # Symbolic tracing runs tensor factories with constant sizes for real (`torch.zeros(10**11)`,
     # `torch.ones(4)`): made on meta they cost nothing and meet the meta inputs.
-    with torch.device("meta"):
-        graph = tracer.trace(model)
+    state = ModuleState(model)
+    try:
+        with torch.device("meta"):
+            graph = tracer.trace(model)
+    finally:
+        state.restore()  # before the GraphModule copies the attributes forward assigned
     gm = fx.GraphModule(tracer.root, graph)
     records = propagate(gm, inputs)
     ops = []

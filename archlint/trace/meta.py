@@ -71,3 +71,22 @@ def fake_cpu_inputs(inputs: Any, mode) -> Any:
     """Example inputs (meta tensors, possibly nested) as fake CPU tensors of `mode`."""
     return torch.utils._pytree.tree_map(
         lambda v: _fake_cpu(v, mode) if isinstance(v, torch.Tensor) else v, inputs)
+
+
+class ModuleState:
+    """The attributes of every module of a model, to put back after a tracing attempt: a
+    forward that assigns to its module (`self.mean = self.mean.type_as(x)`, EDSR and SwinIR)
+    leaves fx Proxies or fake tensors there, which break the next attempt and the rules."""
+
+    def __init__(self, model: nn.Module):
+        self._saved = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules))
+                       for m in model.modules()]
+
+    def restore(self) -> None:
+        for module, attrs, params, buffers, children in self._saved:
+            module.__dict__.clear()
+            module.__dict__.update(attrs)
+            for table, saved in ((module._parameters, params), (module._buffers, buffers),
+                                 (module._modules, children)):
+                table.clear()
+                table.update(saved)

@@ -112,7 +112,7 @@ ENTRIES: dict[str, Callable[[], list[dict[str, Any]]]] = {
 def build(entry: dict[str, Any]):
     """The model, with its parameters on the meta device (no weight memory), and example
     inputs (meta tensors) or None to let archlint pick them as it does for a user."""
-    from archlint import inputs, load
+    from archlint import inputs as archlint_inputs, load
 
     source, name = entry["source"], entry["model"]
     shapes = entry.get("shapes")
@@ -123,12 +123,12 @@ def build(entry: dict[str, Any]):
         model, inputs = _build(entry, on_meta=False)
         entry["weights"] = "real"
     if inputs is None and shapes:
-        inputs = inputs.ExampleInputs(inputs.from_shapes(shapes), "corpus")
+        inputs = archlint_inputs.ExampleInputs(archlint_inputs.from_shapes(shapes), "corpus")
     return model, inputs
 
 
 def _build(entry: dict[str, Any], on_meta: bool):
-    from archlint import inputs, load
+    from archlint import inputs as archlint_inputs, load
 
     source, name = entry["source"], entry["model"]
     inputs = None
@@ -158,7 +158,7 @@ def _build(entry: dict[str, Any], on_meta: bool):
         elif source == "examples":
             module = load.import_file(ROOT / EXAMPLES[name])
             model = module.model
-            inputs = inputs.for_target(model, module)
+            inputs = archlint_inputs.for_target(model, module)
         else:
             raise ValueError(f"unknown source {source}")
     return model, inputs
@@ -524,7 +524,7 @@ def fresh_rss(models: list[str]) -> str:
 
 
 def torch_meta():
-    from archlint import inputs, load
+    from archlint import load
 
     return load.building(on_meta=True)
 

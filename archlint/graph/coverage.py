@@ -112,10 +112,10 @@ def measure(model: nn.Module, graphs: Sequence, skipped: Iterable[tuple[str, str
         count = sum(t.numel() for _, t in own)
         coverage.modules_total += 1
         coverage.params_total += count
-        # A torch.nn layer's weights read by functional ops are not the layer: the rules that
-        # look for it never saw it. Other modules' own parameters (a layer scale, a position
-        # embedding) are used exactly by being read.
-        reached_params = 0 if _is_layer(module) else sum(t.numel() for q, t in own if q in read)
+        # Parameters read directly count: a layer scale or a position embedding is used by
+        # being read, and so are the weights torchvision's Swin hands to F.linear (the graph
+        # holds those functional ops, and the rules read them).
+        reached_params = sum(t.numel() for q, t in own if q in read)
         if under(name, called) or (reached_params == count and count):
             reached_names.add(name)
             coverage.modules_reached += 1
@@ -128,20 +128,8 @@ def measure(model: nn.Module, graphs: Sequence, skipped: Iterable[tuple[str, str
         if skipped_at is not None:
             why = f"part {skipped_at} skipped: {why_skipped[skipped_at]}"
         unreached[name] = [count - reached_params, why or default_why]
-    for name, entry in unreached.items():
-        module = model.get_submodule(name)
-        if entry[1] == default_why and _is_layer(module) and any(
-                q in read for q, _ in ((f"{name}.{p}", None) for p in module._parameters)):
-            entry[1] = ("its weights were read by functional ops, not through the layer (inside a "
-                        "custom autograd.Function or a functional rewrite): rules about "
-                        f"{type(module).__name__} layers did not see it")
     coverage.unreached = _outermost(unreached, reached_names)
     return coverage
-
-
-def _is_layer(module: nn.Module) -> bool:
-    kind = type(module).__module__
-    return kind.startswith(("torch.nn", "torch.ao.nn"))
 
 
 def _outermost(unreached: dict[str, list], reached: set[str]) -> list[tuple[str, int, str]]:

@@ -83,10 +83,9 @@ class ModuleState:
                        for m in model.modules()]
 
     def restore(self) -> None:
+        """Put back what was there; keep what tracing added (fx's `_tensor_constant0`)."""
         for module, attrs, params, buffers, children in self._saved:
-            module.__dict__.clear()
             module.__dict__.update(attrs)
             for table, saved in ((module._parameters, params), (module._buffers, buffers),
                                  (module._modules, children)):
-                table.clear()
                 table.update(saved)

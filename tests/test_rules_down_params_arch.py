@@ -11,7 +11,7 @@ from torch import nn
 
 import archlint
 from archlint.findings import Severity
-from archlint.rules.architecture import longest_plain_chains
+from archlint.rules.architecture.deep_plain_stack import longest_plain_chains
 
 MINE = ["D001", "D002", "D003", "P001", "P002", "P003", "A001", "A002", "A003"]
 

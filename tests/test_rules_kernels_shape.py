@@ -11,7 +11,7 @@ from torch import nn
 
 import archlint
 from archlint.errors import ShapeError
-from archlint.rules.kernels import _coverage, hdc_rates
+from archlint.rules.kernels.dilation_gridding import _coverage, hdc_rates
 
 from .helpers import lint_source
 

@@ -1,4 +1,4 @@
-"""R: receptive field. What one position of a feature map can see of the input."""
+"""R001 receptive-field-short: a network whose last map sees too little of its input."""
 from __future__ import annotations
 
 from torch import nn
@@ -6,9 +6,12 @@ from torch import nn
 from archlint.findings import Fix, Severity
 from archlint.rule import Option, Rule
 
-from ._common import shape_text, spatial
+from ..helpers import shape_text, spatial
+
 
 _MATMULS = {"matmul", "bmm", "baddbmm", "einsum", "mm"}
+
+
 _LINEARS = {"linear", "addmm"}
 
 

@@ -1,14 +1,23 @@
-"""Small helpers the rules share: conv arithmetic and how to print numbers and layers."""
+"""What several rules share: how to print numbers, shapes and constructor calls, how to
+walk an activation's data flow, and the storage model of the in-place (I) rules.
+
+Op families and predicates live in `archlint.graph.ops`, window geometry in
+`archlint.graph.windows`; helpers that serve one rule stay in that rule's file.
+"""
 from __future__ import annotations
+
+import re
+import weakref
+from collections import defaultdict
+from dataclasses import dataclass
 
 from torch import nn
 
 from archlint.graph import Layer
-from archlint.graph.ops import NORM_TYPES as NORMALIZATION_LAYERS
+from archlint.graph.ops import CALLS, CONV_FUNCTIONS, CONV_TYPES, WINDOW_POOL_FUNCTIONS, Kind, is_conv
 
-CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-NORM_TYPES = NORMALIZATION_LAYERS
 
+# --- numbers, shapes and code ----------------------------------------------------------------
 
 def human(n: float) -> str:
     """4.09G, 25.6M, 9.4K, 512."""
@@ -73,78 +82,68 @@ def square(value) -> int | None:
     return None
 
 
-# --- graph vocabulary shared by the D, P and A rules ----------------------------------------
-
-DROPOUT_TYPES = (nn.modules.dropout._DropoutNd,)
-POOL_TYPES = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
-              nn.modules.pooling._LPPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd,
-              nn.modules.pooling._AdaptiveMaxPoolNd)
-POOL_FUNCTIONS = {
-    "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
-    "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices",
-    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "_adaptive_avg_pool2d",
-    "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "lp_pool2d",
-}
-NORM_FUNCTIONS = {"layer_norm", "batch_norm", "group_norm", "instance_norm", "native_layer_norm",
-                  "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
-                  "native_group_norm", "rms_norm"}
-DROPOUT_FUNCTIONS = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
-                     "feature_alpha_dropout", "native_dropout"}
-# Operations that move or select values without mixing them: a linear map stays linear through them.
-SHAPE_FUNCTIONS = {"view", "reshape", "_unsafe_view", "flatten", "permute", "transpose", "t",
-                   "contiguous", "squeeze", "unsqueeze", "getitem", "clone", "alias", "detach"}
-UPSAMPLE_FUNCTIONS = {"interpolate", "upsample", "upsample_nearest1d", "upsample_nearest2d",
-                      "upsample_nearest3d", "upsample_bilinear2d", "upsample_bicubic2d",
-                      "upsample_trilinear3d", "upsample_linear1d", "pixel_shuffle"}
+def pool_call(module: nn.Module, **changes) -> str:
+    """The constructor call that builds pooling `module`, with `changes` applied."""
+    kind = type(module).__name__
+    fields = {"kernel_size": module.kernel_size, "stride": module.stride,
+              "padding": getattr(module, "padding", 0)}
+    if hasattr(module, "dilation"):
+        fields["dilation"] = module.dilation
+    fields["ceil_mode"] = getattr(module, "ceil_mode", False)
+    if hasattr(module, "count_include_pad"):
+        fields["count_include_pad"] = module.count_include_pad
+    fields.update(changes)
+    defaults = {"stride": fields["kernel_size"], "padding": 0, "dilation": 1, "ceil_mode": False,
+                "count_include_pad": True}
+    parts = [_compact(_tuple_or(fields.pop("kernel_size")))]
+    for key, value in fields.items():
+        if value is None or (key in defaults and _compact(_tuple_or(value)) == _compact(_tuple_or(defaults[key]))):
+            continue
+        parts.append(f"{key}={value if isinstance(value, bool) else _compact(_tuple_or(value))}")
+    return f"nn.{kind}({', '.join(parts)})"
 
 
-def is_norm(layer: Layer) -> bool:
-    if layer.kind == "module":
-        return isinstance(layer.module, NORM_TYPES) or type(layer.module).__name__ in ("RMSNorm", "LayerNorm2d")
-    return layer.kind in ("function", "method") and layer.op in NORM_FUNCTIONS
+def _tuple_or(value):
+    return tuple(value) if isinstance(value, list) else value
+
+def shape_text(shape) -> str:
+    """(56, 56) -> '56x56'."""
+    return "x".join(str(s) for s in shape)
 
 
-def is_dropout(layer: Layer) -> bool:
-    if layer.kind == "module":
-        return isinstance(layer.module, DROPOUT_TYPES)
-    return layer.kind in ("function", "method") and layer.op in DROPOUT_FUNCTIONS
+def as_tuple(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
-def is_identity(layer: Layer) -> bool:
-    return layer.kind == "module" and isinstance(layer.module, (nn.Identity, nn.Flatten, nn.Unflatten))
+def conv_channels(layer: Layer) -> tuple[int, int, int, bool]:
+    """(in, out, groups, has bias) of a conv layer or a functional conv call."""
+    if layer.kind == Kind.MODULE:
+        conv = layer.module
+        return conv.in_channels, conv.out_channels, conv.groups, conv.bias is not None
+    c_in, weight = layer.in_shape[1], layer.in_shapes[1]
+    return c_in, weight[0], max(1, c_in // weight[1]), len(layer.in_shapes) > 2
 
 
-def is_shape_op(layer: Layer) -> bool:
-    return layer.kind in ("function", "method") and layer.op in SHAPE_FUNCTIONS
+def norm_call(module: nn.Module) -> str:
+    """The constructor call of a BatchNorm-like module, non-default arguments only."""
+    parts = [str(module.num_features)]
+    if module.eps != 1e-5:
+        parts.append(f"eps={module.eps:g}")
+    if module.momentum != 0.1:
+        parts.append(f"momentum={module.momentum!r}")
+    if not module.affine:
+        parts.append("affine=False")
+    if not module.track_running_stats:
+        parts.append("track_running_stats=False")
+    return f"nn.{type(module).__name__}({', '.join(parts)})"
 
 
-def keeps_linearity(layer: Layer) -> bool:
-    """Norms (affine at inference), dropout (identity at inference), identities and reshapes:
-    two linear layers joined only by these compose into one linear map."""
-    return is_norm(layer) or is_dropout(layer) or is_identity(layer) or is_shape_op(layer)
+def built_where(layer) -> str:
+    frame = layer.frame("built")
+    return str(frame.location()) if frame else layer.qualname
 
 
-def is_pool(layer: Layer) -> bool:
-    if layer.kind == "module":
-        return isinstance(layer.module, POOL_TYPES)
-    return layer.kind in ("function", "method") and layer.op in POOL_FUNCTIONS
-
-
-def is_upsampling(layer: Layer) -> bool:
-    if layer.kind == "module":
-        return isinstance(layer.module, (nn.modules.conv._ConvTransposeNd, nn.Upsample,
-                                         nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
-                                         nn.PixelShuffle))
-    return layer.kind in ("function", "method") and layer.op in UPSAMPLE_FUNCTIONS
-
-
-def is_weighted(layer: Layer) -> bool:
-    """A layer in the VGG sense of depth: a convolution or a fully connected layer."""
-    if layer.kind == "module":
-        return isinstance(layer.module, (nn.modules.conv._ConvNd, nn.Linear, nn.Bilinear))
-    return layer.kind in ("function", "method") and layer.op in (
-        "conv1d", "conv2d", "conv3d", "convolution", "linear", "addmm")
-
+# --- the graph: sizes, windows, data flow ----------------------------------------------------
 
 def spatial(shape) -> tuple[int, ...] | None:
     """The spatial sizes of an (N, C, *spatial) tensor."""
@@ -175,7 +174,7 @@ def data_dependent(graph) -> set[str]:
     and multiplied in (layer scale, a position embedding) is not a second data branch."""
     found: set[str] = set()
     for layer in graph:
-        if layer.kind == "input" or any(p in found for p in layer.inputs):
+        if layer.kind == Kind.INPUT or any(p in found for p in layer.inputs):
             found.add(layer.name)
     return found
 
@@ -189,13 +188,17 @@ def tensor_inputs(graph, layer: Layer, dependent: set[str]) -> list[Layer]:
     return list(seen.values())
 
 
-def shape_text(shape) -> str:
-    return "x".join(str(s) for s in shape)
+def conv_windows(graph):
+    """Forward convs (layers and functional calls, not transposed) with the window the graph
+    measured for them."""
+    for layer in graph:
+        if is_conv(layer) and layer.window is not None:
+            yield layer, layer.window
 
 
+# TEMPORARY (replaced by layer.window next)
 # --- sliding-window geometry shared by the K, S and R rules ---------------------------------
 
-from dataclasses import dataclass  # noqa: E402  (this section is appended; imports above are others')
 
 
 @dataclass(frozen=True)
@@ -248,19 +251,6 @@ def _string_padding(mode: str, kernel, dilation) -> tuple[tuple[int, ...], tuple
     total = [d * (k - 1) for k, d in zip(kernel, dilation)]
     before = tuple(t // 2 for t in total)
     return before, tuple(t - b for t, b in zip(total, before))
-
-
-CONV_FUNCTIONS = {"conv1d", "conv2d", "conv3d"}
-WINDOW_POOL_FUNCTIONS = {"max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d",
-                         "avg_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices",
-                         "max_pool3d_with_indices"}
-
-
-def is_conv(layer: Layer) -> bool:
-    """A forward convolution, as a layer or a functional call (transposed convs are not)."""
-    if layer.kind == "module":
-        return isinstance(layer.module, nn.modules.conv._ConvNd) and not layer.module.transposed
-    return layer.kind in ("function", "method") and layer.op in CONV_FUNCTIONS
 
 
 def sliding_window(layer: Layer) -> Window | None:
@@ -325,26 +315,143 @@ def _functional_window(layer: Layer, ndim: int):
     return _per_axis(kernel, ndim), _per_axis(stride, ndim), padding, padding, _per_axis(dilation, ndim)
 
 
-def pool_call(module: nn.Module, **changes) -> str:
-    """The constructor call that builds pooling `module`, with `changes` applied."""
-    kind = type(module).__name__
-    fields = {"kernel_size": module.kernel_size, "stride": module.stride,
-              "padding": getattr(module, "padding", 0)}
-    if hasattr(module, "dilation"):
-        fields["dilation"] = module.dilation
-    fields["ceil_mode"] = getattr(module, "ceil_mode", False)
-    if hasattr(module, "count_include_pad"):
-        fields["count_include_pad"] = module.count_include_pad
-    fields.update(changes)
-    defaults = {"stride": fields["kernel_size"], "padding": 0, "dilation": 1, "ceil_mode": False,
-                "count_include_pad": True}
-    parts = [_compact(_tuple_or(fields.pop("kernel_size")))]
-    for key, value in fields.items():
-        if value is None or (key in defaults and _compact(_tuple_or(value)) == _compact(_tuple_or(defaults[key]))):
-            continue
-        parts.append(f"{key}={value if isinstance(value, bool) else _compact(_tuple_or(value))}")
-    return f"nn.{kind}({', '.join(parts)})"
+
+# --- the storage model of the I rules --------------------------------------------------------
+
+class Storage:
+    """Who shares storage with whom, who modified what, and what carries gradients."""
+
+    def __init__(self, graph):
+        self.graph = graph
+        self.root: dict[str, str] = {}
+        self.parent: dict[str, str | None] = {}
+        self.children: dict[str, list[str]] = defaultdict(list)
+        self.grad: dict[str, bool] = {}
+        self.index = {layer.name: layer.index for layer in graph}
+        self.made: dict[str, list] = defaultdict(list)  # root -> layers whose output is that storage
+        self.read: dict[str, list] = defaultdict(list)  # root -> (layer, input name) reading it
+        for layer in graph:
+            self.root[layer.name] = self._root_of(layer)
+            parent = self._parent_of(layer)
+            self.parent[layer.name] = parent
+            if parent is not None:
+                self.children[parent].append(layer.name)
+            # Parameters (an attr node of a parameter has params > 0; a buffer has none) start
+            # the gradient; it flows to everything computed from them.
+            self.grad[layer.name] = bool(layer.params) or any(self.grad.get(i, False) for i in layer.inputs)
+            self.made[self.root[layer.name]].append(layer)
+            for name in layer.inputs:
+                if name in self.root:
+                    self.read[self.root[name]].append((layer, name))
+
+    _cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, graph) -> "Storage":
+        """One storage model per graph, shared by the three I rules."""
+        if graph not in cls._cache:
+            cls._cache[graph] = cls(graph)
+        return cls._cache[graph]
+
+    def _root_of(self, layer) -> str:
+        alias = layer.alias_of
+        if not alias or alias == layer.name:
+            return layer.name
+        return self.root.get(alias, alias)  # aliases point backwards, so theirs is known
+
+    def _parent_of(self, layer) -> str | None:
+        """The input this layer's output is a view of (or, for an in-place op, wrote)."""
+        if not layer.alias_of:
+            return None
+        root = self.root[layer.name]
+        for name in layer.writes + layer.inputs:
+            if self.root.get(name) == root:
+                return name
+        return None
+
+    def ancestors(self, name: str) -> list[str]:
+        chain = []
+        parent = self.parent.get(name)
+        while parent is not None and parent not in chain:
+            chain.append(parent)
+            parent = self.parent.get(parent)
+        return chain
+
+    def overlapping(self, written: str, before: int) -> set[str]:
+        """Tensors made before index `before` whose values an in-place write to `written`
+        changes: the tensor itself, what it is a view of, and views taken of it. Sibling views
+        (two chunks of one tensor) may be disjoint and are left out."""
+        names = {written, *self.ancestors(written)}
+        frontier = [written]
+        while frontier:
+            for child in self.children.get(frontier.pop(), ()):
+                if self.index[child] < before and child not in names:
+                    names.add(child)
+                    frontier.append(child)
+        return names
 
 
-def _tuple_or(value):
-    return tuple(value) if isinstance(value, list) else value
+# --- how the I rules say it and how to fix it -----------------------------------------------
+
+def describe(layer) -> str:
+    if layer.kind == Kind.MODULE:
+        return f"{layer.op} {layer.qualname}"
+    if layer.kind == Kind.INPUT:
+        return f"the input {layer.name}"
+    if layer.kind == Kind.OUTPUT:
+        return "the model's output"
+    frame = layer.frame("call")
+    if frame is not None:
+        return f"{layer.op} at line {frame.line}"
+    return f"{layer.op} in {layer.qualname}" if layer.qualname else layer.op
+
+
+def writer_text(layer) -> str:
+    if layer.kind == Kind.MODULE:
+        return f"{layer.op}(inplace=True) {layer.qualname}"
+    frame = layer.frame("call")
+    code = frame.source().split("#", 1)[0].strip() if frame is not None else ""
+    if code:
+        return f"`{code}`"
+    return f"{layer.op} in {layer.qualname or 'forward'}"
+
+
+_AUGMENTED = re.compile(r"^(\s*)([\w.\[\]]+)\s*(\*\*|//|<<|>>|[-+*/@%&|^])=\s*(.+?)\s*$")
+_METHOD = re.compile(r"\.(\w+)_\(")
+_INPLACE_KW = re.compile(r",?\s*inplace\s*=\s*True")
+
+
+def out_of_place(layer) -> str | None:
+    """The writing op rewritten to make a new tensor: a constructor for a module, the forward
+    line for a function or method."""
+    if layer.kind == Kind.MODULE:
+        module = layer.module
+        if getattr(module, "inplace", False):
+            args = _INPLACE_KW.sub("", module.extra_repr()).strip(", ")
+            kind = type(module)
+            prefix = "nn." if kind.__module__.startswith("torch.nn") else ""
+            return f"{prefix}{kind.__name__}({args})"
+        return None
+    frame = layer.frame("call")
+    line = frame.source() if frame is not None else ""
+    if not line.strip():
+        return None
+    code, sep, comment = line.partition("#")
+    augmented = _AUGMENTED.match(code)
+    if augmented:
+        indent, target, op, value = augmented.groups()
+        return f"{indent.strip()}{target} = {target} {op} {value}".strip()
+    changed = _METHOD.sub(lambda m: f".{m.group(1)}(", code)
+    changed = _INPLACE_KW.sub("", changed)
+    if changed != code:
+        result = changed.strip()
+        bare = re.match(r"^([\w.]+)\.(\w+)\(", result)
+        if bare and "=" not in result.split("(")[0]:
+            result = f"{bare.group(1)} = {result}"  # `x.relu_()` alone: keep the result
+        return result
+    return None
+
+
+def in_place_writers(graph):
+    """The ops that write one of their inputs in place."""
+    return [l for l in graph if l.writes and l.kind in (Kind.MODULE, *CALLS)]

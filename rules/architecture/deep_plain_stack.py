@@ -5,7 +5,7 @@ from torch import nn
 
 from archlint.findings import Fix, Severity
 from archlint.graph import Layer
-from archlint.graph.ops import is_weighted
+from archlint.graph.ops import Kind, is_weighted
 from archlint.rule import Option, Rule
 
 from ..helpers import data_dependent, is_depthwise, tensor_inputs
@@ -92,7 +92,7 @@ class DeepPlainStack(Rule):
 def _counts_as_layer(layer: Layer) -> bool:
     """Convs and Linear layers; a depthwise conv and the pointwise conv after it count once,
     as the one factorized conv they are (MobileNet)."""
-    return is_weighted(layer) and not (layer.kind == "module" and is_depthwise(layer.module))
+    return is_weighted(layer) and not (layer.kind == Kind.MODULE and is_depthwise(layer.module))
 
 
 def longest_plain_chains(graph) -> list[tuple[int, Layer, Layer]]:

@@ -5,13 +5,11 @@ from torch import nn
 
 from archlint.findings import Fix, Severity
 from archlint.graph import Layer
-from archlint.graph.ops import is_norm, keeps_linearity
+from archlint.graph.ops import (BATCH_NORM_TYPES, CONV_TYPES, INSTANCE_NORM_TYPES, Kind, is_norm,
+                                keeps_linearity)
 from archlint.rule import Rule
 
 from ..helpers import conv_call, human
-
-
-_PLAIN_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def _kernel(module) -> tuple[int, ...]:
@@ -21,9 +19,9 @@ def _kernel(module) -> tuple[int, ...]:
 
 def _linear_kind(layer: Layer) -> str | None:
     """'conv' for a conv with a spatial kernel (some side > 1), 'linear' for nn.Linear."""
-    if layer.kind != "module":
+    if layer.kind != Kind.MODULE:
         return None
-    if isinstance(layer.module, _PLAIN_CONVS) and any(k > 1 for k in _kernel(layer.module)):
+    if isinstance(layer.module, CONV_TYPES) and any(k > 1 for k in _kernel(layer.module)):
         return "conv"
     if isinstance(layer.module, nn.Linear):
         return "linear"
@@ -39,7 +37,7 @@ def _between(graph, first: Layer, second: Layer) -> list[Layer] | None:
     current = second
     while True:
         producers = graph.predecessors(current)
-        data = [p for p in producers if p.out_shapes and p.kind != "attr"]
+        data = [p for p in producers if p.out_shapes and p.kind != Kind.ATTR]
         if len(data) != 1 or len(_tensor_consumers(graph, data[0])) != 1:
             return None
         p = data[0]
@@ -75,16 +73,16 @@ def _same_axis(first: Layer, path: list[Layer], axis: int) -> bool:
 
 
 def _module_code(layer: Layer) -> str | None:
-    if layer.kind != "module":
+    if layer.kind != Kind.MODULE:
         return None
     if isinstance(layer.module, nn.Linear):
         m = layer.module
         return f"nn.Linear({m.in_features}, {m.out_features}{'' if m.bias is not None else ', bias=False'})"
-    if isinstance(layer.module, _PLAIN_CONVS):
+    if isinstance(layer.module, CONV_TYPES):
         return conv_call(layer.module)
     m = layer.module
     kind = type(m).__name__
-    if isinstance(m, nn.modules.batchnorm._BatchNorm) or isinstance(m, nn.modules.instancenorm._InstanceNorm):
+    if isinstance(m, (*BATCH_NORM_TYPES, *INSTANCE_NORM_TYPES)):
         return f"nn.{kind}({m.num_features})"
     if isinstance(m, nn.GroupNorm):
         return f"nn.GroupNorm({m.num_groups}, {m.num_channels})"

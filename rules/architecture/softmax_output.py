@@ -8,20 +8,9 @@ from torch import nn
 
 from archlint.findings import Fix, Severity
 from archlint.graph import Layer
-from archlint.graph.ops import is_dropout, is_identity, is_pool, is_shape_op, is_weighted
+from archlint.graph.ops import (is_dropout, is_identity, is_pool, is_shape_op, is_softmax,
+                                is_weighted)
 from archlint.rule import Rule
-
-
-_SOFTMAX_MODULES = (nn.Softmax, nn.LogSoftmax, nn.Softmax2d)
-
-
-_SOFTMAX_FUNCTIONS = {"softmax", "log_softmax", "_softmax", "_log_softmax"}
-
-
-def _is_softmax(layer: Layer) -> bool:
-    if layer.kind == "module":
-        return isinstance(layer.module, _SOFTMAX_MODULES)
-    return layer.kind in ("function", "method") and layer.op in _SOFTMAX_FUNCTIONS
 
 
 def _is_log(layer: Layer) -> bool:
@@ -150,7 +139,7 @@ class SoftmaxOutput(Rule):
             returned = graph.previous_layers(out, through=_reshapes_only)
             returned_names = {l.name for l in returned}
             for softmax in returned:
-                if not _is_softmax(softmax) or _only_at_inference(softmax):
+                if not is_softmax(softmax) or _only_at_inference(softmax):
                     continue
                 classifier = _classifier_of(graph, softmax)
                 if classifier is None or classifier.name in returned_names:

@@ -6,7 +6,7 @@ import math
 from torch import nn
 
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import is_pool, is_upsampling
+from archlint.graph.ops import Kind, is_call_of, is_pool, is_upsampling
 from archlint.rule import Option, Rule
 
 from ..helpers import as_tuple, conv_call, data_dependent, is_global, reduction, shape_text, spatial
@@ -125,7 +125,7 @@ class DownsampleWithoutWidening(Rule):
             evidence={"reduction": list(factor), "channels_before": narrowest, "widest_after": widest,
                       "compute_per_layer_drop": drop, "stage_ends_at": stage_end},
             fix=Fix(how, code),
-            prefer="built" if layer.kind == "module" else "call",
+            prefer="built" if layer.kind == Kind.MODULE else "call",
         )
 
 
@@ -137,7 +137,7 @@ def _narrowest_feeding(graph, layer, dependent: set[str]) -> int | None:
     widths = []
     current = layer
     for _ in range(64):  # a block is short; this only bounds a pathological walk
-        producers = [p for p in graph.predecessors(current) if p.out_shapes and p.kind != "attr"
+        producers = [p for p in graph.predecessors(current) if p.out_shapes and p.kind != Kind.ATTR
                      and p.name in dependent]
         if len(producers) != 1:
             break
@@ -149,6 +149,10 @@ def _narrowest_feeding(graph, layer, dependent: set[str]) -> int | None:
             break  # a fork: the block's input, which a shortcut also reads
         current = p
     return min(widths) if widths else None
+
+
+# Merges whose output width counts for the stage: a residual sum, a concatenation.
+_WIDENING_MERGES = frozenset({"add", "cat", "concat"})
 
 
 def _stage_after(graph, start) -> tuple[int, str, bool]:
@@ -174,7 +178,7 @@ def _stage_after(graph, start) -> tuple[int, str, bool]:
             seen.add(nxt.name)
             frontier.append(nxt)
             is_conv = nxt.is_a(nn.modules.conv._ConvNd)
-            if is_conv or is_pool(nxt) or nxt.op in ("add", "cat", "concat"):
+            if is_conv or is_pool(nxt) or is_call_of(nxt, _WIDENING_MERGES):
                 widest = max(widest, nxt.out_shape[1])
                 last = max(last, nxt, key=lambda l: l.index)
             spatial_conv |= is_conv and any(k > 1 for k in as_tuple(nxt.module.kernel_size))

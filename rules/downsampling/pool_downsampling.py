@@ -6,7 +6,7 @@ import math
 from torch import nn
 
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import is_pool, is_upsampling, is_weighted
+from archlint.graph.ops import Kind, is_pool, is_upsampling, is_weighted
 from archlint.rule import Option, Rule
 
 from ..helpers import as_tuple, conv_weights, human, is_global, reduction, shape_text, spatial
@@ -169,5 +169,5 @@ class PoolDownsampling(Rule):
                 fix=Fix(f"replace the pool by a {stride}x-strided conv (or move the stride into the conv "
                         "before it and delete the pool)", _strided_conv(n, c, tuple(factor))),
                 severity=Severity.WARNING if generative else None,
-                prefer="built" if layer.kind == "module" else "call",
+                prefer="built" if layer.kind == Kind.MODULE else "call",
             )

@@ -6,7 +6,8 @@ import math
 from torch import nn
 
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import keeps_linearity
+from archlint.graph.ops import (ATTENTION_FUNCTIONS, LINEAR_FUNCTIONS, MATMUL_FUNCTIONS,
+                                SUM_FUNCTIONS, Kind, is_call_of, keeps_linearity)
 from archlint.rule import Rule
 
 from ..helpers import as_tuple, conv_call, spatial, square
@@ -124,7 +125,7 @@ class StridedPointwise(Rule):
 
 
 def _data_producers(graph, layer) -> set[str]:
-    return {p.name for p in graph.predecessors(layer) if p.out_shapes and p.kind != "attr"}
+    return {p.name for p in graph.predecessors(layer) if p.out_shapes and p.kind != Kind.ATTR}
 
 
 def _reparameterizable(graph, pointwise) -> bool:
@@ -136,7 +137,7 @@ def _reparameterizable(graph, pointwise) -> bool:
     frontier, seen = [pointwise], set()
     for _ in range(8):  # the branches meet within a few adds
         merges = [l for start in frontier for l in graph.next_layers(start, through=keeps_linearity)
-                  if l.op in ("add", "add_", "iadd") and l.name not in seen]
+                  if is_call_of(l, SUM_FUNCTIONS) and l.name not in seen]
         if not merges:
             return False
         for merge in merges:
@@ -154,15 +155,15 @@ def _reparameterizable(graph, pointwise) -> bool:
     return False
 
 
-_ATTENTION_OPS = {"matmul", "bmm", "baddbmm", "einsum", "scaled_dot_product_attention",
-                  "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention"}
+# The products of two activations that attention computes (a Linear's addmm is not one).
+_ATTENTION_PRODUCTS = (MATMUL_FUNCTIONS - LINEAR_FUNCTIONS) | ATTENTION_FUNCTIONS
 
 
 def _is_attention_query(graph, pointwise) -> bool:
     """A strided 1x1 projection that reshapes into an attention product (HaloNet's strided
     queries): it picks which positions ask; the keys and values read every position."""
     reached = graph.next_layers(pointwise, through=keeps_linearity)
-    return any(l.op in _ATTENTION_OPS for l in reached)
+    return any(is_call_of(l, _ATTENTION_PRODUCTS) for l in reached)
 
 
 def _compact(stride) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import CONV_TYPES, NORM_TYPES
+from archlint.graph.ops import ANY_CONV_TYPES, CALLS, NORM_TYPES, Kind
 from archlint.rule import Rule
 
 from ..helpers import Storage, describe, in_place_writers, out_of_place, writer_text
@@ -15,42 +15,36 @@ from ..helpers import Storage, describe, in_place_writers, out_of_place, writer_
 # themselves ran in place (their input is gone then).
 _SAVES_OUTPUT_MODULES = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.LogSoftmax, nn.Softmax2d)
 
-
 _SAVES_OUTPUT_OPS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "exp_",
                      "softmax", "_softmax", "log_softmax", "_log_softmax", "sqrt", "sqrt_",
                      "rsqrt", "rsqrt_"}
 
-
 _SAVES_OUTPUT_IN_PLACE_MODULES = (nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.RReLU)
-
 
 _SAVES_OUTPUT_IN_PLACE_OPS = {"leaky_relu", "leaky_relu_", "elu", "elu_", "celu", "celu_",
                               "selu", "selu_", "rrelu", "rrelu_"}
 
-
 # Ops whose backward reads their input: weighted layers (for the weight gradient) and
 # nonlinearities that do not keep their output instead.
-_SAVES_INPUT_MODULES = (*CONV_TYPES, nn.modules.conv._ConvTransposeNd, nn.Linear, nn.Bilinear,
+_SAVES_INPUT_MODULES = (*ANY_CONV_TYPES, nn.Linear, nn.Bilinear,
                         *NORM_TYPES, nn.SiLU, nn.GELU, nn.LeakyReLU, nn.ELU, nn.Hardtanh, nn.ReLU6,
                         nn.Hardswish, nn.Hardsigmoid, nn.Mish, nn.Softplus, nn.PReLU,
                         nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
-
 
 _SAVES_INPUT_OPS = {"conv1d", "conv2d", "conv3d", "convolution", "linear", "matmul", "mm", "bmm",
                     "addmm", "baddbmm", "einsum", "layer_norm", "native_layer_norm", "group_norm",
                     "native_group_norm", "batch_norm", "silu", "gelu", "hardswish", "mish",
                     "softplus", "max_pool2d", "max_pool2d_with_indices", "pow"}
 
-
 _PAIRWISE_SAVES_INPUT = {"mul", "div", "truediv"}  # when both operands are tensors
 
 
 def _saves_output(layer) -> bool:
-    if layer.kind == "module":
+    if layer.kind == Kind.MODULE:
         if isinstance(layer.module, _SAVES_OUTPUT_MODULES):
             return True
         return bool(layer.writes) and isinstance(layer.module, _SAVES_OUTPUT_IN_PLACE_MODULES)
-    if layer.kind in ("function", "method"):
+    if layer.kind in CALLS:
         return layer.op in _SAVES_OUTPUT_OPS or (bool(layer.writes) and layer.op in _SAVES_OUTPUT_IN_PLACE_OPS)
     return False
 
@@ -59,11 +53,11 @@ def _saves_input(layer, storage: Storage, name: str) -> bool:
     """Whether `layer` keeps its input `name` for its backward."""
     if name in layer.writes:
         return False  # an in-place op keeps its result, if anything
-    if layer.kind == "module":
+    if layer.kind == Kind.MODULE:
         if not isinstance(layer.module, _SAVES_INPUT_MODULES):
             return False
         return bool(layer.params) or storage.grad.get(name, False)
-    if layer.kind not in ("function", "method"):
+    if layer.kind not in CALLS:
         return False
     tensors = [a for a in layer.args if isinstance(a, str) and a in layer.inputs]
     others_need_grad = any(storage.grad.get(t, False) for t in tensors if t != name)

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from archlint.findings import Fix, Severity
+from archlint.graph.ops import INDEX_FUNCTIONS, is_call_of
 from archlint.rule import Rule
 
 from ..helpers import Storage, describe, in_place_writers, out_of_place, writer_text
 
 
 def _is_getitem(layer) -> bool:
-    return layer.kind in ("function", "method") and layer.op in ("getitem", "__getitem__", "select", "slice")
+    return is_call_of(layer, INDEX_FUNCTIONS)
 
 
 class InplaceOverwritesShared(Rule):

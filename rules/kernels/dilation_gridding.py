@@ -6,6 +6,7 @@ import math
 import networkx as nx
 
 from archlint.findings import Fix, Severity
+from archlint.graph.ops import Kind
 from archlint.graph.receptive_field import ReceptiveField
 from archlint.rule import Rule
 
@@ -223,7 +224,7 @@ class DilationGridding(Rule):
         for layer, w, r in list(zip(stack, windows, suggested))[:shown]:
             padding = tuple(r * (k - 1) // 2 for k in w.kernel)
             dilation = tuple(r if k > 1 else 1 for k in w.kernel)
-            call = conv_call(layer.module, dilation=dilation, padding=padding) if layer.kind == "module" \
+            call = conv_call(layer.module, dilation=dilation, padding=padding) if layer.kind == Kind.MODULE \
                 else f"dilation={r}, padding={shape_text(padding)}"
             lines.append(f"{call},  # {layer.qualname}")
         if len(stack) > shown:

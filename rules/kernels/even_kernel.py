@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from archlint.findings import Fix, Severity
+from archlint.graph.ops import Kind
 from archlint.rule import Rule
 
 from ..helpers import conv_call, conv_channels, conv_weights, conv_windows, shape_text
@@ -80,7 +81,7 @@ class EvenKernel(Rule):
             now = conv_weights(w.kernel, c_in, c_out, groups, bias)
             after = conv_weights(tuple(kernel), c_in, c_out, groups, bias)
             code = conv_call(layer.module, kernel_size=tuple(kernel), padding=tuple(padding)) \
-                if layer.kind == "module" else None
+                if layer.kind == Kind.MODULE else None
             drift = max(abs(shift[a]) for a in axes)
             size_note = ("" if w.size_in == w.size_out else
                          f", and the map goes from {shape_text(w.size_in)} to {shape_text(w.size_out)}")

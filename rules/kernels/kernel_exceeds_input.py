@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from archlint.findings import Fix, Severity
+from archlint.graph.ops import Kind
 from archlint.rule import Rule
 
 from ..helpers import conv_call, conv_channels, conv_windows, human, shape_text
@@ -74,7 +75,7 @@ class KernelExceedsInput(Rule):
 
     def check(self, graph, ctx):
         for layer, w in conv_windows(graph):
-            if layer.kind == "module" and layer.module.padding_mode != "zeros":
+            if layer.kind == Kind.MODULE and layer.module.padding_mode != "zeros":
                 continue
             if not any(w.span(a) > w.size_in[a] for a in range(w.ndim)):
                 continue
@@ -116,6 +117,6 @@ class KernelExceedsInput(Rule):
                        "before it), or lower its kernel or dilation below the map size")
         dilation = tuple(d if k > 1 else 1 for d, k in zip(w.dilation, kernel))
         code = conv_call(layer.module, kernel_size=tuple(kernel), padding=tuple(padding), dilation=dilation) \
-            if layer.kind == "module" else None
+            if layer.kind == Kind.MODULE else None
         return Fix(f"use the {shape_text(kernel)} conv (padding {shape_text(padding)}) it really is "
                    "(same outputs; copy the kept taps' weights), or feed it a larger map", code)

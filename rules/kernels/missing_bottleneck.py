@@ -7,7 +7,7 @@ import math
 from torch import nn
 
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import is_conv
+from archlint.graph.ops import CALLS, Kind, is_conv
 from archlint.rule import Option, Rule
 
 from ..helpers import conv_call, conv_weights, conv_windows, human, shape_text
@@ -20,11 +20,11 @@ def _elementwise(graph):
     """A test for layers that keep each value in place: one activation in, the same shape out,
     not a conv or linear layer (a norm, an activation, dropout, an identity)."""
     def test(layer) -> bool:
-        if layer.kind not in ("module", "function", "method") or layer.out_shape is None:
+        if layer.kind not in (Kind.MODULE, *CALLS) or layer.out_shape is None:
             return False
         if isinstance(layer.module, (nn.modules.conv._ConvNd, nn.Linear)) or is_conv(layer):
             return False
-        activations = [p for p in graph.predecessors(layer) if p.kind != "attr" and p.out_shapes]
+        activations = [p for p in graph.predecessors(layer) if p.kind != Kind.ATTR and p.out_shapes]
         return len(activations) == 1 and layer.in_shape == layer.out_shape
 
     return test
@@ -105,7 +105,7 @@ class MissingBottleneck(Rule):
         groups: dict[tuple, list] = {}
         for layer, w in conv_windows(graph):
             conv = layer.module
-            if layer.kind != "module" or conv.groups != 1 or min(w.kernel) < 3:
+            if layer.kind != Kind.MODULE or conv.groups != 1 or min(w.kernel) < 3:
                 continue
             if conv.in_channels < wide or conv.out_channels < wide:
                 continue
@@ -128,7 +128,7 @@ class MissingBottleneck(Rule):
 
     @staticmethod
     def _reduces(layer) -> bool:
-        return (layer.kind == "module" and is_conv(layer) and all(k == 1 for k in layer.module.kernel_size)
+        return (layer.kind == Kind.MODULE and is_conv(layer) and all(k == 1 for k in layer.module.kernel_size)
                 and layer.module.out_channels < layer.module.in_channels)
 
     def _finding(self, layer, w, reduction):

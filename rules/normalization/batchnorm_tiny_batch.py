@@ -29,7 +29,6 @@ class WS{kind}(nn.{kind}):
         return self._conv_forward(x, w, self.bias)
 '''
 
-
 _GROUP_NORM_HELPER = '''
 def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
     """GroupNorm with the most groups (up to 32) that divide `channels`, two channels or more each."""

@@ -6,7 +6,7 @@ from collections import defaultdict
 from torch import nn
 
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import BATCH_NORM_TYPES, CONV_TYPES, INSTANCE_NORM_TYPES
+from archlint.graph.ops import BATCH_NORM_TYPES, CONV_TYPES, INSTANCE_NORM_TYPES, Kind
 from archlint.rule import Rule
 
 from ..helpers import conv_call, human
@@ -145,7 +145,7 @@ class BiasBeforeNorm(Rule):
         if channel is None or not consumers:
             return None
         rank = len(layer.out_shape)
-        if all(c.kind == "module" and c.inputs[:1] == [layer.name]
+        if all(c.kind == Kind.MODULE and c.inputs[:1] == [layer.name]
                and _cancels_bias(c, channel, rank, graph.model.training) for c in consumers):
             return consumers[0]
         return None

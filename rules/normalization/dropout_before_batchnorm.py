@@ -4,16 +4,11 @@ from __future__ import annotations
 from torch import nn
 
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import BATCH_NORM_TYPES, INSTANCE_NORM_TYPES
+from archlint.graph.ops import (BATCH_NORM_TYPES, INSTANCE_NORM_TYPES, Kind, is_alpha_dropout,
+                                is_dropout)
 from archlint.rule import Rule
 
 from ..helpers import built_where
-
-
-_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
-
-
-_DROPOUT_FUNCTIONS = ("dropout", "dropout1d", "dropout2d", "dropout3d", "feature_dropout")
 
 
 # Norms that standardize each sample on its own: the same statistics at train and eval time.
@@ -24,17 +19,15 @@ def _dropout_rate(layer, model_training: bool = True) -> float | None:
     """The drop probability of a dropout layer or call, None if it is not one. A call traced
     with training=False in a model that trains was switched off on purpose; in a model traced
     in eval mode, `training=self.training` reads False too, and the dropout is real."""
-    if layer.kind == "module":
-        if isinstance(layer.module, _DROPOUTS) and not isinstance(layer.module, (nn.AlphaDropout,)):
-            return float(layer.module.p)
+    if not is_dropout(layer) or is_alpha_dropout(layer):
         return None
-    if layer.kind in ("function", "method") and layer.op in _DROPOUT_FUNCTIONS:
-        training = layer.kwargs.get("training", layer.args[2] if len(layer.args) > 2 else True)
-        if training is False and model_training:
-            return None
-        p = layer.kwargs.get("p", layer.args[1] if len(layer.args) > 1 else 0.5)
-        return float(p) if isinstance(p, (int, float)) else None
-    return None
+    if layer.kind == Kind.MODULE:
+        return float(layer.module.p)
+    training = layer.kwargs.get("training", layer.args[2] if len(layer.args) > 2 else True)
+    if training is False and model_training:
+        return None
+    p = layer.kwargs.get("p", layer.args[1] if len(layer.args) > 1 else 0.5)
+    return float(p) if isinstance(p, (int, float)) else None
 
 
 class DropoutBeforeBatchNorm(Rule):
@@ -104,14 +97,14 @@ class DropoutBeforeBatchNorm(Rule):
             if not p or p >= 1:
                 continue
             reached = graph.next_layers(
-                layer, through=lambda l: not (l.kind == "module" and isinstance(l.module, (*BATCH_NORM_TYPES, *_PER_SAMPLE_NORMS)))
-                and l.kind != "output")
-            bns = [l for l in reached if l.kind == "module" and isinstance(l.module, BATCH_NORM_TYPES)]
+                layer, through=lambda l: not (l.kind == Kind.MODULE and isinstance(l.module, (*BATCH_NORM_TYPES, *_PER_SAMPLE_NORMS)))
+                and l.kind != Kind.OUTPUT)
+            bns = [l for l in reached if l.kind == Kind.MODULE and isinstance(l.module, BATCH_NORM_TYPES)]
             if not bns:
                 continue
             bn = min(bns, key=lambda l: l.index)
             last_bn = max(graph.modules(*BATCH_NORM_TYPES), key=lambda l: l.index)
-            kind = layer.op if layer.kind == "module" else f"F.{layer.op}"
+            kind = layer.op if layer.kind == Kind.MODULE else f"F.{layer.op}"
             code = (f"# remove the {kind}(p={p:g}) at {built_where(layer)} and apply it after the last "
                     f"BatchNorm ({last_bn.qualname}), e.g. just before the classifier:\n"
                     f"self.dropout = nn.Dropout(p={p:g})\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import BATCH_NORM_TYPES
+from archlint.graph.ops import BATCH_NORM_TYPES, Kind
 from archlint.rule import Rule
 
 from ..helpers import norm_call
@@ -132,8 +132,8 @@ class SharedNormModule(Rule):
     @staticmethod
     def _sources(graph, layer) -> list[str]:
         """The nearest modules (or graph inputs) whose output reaches this call."""
-        found = graph.previous_layers(layer, through=lambda l: l.kind not in ("module", "input"))
-        return sorted({l.qualname if l.kind == "module" else "input" for l in found})
+        found = graph.previous_layers(layer, through=lambda l: l.kind not in (Kind.MODULE, Kind.INPUT))
+        return sorted({l.qualname if l.kind == Kind.MODULE else "input" for l in found})
 
     def _mixes(self, graph, members) -> str | None:
         signatures = {tuple(self._sources(graph, l)) for l in members}

@@ -5,13 +5,10 @@ from torch import nn
 
 from archlint.findings import Fix, Severity
 from archlint.graph import Layer
-from archlint.graph.ops import is_dropout, is_identity
+from archlint.graph.ops import FLATTEN_FUNCTIONS, is_call_of, is_dropout, is_identity
 from archlint.rule import Option, Rule
 
 from ..helpers import data_dependent, human, shape_text, tensor_inputs
-
-
-_FLATTENS = {"flatten", "view", "reshape", "_unsafe_view"}
 
 
 def _flattened_map(graph, layer: Layer) -> Layer | None:
@@ -24,7 +21,7 @@ def _flattened_map(graph, layer: Layer) -> Layer | None:
         if len(producers) != 1:
             return None
         p = producers[0]
-        flattens = p.is_a(nn.Flatten) or (p.kind in ("function", "method") and p.op in _FLATTENS)
+        flattens = p.is_a(nn.Flatten) or is_call_of(p, FLATTEN_FUNCTIONS)
         if flattens:
             shape = p.in_shape
             if shape is None or len(shape) < 3 or _positions(shape) <= 1:

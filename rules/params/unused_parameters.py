@@ -10,6 +10,7 @@ from torch import nn
 
 from archlint.findings import Fix, Severity
 from archlint.graph import Layer
+from archlint.graph.ops import Kind
 from archlint.rule import Rule
 
 from ..helpers import human, shape_text
@@ -176,9 +177,9 @@ def _deletion_fix(parent: nn.Module, attr: str, frame=None) -> Fix:
 def _used_parameters(graph) -> set[int]:
     used: set[int] = set()
     for layer in graph:
-        if layer.kind == "module" and layer.module is not None:
+        if layer.kind == Kind.MODULE and layer.module is not None:
             used.update(id(p) for p in layer.module.parameters())
-        elif layer.kind == "attr":
+        elif layer.kind == Kind.ATTR:
             try:
                 used.add(id(graph.model.get_parameter(layer.qualname)))
             except AttributeError:
@@ -187,12 +188,12 @@ def _used_parameters(graph) -> set[int]:
 
 
 def _called_layer(graph, module: nn.Module) -> Layer | None:
-    return next((l for l in graph if l.kind == "module" and l.module is module), None)
+    return next((l for l in graph if l.kind == Kind.MODULE and l.module is module), None)
 
 
 def _stand_in(graph, name: str, module: nn.Module) -> Layer:
     """A layer-shaped record for a module forward never calls, pointing at where it was built."""
-    return Layer(name=name, index=-1, kind="module", op=type(module).__name__, qualname=name,
+    return Layer(name=name, index=-1, kind=Kind.MODULE, op=type(module).__name__, qualname=name,
                  module=module, built_frames=getattr(graph, "construction", {}).get(name, ()))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import is_conv
+from archlint.graph.ops import Kind, is_conv
 from archlint.rule import Rule
 
 from ..helpers import conv_call, human, pool_call, shape_text, sliding_window
@@ -25,7 +25,7 @@ def _listed(parts: list[str]) -> str:
 
 
 def _window_text(layer, w) -> str:
-    kind = layer.op if layer.kind == "module" else f"{layer.op}()"
+    kind = layer.op if layer.kind == Kind.MODULE else f"{layer.op}()"
     k = "x".join(map(str, w.kernel))
     s = w.stride[0] if len(set(w.stride)) == 1 else shape_text(w.stride)
     p = w.pad_before[0] if len(set(w.pad_before)) == 1 else shape_text(w.pad_before)
@@ -149,7 +149,7 @@ class DroppedPixels(Rule):
                       "dropped": {names[a]: idx for a, idx in dropped.items()},
                       "positions_dropped": lost, "positions": total, "sizes_that_fit": fits},
             fix=self._fix(layer, w, dropped, fits),
-            prefer="built" if layer.kind == "module" else "call",
+            prefer="built" if layer.kind == Kind.MODULE else "call",
         )
 
     @staticmethod
@@ -163,14 +163,14 @@ class DroppedPixels(Rule):
     def _fix(self, layer, w, dropped, fits) -> Fix:
         sizes = "; ".join(f"{name}s: {a} or {b}" for name, (a, b) in fits.items())
         module = layer.module
-        if layer.kind == "module" and is_conv(layer) and not isinstance(module.padding, str):
+        if layer.kind == Kind.MODULE and is_conv(layer) and not isinstance(module.padding, str):
             padding = self._padding_that_reaches(w)
             if padding is not None:
                 out = [(w.size_in[a] + 2 * padding[a] - w.span(a)) // w.stride[a] + 1 for a in range(w.ndim)]
                 return Fix(f"pad the conv by {self._one(padding)} so the last window reaches the last "
                            f"pixel (output {shape_text(w.size_out)} -> {shape_text(out)}), or feed it "
                            f"a size that fits ({sizes})", conv_call(module, padding=tuple(padding)))
-        if layer.kind == "module" and hasattr(module, "ceil_mode") and not module.ceil_mode:
+        if layer.kind == Kind.MODULE and hasattr(module, "ceil_mode") and not module.ceil_mode:
             out = [self._ceil_out(w, a) for a in range(w.ndim)]
             return Fix(f"use ceil_mode=True so the last window hangs over the edge and reads the "
                        f"rest (output {shape_text(w.size_out)} -> {shape_text(out)}), or feed it a "

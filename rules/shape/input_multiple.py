@@ -4,20 +4,21 @@ from __future__ import annotations
 import math
 
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import is_upsampling
+from archlint.graph.ops import (CONCAT_FUNCTIONS, CROP_FUNCTIONS, PAD_FUNCTIONS, SUM_FUNCTIONS,
+                                Kind, is_call_of, is_upsampling)
 from archlint.rule import Rule
 
 from ..helpers import shape_text, spatial
 
 
-_MERGES = {"cat", "concat", "concatenate", "stack", "add", "add_", "iadd"}
+# Merges that join an upsampled map and its skip: they need the two sizes to match.
+_MERGES = CONCAT_FUNCTIONS | SUM_FUNCTIONS
 
-
-_CROPS_AND_PADS = {"pad", "constant_pad_nd", "getitem", "narrow", "slice", "center_crop", "crop"}
+_CROPS_AND_PADS = PAD_FUNCTIONS | CROP_FUNCTIONS
 
 
 def _tensor_inputs(graph, layer, ndim):
-    return [p for p in graph.predecessors(layer) if p.kind != "attr" and spatial(p.out_shape) is not None
+    return [p for p in graph.predecessors(layer) if p.kind != Kind.ATTR and spatial(p.out_shape) is not None
             and len(p.out_shape) == ndim + 2]
 
 
@@ -103,7 +104,7 @@ class InputMultiple(Rule):
         mended = []  # (merge, the layer that changed a size, its size before, after)
         upsamplers = []
         for merge in graph:
-            if merge.kind not in ("function", "method") or merge.op not in _MERGES:
+            if not is_call_of(merge, _MERGES):
                 continue
             if len(_tensor_inputs(graph, merge, ndim)) < 2:
                 continue
@@ -136,16 +137,16 @@ class InputMultiple(Rule):
         """Crops and pads that change a map's size on its way into `merge` (a skip cropped to
         the upsampled map's size, or the other way round)."""
         def keeps_size(layer) -> bool:
-            if layer.kind in ("input", "attr") or is_upsampling(layer):
+            if layer.kind in (Kind.INPUT, Kind.ATTR) or is_upsampling(layer):
                 return False
-            if layer.kind in ("function", "method") and layer.op in _MERGES:
+            if is_call_of(layer, _MERGES):
                 return False
             before, after = spatial(layer.in_shape), spatial(layer.out_shape)
             return before is not None and before == after
 
         found = []
         for layer in graph.previous_layers(merge, through=keeps_size):
-            if layer.kind in ("function", "method") and layer.op in _CROPS_AND_PADS:
+            if is_call_of(layer, _CROPS_AND_PADS):
                 before, after = spatial(layer.in_shape), spatial(layer.out_shape)
                 if before is not None and after is not None and len(before) == len(after) and before != after:
                     found.append(layer)
@@ -155,11 +156,11 @@ class InputMultiple(Rule):
     def _upsamplers(graph, merge, ndim):
         """The upsampling layers that feed `merge` through size-keeping layers and crops/pads."""
         def through(layer) -> bool:
-            if is_upsampling(layer) or layer.kind in ("input", "attr"):
+            if is_upsampling(layer) or layer.kind in (Kind.INPUT, Kind.ATTR):
                 return False
-            if layer.kind in ("function", "method") and layer.op in _MERGES:
+            if is_call_of(layer, _MERGES):
                 return False
-            if layer.kind in ("function", "method") and layer.op in _CROPS_AND_PADS:
+            if is_call_of(layer, _CROPS_AND_PADS):
                 return True
             before, after = spatial(layer.in_shape), spatial(layer.out_shape)
             return before is not None and before == after
@@ -219,7 +220,7 @@ class InputMultiple(Rule):
 
     @staticmethod
     def _what(layer) -> str:
-        if layer.kind == "module":
+        if layer.kind == Kind.MODULE:
             return layer.qualname
         names = {"getitem": "slicing", "narrow": "narrow", "pad": "F.pad", "constant_pad_nd": "F.pad"}
         where = f" in {layer.qualname}" if layer.qualname else ""

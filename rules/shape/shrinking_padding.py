@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import is_conv
+from archlint.graph.ops import Kind, is_call_of, is_conv
 from archlint.rule import Rule
 
 from ..helpers import conv_call, shape_text, sliding_window, spatial
@@ -13,11 +13,11 @@ from ..helpers import conv_call, shape_text, sliding_window, spatial
 def _padded_before(graph, layer):
     """The input size before an explicit pad that feeds the conv (F.pad, nn.ZeroPad2d: how
     TensorFlow-style "same" convs pad), or None."""
-    sources = [p for p in graph.predecessors(layer) if p.kind != "attr" and p.out_shapes]
+    sources = [p for p in graph.predecessors(layer) if p.kind != Kind.ATTR and p.out_shapes]
     if len(sources) != 1:
         return None
     pad = sources[0]
-    is_pad = (pad.kind in ("function", "method") and pad.op in ("pad", "constant_pad_nd")) or \
+    is_pad = (is_call_of(pad, ("pad", "constant_pad_nd"))) or \
         isinstance(pad.module, (nn.modules.padding._ConstantPadNd, nn.modules.padding._ReflectionPadNd,
                                 nn.modules.padding._ReplicationPadNd))
     return spatial(pad.in_shape) if is_pad else None
@@ -105,7 +105,7 @@ class ShrinkingPadding(Rule):
         joined: dict[str, str] = {}  # conv -> first conv of its run
 
         def not_a_conv(layer) -> bool:
-            return layer.kind not in ("input", "attr") and not isinstance(layer.module, nn.modules.conv._ConvNd) \
+            return layer.kind not in (Kind.INPUT, Kind.ATTR) and not isinstance(layer.module, nn.modules.conv._ConvNd) \
                 and not is_conv(layer)
 
         runs: dict[str, list[str]] = {}
@@ -124,7 +124,7 @@ class ShrinkingPadding(Rule):
         lines = []
         for layer, w in zip(convs, windows):
             padding = tuple(d * (k - 1) // 2 for k, d in zip(w.kernel, w.dilation))
-            if layer.kind == "module":
+            if layer.kind == Kind.MODULE:
                 lines.append(f"{conv_call(layer.module, padding=padding)},  # {layer.qualname}")
             else:
                 lines.append(f"F.{layer.op}(..., padding={padding}),  # in {layer.qualname or 'forward'}")

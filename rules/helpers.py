@@ -9,12 +9,12 @@ from __future__ import annotations
 import re
 import weakref
 from collections import defaultdict
-from dataclasses import dataclass
 
 from torch import nn
 
 from archlint.graph import Layer
-from archlint.graph.ops import CALLS, CONV_FUNCTIONS, CONV_TYPES, WINDOW_POOL_FUNCTIONS, Kind, is_conv
+from archlint.graph.ops import CALLS, CONV_TYPES, Kind, is_conv
+from archlint.graph.windows import pad_amounts
 
 
 # --- numbers, shapes and code ----------------------------------------------------------------
@@ -196,124 +196,30 @@ def conv_windows(graph):
             yield layer, layer.window
 
 
-# TEMPORARY (replaced by layer.window next)
-# --- sliding-window geometry shared by the K, S and R rules ---------------------------------
-
-
-
-@dataclass(frozen=True)
-class Window:
-    """Where a conv or pool slides, per spatial axis: kernel, stride, padding on each side,
-    dilation, and the input and output sizes the trace measured."""
-
-    kernel: tuple[int, ...]
-    stride: tuple[int, ...]
-    pad_before: tuple[int, ...]
-    pad_after: tuple[int, ...]
-    dilation: tuple[int, ...]
-    size_in: tuple[int, ...]
-    size_out: tuple[int, ...]
-
-    @property
-    def ndim(self) -> int:
-        return len(self.kernel)
-
-    def span(self, axis: int) -> int:
-        """The dilated kernel: how many input positions one window stretches over."""
-        return self.dilation[axis] * (self.kernel[axis] - 1) + 1
-
-    def last_read(self, axis: int) -> int:
-        """The last input index the last window reaches (padding indices included)."""
-        return (self.size_out[axis] - 1) * self.stride[axis] - self.pad_before[axis] + self.span(axis) - 1
-
-    def taps_reading_input(self, axis: int) -> list[int]:
-        """The kernel taps that read a real input position for at least one output position;
-        the others only ever multiply zero padding."""
-        def reads_input(tap: int) -> bool:
-            offset = tap * self.dilation[axis] - self.pad_before[axis]
-            return any(0 <= offset + o * self.stride[axis] < self.size_in[axis]
-                       for o in range(self.size_out[axis]))
-
-        return [tap for tap in range(self.kernel[axis]) if reads_input(tap)]
-
-
-def _per_axis(value, ndim: int) -> tuple[int, ...]:
-    if isinstance(value, (tuple, list)):
-        return tuple(int(v) for v in value)
-    return (int(value),) * ndim
-
-
-def _string_padding(mode: str, kernel, dilation) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """padding="same" puts the odd pixel after (as torch does); "valid" pads nothing."""
-    if mode != "same":
-        zero = (0,) * len(kernel)
-        return zero, zero
-    total = [d * (k - 1) for k, d in zip(kernel, dilation)]
-    before = tuple(t // 2 for t in total)
-    return before, tuple(t - b for t, b in zip(total, before))
-
-
-def sliding_window(layer: Layer) -> Window | None:
-    """The window of a conv or pool (module or function), or None for anything else or when
-    the trace did not record its shapes."""
-    before, after = spatial(layer.in_shape), spatial(layer.out_shape)
-    if before is None or after is None or len(before) != len(after):
+def explicit_pad(graph, window) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(before, after) per axis that an explicit pad in front of the layer adds to its window
+    (`nn.ReflectionPad2d`, `F.pad`), or None when the layer pads only itself."""
+    if window.pad_layer is None:
         return None
-    ndim = len(before)
-    module = layer.module
-    if layer.kind == "module":
-        if is_conv(layer):
-            kernel, dilation = _per_axis(module.kernel_size, ndim), _per_axis(module.dilation, ndim)
-            if isinstance(module.padding, str):
-                pad_before, pad_after = _string_padding(module.padding, kernel, dilation)
-            else:
-                pad_before = pad_after = _per_axis(module.padding, ndim)
-            stride = _per_axis(module.stride, ndim)
-        elif isinstance(module, (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
-                                 nn.modules.pooling._LPPoolNd)):
-            kernel = _per_axis(module.kernel_size, ndim)
-            stride = _per_axis(module.stride or module.kernel_size, ndim)
-            pad_before = pad_after = _per_axis(getattr(module, "padding", 0), ndim)
-            dilation = _per_axis(getattr(module, "dilation", 1), ndim)
-        else:
-            return None
-    elif layer.kind in ("function", "method") and layer.op in CONV_FUNCTIONS | WINDOW_POOL_FUNCTIONS:
-        window = _functional_window(layer, ndim)
-        if window is None:
-            return None
-        kernel, stride, pad_before, pad_after, dilation = window
-    else:
-        return None
-    if not (len(kernel) == len(stride) == len(pad_before) == len(dilation) == ndim):
-        return None
-    return Window(kernel, stride, pad_before, pad_after, dilation, before, after)
+    amounts = pad_amounts(graph.layer(window.pad_layer), window.ndim)
+    return None if amounts is None else amounts[:2]
 
 
-def _functional_window(layer: Layer, ndim: int):
-    def arg(i, key, default):
-        if key in layer.kwargs:
-            return layer.kwargs[key]
-        return layer.args[i] if len(layer.args) > i else default
+def own_padding(graph, window, total) -> tuple[int, ...]:
+    """The padding a fixed conv should take itself so that, with the explicit pad in front of
+    it kept, it is padded by `total` before each axis: a fix must not silently pad twice."""
+    pad = explicit_pad(graph, window)
+    if pad is None:
+        return tuple(total)
+    return tuple(max(0, t - b) for t, b in zip(total, pad[0]))
 
-    if layer.op in CONV_FUNCTIONS:
-        if len(layer.in_shapes) < 2 or len(layer.in_shapes[1]) != ndim + 2:
-            return None
-        kernel = tuple(layer.in_shapes[1][2:])
-        dilation = _per_axis(arg(5, "dilation", 1), ndim)
-        padding = arg(4, "padding", 0)
-        if isinstance(padding, str):
-            pad_before, pad_after = _string_padding(padding, kernel, dilation)
-        else:
-            pad_before = pad_after = _per_axis(padding, ndim)
-        return kernel, _per_axis(arg(3, "stride", 1), ndim), pad_before, pad_after, dilation
-    kernel = arg(1, "kernel_size", None)
-    if kernel is None or isinstance(kernel, str):
-        return None
-    stride = arg(2, "stride", None) or kernel
-    padding = _per_axis(arg(3, "padding", 0), ndim)
-    dilation = arg(4, "dilation", 1) if layer.op.startswith("max") else 1
-    return _per_axis(kernel, ndim), _per_axis(stride, ndim), padding, padding, _per_axis(dilation, ndim)
 
+def kept_pad_text(graph, window) -> str:
+    """', keeping the ReflectionPad2d in front' when the window folds in an explicit pad."""
+    if window.pad_layer is None:
+        return ""
+    pad = graph.layer(window.pad_layer)
+    return f", keeping the {pad.op if pad.kind == Kind.MODULE else 'F.' + pad.op} in front"
 
 
 # --- the storage model of the I rules --------------------------------------------------------

@@ -274,6 +274,54 @@ def test_s002_an_explicit_pad_in_front_is_padding():
     assert findings(model, (1, 3, 16, 16), "S002") == []
 
 
+def generator(pad: bool) -> nn.Module:
+    """A CycleGAN-style generator: reflection pads in front of unpadded convs (a 7x7 stem, a
+    stride-2 downsampling conv, a residual block's 3x3s); without `pad`, the same convs."""
+    def padded(amount, conv):
+        return [nn.ReflectionPad2d(amount), conv] if pad else [conv]
+
+    return nn.Sequential(
+        *padded(3, nn.Conv2d(3, 16, 7)), nn.ReLU(),
+        *padded(1, nn.Conv2d(16, 32, 3, stride=2)), nn.ReLU(),
+        *padded(1, nn.Conv2d(32, 32, 3)), nn.InstanceNorm2d(32), nn.ReLU(),
+        *padded(1, nn.Conv2d(32, 32, 3)), nn.InstanceNorm2d(32),
+    )
+
+
+def test_reflection_pads_in_front_of_unpadded_convs_are_their_padding():
+    assert findings(generator(pad=True), (1, 3, 64, 64), "S001") == []
+    assert findings(generator(pad=True), (1, 3, 64, 64), "S002") == []
+    # Without the pads the convs really shave pixels off, and the strided one drops a row.
+    shrinking = findings(generator(pad=False), (1, 3, 64, 64), "S002")
+    assert [f.evidence["layers"] for f in shrinking] == [["0"], ["4", "7"]]
+    [dropped] = findings(generator(pad=False), (1, 3, 64, 64), "S001")
+    assert dropped.module == "2" and dropped.evidence["dropped"] == {"row": [57], "column": [57]}
+
+
+class FixedPaddingConv(nn.Conv2d):
+    """TensorFlow-"SAME"-style padding done by hand before a stride-2 conv (DeepLab's
+    fixed_padding): F.pad by (k-1)//2 on each side, then the conv with padding 0."""
+
+    def forward(self, x):
+        total = self.kernel_size[0] - 1
+        return super().forward(F.pad(x, (total // 2, total - total // 2, total // 2, total - total // 2)))
+
+
+def test_f_pad_before_a_strided_conv_is_its_padding():
+    model = nn.Sequential(FixedPaddingConv(3, 8, 3, stride=2), nn.ReLU(), FixedPaddingConv(8, 8, 3))
+    assert findings(model, (1, 3, 32, 32), "S001") == []
+    assert findings(model, (1, 3, 32, 32), "S002") == []
+    [f] = findings(nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU()), (1, 3, 32, 32), "S001")
+    assert f.evidence["dropped"] == {"row": [31], "column": [31]}
+
+
+def test_fixes_keep_an_explicit_pad_and_pad_only_the_rest():
+    model = nn.Sequential(nn.ZeroPad2d(1), nn.Conv2d(3, 8, 5), nn.ReLU())  # pads 1 of the 2 needed
+    [f] = findings(model, (1, 3, 16, 16), "S002")
+    assert f.evidence["size_in"] == [16, 16] and f.evidence["pixels_lost"] == [2, 2]
+    assert f.fix.code.startswith("nn.Conv2d(3, 8, 5, padding=1),") and "keeping the ZeroPad2d" in f.fix.code
+
+
 # --- S003 input-multiple ------------------------------------------------------------------------
 
 UNET = """

@@ -10,7 +10,7 @@ from archlint.graph.ops import Kind
 from archlint.graph.receptive_field import ReceptiveField
 from archlint.rule import Rule
 
-from ..helpers import conv_call, conv_windows, shape_text
+from ..helpers import conv_call, conv_windows, explicit_pad, own_padding, shape_text
 
 
 def _spatially_inert(graph):
@@ -165,7 +165,7 @@ class DilationGridding(Rule):
             path = self._longest_path(group, feeds, graph)
             others = sorted((graph.layer(n) for n in group - set(path)), key=lambda l: l.index)
             stack = [graph.layer(n) for n in path]
-            yield self._finding(stack, [dilated[l.name] for l in stack], others)
+            yield self._finding(graph, stack, [dilated[l.name] for l in stack], others)
 
     @staticmethod
     def _parallel(graph, conv: str, siblings: list[str], dilated) -> bool:
@@ -212,7 +212,15 @@ class DilationGridding(Rule):
                 frontier.extend(links[name] - group)
         return group
 
-    def _finding(self, stack, windows, others):
+    @staticmethod
+    def _pad_note(graph, w, total) -> str:
+        """An explicit pad in front sized for the old rate pads too much for a lower one."""
+        explicit = explicit_pad(graph, w)
+        if explicit is None or all(t >= e for t, e in zip(total, explicit[0])):
+            return ""
+        return f"; and pad {shape_text(total)} in front instead of {shape_text(explicit[0])}"
+
+    def _finding(self, graph, stack, windows, others):
         axis = max(range(windows[0].ndim), key=lambda a: windows[0].dilation[a])
         rates = [w.dilation[axis] for w in windows]
         halves = [max(1, (w.kernel[axis] - 1) // 2) for w in windows]
@@ -222,11 +230,12 @@ class DilationGridding(Rule):
         shown = 8  # a fix for a 28-conv DeepLab backbone is a list of rates, not 28 lines
         lines = []
         for layer, w, r in list(zip(stack, windows, suggested))[:shown]:
-            padding = tuple(r * (k - 1) // 2 for k in w.kernel)
+            total = tuple(r * (k - 1) // 2 for k in w.kernel)
+            padding = own_padding(graph, w, total)
             dilation = tuple(r if k > 1 else 1 for k in w.kernel)
             call = conv_call(layer.module, dilation=dilation, padding=padding) if layer.kind == Kind.MODULE \
                 else f"dilation={r}, padding={shape_text(padding)}"
-            lines.append(f"{call},  # {layer.qualname}")
+            lines.append(f"{call},  # {layer.qualname}{self._pad_note(graph, w, total)}")
         if len(stack) > shown:
             rest = len(stack) - shown
             lines.append(f"# ... and dilation {', '.join(map(str, suggested[shown:]))} for the "

@@ -5,7 +5,8 @@ from archlint.findings import Fix, Severity
 from archlint.graph.ops import Kind
 from archlint.rule import Rule
 
-from ..helpers import conv_call, conv_channels, conv_weights, conv_windows, shape_text
+from ..helpers import (conv_call, conv_channels, conv_weights, conv_windows, kept_pad_text,
+                       own_padding, shape_text)
 
 
 class EvenKernel(Rule):
@@ -80,7 +81,8 @@ class EvenKernel(Rule):
             c_in, c_out, groups, bias = conv_channels(layer)
             now = conv_weights(w.kernel, c_in, c_out, groups, bias)
             after = conv_weights(tuple(kernel), c_in, c_out, groups, bias)
-            code = conv_call(layer.module, kernel_size=tuple(kernel), padding=tuple(padding)) \
+            padding = own_padding(graph, w, padding)  # an explicit pad in front stays
+            code = conv_call(layer.module, kernel_size=tuple(kernel), padding=padding) \
                 if layer.kind == Kind.MODULE else None
             drift = max(abs(shift[a]) for a in axes)
             size_note = ("" if w.size_in == w.size_out else
@@ -94,6 +96,7 @@ class EvenKernel(Rule):
                           "size_in": list(w.size_in), "size_out": list(w.size_out),
                           "params_now": now, "params_after": after},
                 fix=Fix(f"use an odd {shape_text(kernel)} kernel with padding "
-                        f"{padding[0] if len(set(padding)) == 1 else tuple(padding)}: centered, and the size is kept",
+                        f"{padding[0] if len(set(padding)) == 1 else tuple(padding)}{kept_pad_text(graph, w)}: "
+                        "centered, and the size is kept",
                         code),
             )

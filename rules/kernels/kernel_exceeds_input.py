@@ -7,7 +7,7 @@ from archlint.findings import Fix, Severity
 from archlint.graph.ops import Kind
 from archlint.rule import Rule
 
-from ..helpers import conv_call, conv_channels, conv_windows, human, shape_text
+from ..helpers import conv_call, conv_channels, conv_windows, explicit_pad, human, shape_text
 
 
 class KernelExceedsInput(Rule):
@@ -75,7 +75,8 @@ class KernelExceedsInput(Rule):
 
     def check(self, graph, ctx):
         for layer, w in conv_windows(graph):
-            if layer.kind == Kind.MODULE and layer.module.padding_mode != "zeros":
+            copies_pixels = w.pad_mode in ("reflect", "replicate", "circular")
+            if copies_pixels or (layer.kind == Kind.MODULE and layer.module.padding_mode != "zeros"):
                 continue
             if not any(w.span(a) > w.size_in[a] for a in range(w.ndim)):
                 continue
@@ -96,11 +97,11 @@ class KernelExceedsInput(Rule):
                 evidence={"kernel": list(w.kernel), "dilation": list(w.dilation),
                           "input_size": list(w.size_in), "taps": taps, "taps_reading_input": live,
                           "weights_wasted": wasted, "weights": taps * per_tap},
-                fix=self._fix(layer, w, used),
+                fix=self._fix(graph, layer, w, used),
             )
 
     @staticmethod
-    def _fix(layer, w, used) -> Fix:
+    def _fix(graph, layer, w, used) -> Fix:
         """The conv that keeps only the live taps. Dropped taps multiplied zeros only, so the
         outputs are unchanged when the kept taps sit symmetrically in the old kernel; then the
         old weights can be sliced over: weight[..., first:last+1]."""
@@ -112,6 +113,10 @@ class KernelExceedsInput(Rule):
                            "before it), or lower its kernel or dilation below the map size")
             kernel.append(last - first + 1)
             padding.append(w.pad_before[axis] - first * w.dilation[axis])
+        # The conv keeps only its own share of the padding; an explicit pad in front stays.
+        explicit = explicit_pad(graph, w)
+        if explicit is not None:
+            padding = [p - e for p, e in zip(padding, explicit[0])]
         if min(padding) < 0:
             return Fix("feed the conv a larger map (a larger input or one downsampling fewer "
                        "before it), or lower its kernel or dilation below the map size")

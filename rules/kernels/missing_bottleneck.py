@@ -10,7 +10,7 @@ from archlint.findings import Fix, Severity
 from archlint.graph.ops import CALLS, Kind, is_conv
 from archlint.rule import Option, Rule
 
-from ..helpers import conv_call, conv_weights, conv_windows, human, shape_text
+from ..helpers import conv_call, conv_weights, conv_windows, human, shape_text, spatial
 
 
 _NORM_FOR = {1: "BatchNorm1d", 2: "BatchNorm2d", 3: "BatchNorm3d"}
@@ -136,7 +136,8 @@ class MissingBottleneck(Rule):
         c_in, c_out = conv.in_channels, conv.out_channels
         mid = max(1, min(c_in, c_out) // reduction)
         batch = layer.out_shape[0] if layer.out_shape else 1
-        at_in, at_out = batch * math.prod(w.size_in), batch * math.prod(w.size_out)
+        # The 1x1 reduce reads what the conv reads: after any explicit pad in front of it.
+        at_in, at_out = batch * math.prod(spatial(layer.in_shape)), batch * math.prod(w.size_out)
         bias = conv.bias is not None
         now = conv_weights(w.kernel, c_in, c_out, bias=bias)
         after = (conv_weights(1, c_in, mid, bias=False) + conv_weights(w.kernel, mid, mid, bias=False)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from archlint.findings import Fix, Severity
 from archlint.graph.ops import Kind, is_conv
+from archlint.graph.windows import per_axis, resized
 from archlint.rule import Rule
 
-from ..helpers import conv_call, human, pool_call, shape_text, sliding_window
+from ..helpers import conv_call, human, kept_pad_text, pool_call, shape_text
 
 
 _AXIS_NAMES = {1: ("position",), 2: ("row", "column"), 3: ("slice", "row", "column")}
@@ -119,20 +121,16 @@ class DroppedPixels(Rule):
 
     def check(self, graph, ctx):
         for layer in graph:
-            w = sliding_window(layer)
-            if w is None:
+            w = layer.window
+            if w is None or w.transposed:
                 continue
-            dropped = {}
-            for a in range(w.ndim):
-                if w.span(a) < w.stride[a]:
-                    continue
-                last = w.last_read(a)
-                if last < w.size_in[a] - 1:
-                    dropped[a] = list(range(last + 1, w.size_in[a]))
+            # A window narrower than its stride skips pixels by design (a strided 1x1 conv).
+            dropped = {a: list(range(w.size_in[a] - w.unread(a), w.size_in[a]))
+                       for a in range(w.ndim) if w.span(a) >= w.stride[a] and w.unread(a)}
             if dropped:
-                yield self._finding(layer, w, dropped)
+                yield self._finding(graph, layer, w, dropped)
 
-    def _finding(self, layer, w, dropped):
+    def _finding(self, graph, layer, w, dropped):
         names = _AXIS_NAMES.get(w.ndim, tuple(f"axis {a}" for a in range(w.ndim)))
         parts = [f"{names[a]}{'s' if len(idx) > 1 else ''} {_indices(idx)}" for a, idx in dropped.items()]
         total = math.prod(w.size_in)
@@ -148,7 +146,7 @@ class DroppedPixels(Rule):
                       "kernel": list(w.kernel), "stride": list(w.stride), "padding": list(w.pad_before),
                       "dropped": {names[a]: idx for a, idx in dropped.items()},
                       "positions_dropped": lost, "positions": total, "sizes_that_fit": fits},
-            fix=self._fix(layer, w, dropped, fits),
+            fix=self._fix(graph, layer, w, fits),
             prefer="built" if layer.kind == Kind.MODULE else "call",
         )
 
@@ -160,16 +158,20 @@ class DroppedPixels(Rule):
         below = w.size_in[axis] - rest
         return [below, below + s]
 
-    def _fix(self, layer, w, dropped, fits) -> Fix:
+    def _fix(self, graph, layer, w, fits) -> Fix:
         sizes = "; ".join(f"{name}s: {a} or {b}" for name, (a, b) in fits.items())
         module = layer.module
         if layer.kind == Kind.MODULE and is_conv(layer) and not isinstance(module.padding, str):
-            padding = self._padding_that_reaches(w)
-            if padding is not None:
-                out = [(w.size_in[a] + 2 * padding[a] - w.span(a)) // w.stride[a] + 1 for a in range(w.ndim)]
-                return Fix(f"pad the conv by {self._one(padding)} so the last window reaches the last "
-                           f"pixel (output {shape_text(w.size_out)} -> {shape_text(out)}), or feed it "
-                           f"a size that fits ({sizes})", conv_call(module, padding=tuple(padding)))
+            extra = self._padding_that_reaches(w)
+            if extra is not None:
+                # The conv takes the extra padding itself; an explicit pad in front stays as it is.
+                padding = tuple(p + e for p, e in zip(per_axis(module.padding, w.ndim), extra))
+                grown = resized(w, pad_before=[p + e for p, e in zip(w.pad_before, extra)],
+                                pad_after=[p + e for p, e in zip(w.pad_after, extra)])
+                return Fix(f"pad the conv by {self._one(padding)}{kept_pad_text(graph, w)} so the last "
+                           f"window reaches the last pixel (output {shape_text(w.size_out)} -> "
+                           f"{shape_text(grown.size_out)}), or feed it a size that fits ({sizes})",
+                           conv_call(module, padding=padding))
         if layer.kind == Kind.MODULE and hasattr(module, "ceil_mode") and not module.ceil_mode:
             out = [self._ceil_out(w, a) for a in range(w.ndim)]
             return Fix(f"use ceil_mode=True so the last window hangs over the edge and reads the "
@@ -180,26 +182,25 @@ class DroppedPixels(Rule):
 
     @staticmethod
     def _padding_that_reaches(w) -> list[int] | None:
-        padding = []
+        """The least padding to add on both sides of each axis so the last window reaches the
+        last pixel, or None when even a kernel's worth does not."""
+        extra = []
         for a in range(w.ndim):
-            p = w.pad_before[a]
-            while True:
-                out = (w.size_in[a] + 2 * p - w.span(a)) // w.stride[a] + 1
-                if (out - 1) * w.stride[a] - p + w.span(a) - 1 >= w.size_in[a] - 1:
-                    break
-                p += 1
-                if p >= w.span(a):
+            e = 0
+            while resized(w, pad_before=[p + (e if i == a else 0) for i, p in enumerate(w.pad_before)],
+                          pad_after=[p + (e if i == a else 0) for i, p in enumerate(w.pad_after)]).unread(a):
+                e += 1
+                if w.pad_before[a] + e >= w.span(a):
                     return None
-            padding.append(p)
-        return padding
+            extra.append(e)
+        return extra
 
     @staticmethod
     def _ceil_out(w, a: int) -> int:
         """Output size with ceil_mode=True, as torch computes it: the last window must start
         inside the input or its left padding."""
-        s, p = w.stride[a], w.pad_before[a]
-        out = -(-(w.size_in[a] + 2 * p - w.span(a)) // s) + 1
-        if (out - 1) * s >= w.size_in[a] + p:
+        out = replace(w, ceil_mode=True).expected_out(a)
+        if (out - 1) * w.stride[a] >= w.size_in[a] + w.pad_before[a]:
             out -= 1
         return out
 

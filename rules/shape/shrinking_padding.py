@@ -1,36 +1,20 @@
 """S002 shrinking-padding: stride-1 convs padded by less than k//2, shaving pixels off the map."""
 from __future__ import annotations
 
-from torch import nn
-
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import Kind, is_call_of, is_conv
+from archlint.graph.ops import ANY_CONV_TYPES, Kind, is_conv
 from archlint.rule import Rule
 
-from ..helpers import conv_call, shape_text, sliding_window, spatial
+from ..helpers import conv_call, conv_windows, kept_pad_text, own_padding, shape_text
 
 
-def _padded_before(graph, layer):
-    """The input size before an explicit pad that feeds the conv (F.pad, nn.ZeroPad2d: how
-    TensorFlow-style "same" convs pad), or None."""
-    sources = [p for p in graph.predecessors(layer) if p.kind != Kind.ATTR and p.out_shapes]
-    if len(sources) != 1:
-        return None
-    pad = sources[0]
-    is_pad = (is_call_of(pad, ("pad", "constant_pad_nd"))) or \
-        isinstance(pad.module, (nn.modules.padding._ConstantPadNd, nn.modules.padding._ReflectionPadNd,
-                                nn.modules.padding._ReplicationPadNd))
-    return spatial(pad.in_shape) if is_pad else None
-
-
-def _shrinks(graph, layer, w) -> bool:
-    """A stride-1 conv with an odd (dilated) kernel padded by less than half of it."""
-    if not is_conv(layer) or any(s != 1 for s in w.stride):
+def _shrinks(w) -> bool:
+    """A stride-1 conv with an odd (dilated) kernel padded by less than half of it. An explicit
+    pad in front (a CycleGAN block's ReflectionPad2d, a TensorFlow-"SAME" F.pad) is part of
+    the window's padding."""
+    if any(s != 1 for s in w.stride):
         return False
     if all(o == 1 for o in w.size_out):  # a conv that covers the whole map on purpose (a head)
-        return False
-    before_pad = _padded_before(graph, layer)
-    if before_pad is not None and all(o >= i for o, i in zip(w.size_out, before_pad)):
         return False
     return any(w.span(a) % 2 == 1 and w.pad_before[a] + w.pad_after[a] < w.span(a) - 1
                for a in range(w.ndim))
@@ -96,16 +80,11 @@ class ShrinkingPadding(Rule):
     )
 
     def check(self, graph, ctx):
-        windows = {}
-        for layer in graph:
-            if is_conv(layer):
-                w = sliding_window(layer)
-                if w is not None and _shrinks(graph, layer, w):
-                    windows[layer.name] = w
+        windows = {layer.name: w for layer, w in conv_windows(graph) if _shrinks(w)}
         joined: dict[str, str] = {}  # conv -> first conv of its run
 
         def not_a_conv(layer) -> bool:
-            return layer.kind not in (Kind.INPUT, Kind.ATTR) and not isinstance(layer.module, nn.modules.conv._ConvNd) \
+            return layer.kind not in (Kind.INPUT, Kind.ATTR) and not isinstance(layer.module, ANY_CONV_TYPES) \
                 and not is_conv(layer)
 
         runs: dict[str, list[str]] = {}
@@ -123,11 +102,12 @@ class ShrinkingPadding(Rule):
         lost = [sum(w.span(a) - 1 - w.pad_before[a] - w.pad_after[a] for w in windows) for a in range(first.ndim)]
         lines = []
         for layer, w in zip(convs, windows):
-            padding = tuple(d * (k - 1) // 2 for k, d in zip(w.kernel, w.dilation))
+            padding = own_padding(graph, w, [d * (k - 1) // 2 for k, d in zip(w.kernel, w.dilation)])
+            kept = f" ({kept_pad_text(graph, w)[2:]})" if w.pad_layer else ""
             if layer.kind == Kind.MODULE:
-                lines.append(f"{conv_call(layer.module, padding=padding)},  # {layer.qualname}")
+                lines.append(f"{conv_call(layer.module, padding=padding)},  # {layer.qualname}{kept}")
             else:
-                lines.append(f"F.{layer.op}(..., padding={padding}),  # in {layer.qualname or 'forward'}")
+                lines.append(f"F.{layer.op}(..., padding={padding}),  # in {layer.qualname or 'forward'}{kept}")
         count = len(convs)
         what = "a stride-1 conv with padding below k//2 shrinks" if count == 1 else \
             f"{count} stride-1 convs with padding below k//2 shrink"

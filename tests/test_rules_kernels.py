@@ -19,6 +19,16 @@ def modules(found) -> list[str]:
     return [f.module for f in found]
 
 
+def test_k001_fix_keeps_a_reflection_pad_in_front_and_the_size():
+    # A CycleGAN generator's stem: the pad supplies the 7x7's padding, so the 3x3s take none.
+    model = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(3, 16, 7), nn.ReLU())
+    [f] = findings(model, (1, 3, 32, 32), "K001")
+    assert "keeping the ReflectionPad2d in front" in f.fix.description
+    stack = eval(f.fix.code, {"nn": nn})
+    x = torch.randn(1, 3, 32, 32)
+    assert nn.Sequential(nn.ReflectionPad2d(3), stack)(x).shape == model(x).shape
+
+
 def test_k002_stride1_even_kernels_shift_and_strided_ones_do_not():
     model = nn.Sequential(
         nn.Conv2d(3, 8, 2),                          # 32 -> 31, shifted

@@ -6,7 +6,8 @@ from torch import nn
 from archlint.findings import Fix, Severity
 from archlint.rule import Option, Rule
 
-from ..helpers import conv_call, conv_weights, human, is_standard_conv, square
+from ..helpers import (conv_call, conv_weights, explicit_pad, human, is_standard_conv,
+                       kept_pad_text, square)
 
 
 class LargeKernel(Rule):
@@ -87,11 +88,12 @@ class LargeKernel(Rule):
             stride = conv.stride
             s = square(stride) or 1
             span = 3 + 2 * s * (depth - 1)  # the first 3x3 carries the stride
+            paddings = self._paddings(graph, layer, depth)
             steps = []
             for i in range(depth):
                 first = i == 0
                 call = conv_call(conv, in_channels=c_in if first else c_out, kernel_size=(3, 3),
-                                 stride=stride if first else (1, 1), padding=(1, 1), dilation=(1, 1))
+                                 stride=stride if first else (1, 1), padding=(paddings[i],) * 2, dilation=(1, 1))
                 steps.append(f"    {call},")
                 if i < depth - 1:
                     steps.append(f"    nn.BatchNorm2d({c_out}), nn.ReLU(inplace=True),")
@@ -104,6 +106,15 @@ class LargeKernel(Rule):
                 evidence={"kernel": k, "in_channels": c_in, "out_channels": c_out,
                           "params_now": now, "params_after": after, "stacked_3x3": depth,
                           "receptive_field_after": span},
-                fix=Fix(f"replace the {k}x{k} conv by {depth} stacked 3x3 convs with BatchNorm+ReLU between",
-                        code),
+                fix=Fix(f"replace the {k}x{k} conv by {depth} stacked 3x3 convs with BatchNorm+ReLU "
+                        f"between{kept_pad_text(graph, layer.window) if layer.window else ''}", code),
             )
+
+    @staticmethod
+    def _paddings(graph, layer, depth: int) -> list[int]:
+        """Each 3x3's padding: 1, except where an explicit pad in front (a CycleGAN stem's
+        ReflectionPad2d(3)) already pads for it; the pad stays and nothing is padded twice."""
+        pad = explicit_pad(graph, layer.window) if layer.window is not None else None
+        given = min(b + a for b, a in zip(*pad)) // 2 if pad else 0
+        given = min(given, depth)
+        return [0] * given + [1] * (depth - given)

@@ -12,90 +12,6 @@ from archlint.rule import Rule
 from ..helpers import conv_call, human
 
 
-def _kernel(module) -> tuple[int, ...]:
-    k = module.kernel_size
-    return tuple(k) if isinstance(k, (tuple, list)) else (k,)
-
-
-def _linear_kind(layer: Layer) -> str | None:
-    """'conv' for a conv with a spatial kernel (some side > 1), 'linear' for nn.Linear."""
-    if layer.kind != Kind.MODULE:
-        return None
-    if isinstance(layer.module, CONV_TYPES) and any(k > 1 for k in _kernel(layer.module)):
-        return "conv"
-    if isinstance(layer.module, nn.Linear):
-        return "linear"
-    return None
-
-
-def _between(graph, first: Layer, second: Layer) -> list[Layer] | None:
-    """The layers on the path from `first` to `second`, or None unless that path is all the
-    intermediate tensors are for. A tensor that a shortcut also reads (ConvNeXt's block
-    input after its downsampling conv) is a representation in its own right, not a step
-    inside one linear map."""
-    path = []
-    current = second
-    while True:
-        producers = graph.predecessors(current)
-        data = [p for p in producers if p.out_shapes and p.kind != Kind.ATTR]
-        if len(data) != 1 or len(_tensor_consumers(graph, data[0])) != 1:
-            return None
-        p = data[0]
-        if p is first:
-            return list(reversed(path))
-        if not keeps_linearity(p):
-            return None
-        path.append(p)
-        current = p
-
-
-def _tensor_consumers(graph, layer: Layer) -> list[Layer]:
-    """Consumers that compute a tensor from it (not x.shape or x.size())."""
-    return [s for s in graph.successors(layer) if s.out_shapes]
-
-
-def _is_factorized(first, second) -> bool:
-    """1xk then kx1 (or the reverse): a deliberate low-rank factorization of a kxk kernel."""
-    a, b = _kernel(first.module), _kernel(second.module)
-    if len(a) != 2 or len(b) != 2:
-        return False
-    return (a[0] == 1) != (a[1] == 1) and (b[0] == 1) != (b[1] == 1) and (a[0] == 1) != (b[0] == 1)
-
-
-def _same_axis(first: Layer, path: list[Layer], axis: int) -> bool:
-    """Whether the features the first layer produced stay on the axis the second reads."""
-    width = first.out_shape[axis] if first.out_shape else None
-    for layer in path:
-        shape = layer.out_shape
-        if shape is None or len(shape) != len(first.out_shape) or shape[axis] != width:
-            return False
-    return True
-
-
-def _module_code(layer: Layer) -> str | None:
-    if layer.kind != Kind.MODULE:
-        return None
-    if isinstance(layer.module, nn.Linear):
-        m = layer.module
-        return f"nn.Linear({m.in_features}, {m.out_features}{'' if m.bias is not None else ', bias=False'})"
-    if isinstance(layer.module, CONV_TYPES):
-        return conv_call(layer.module)
-    m = layer.module
-    kind = type(m).__name__
-    if isinstance(m, (*BATCH_NORM_TYPES, *INSTANCE_NORM_TYPES)):
-        return f"nn.{kind}({m.num_features})"
-    if isinstance(m, nn.GroupNorm):
-        return f"nn.GroupNorm({m.num_groups}, {m.num_channels})"
-    if isinstance(m, nn.LayerNorm):
-        shape = m.normalized_shape
-        return f"nn.LayerNorm({shape[0] if len(shape) == 1 else tuple(shape)})"
-    if isinstance(m, nn.modules.dropout._DropoutNd):
-        return f"nn.{kind}({m.p})"
-    if type(m).__module__.startswith("torch.nn"):
-        return "nn." + repr(m).replace("\n", " ")
-    return None  # a user's own module: leave it where it is
-
-
 class MissingNonlinearity(Rule):
     code = "A001"
     name = "missing-nonlinearity"
@@ -233,3 +149,87 @@ class MissingNonlinearity(Rule):
                       "features": [a, b, c], "params": first.params + second.params, "params_single": single},
             fix=self._fix(first, second, path, "nn.GELU()" if len(first.out_shape) >= 3 else "nn.ReLU(inplace=True)"),
         )
+
+
+def _kernel(module) -> tuple[int, ...]:
+    k = module.kernel_size
+    return tuple(k) if isinstance(k, (tuple, list)) else (k,)
+
+
+def _linear_kind(layer: Layer) -> str | None:
+    """'conv' for a conv with a spatial kernel (some side > 1), 'linear' for nn.Linear."""
+    if layer.kind != Kind.MODULE:
+        return None
+    if isinstance(layer.module, CONV_TYPES) and any(k > 1 for k in _kernel(layer.module)):
+        return "conv"
+    if isinstance(layer.module, nn.Linear):
+        return "linear"
+    return None
+
+
+def _between(graph, first: Layer, second: Layer) -> list[Layer] | None:
+    """The layers on the path from `first` to `second`, or None unless that path is all the
+    intermediate tensors are for. A tensor that a shortcut also reads (ConvNeXt's block
+    input after its downsampling conv) is a representation in its own right, not a step
+    inside one linear map."""
+    path = []
+    current = second
+    while True:
+        producers = graph.predecessors(current)
+        data = [p for p in producers if p.out_shapes and p.kind != Kind.ATTR]
+        if len(data) != 1 or len(_tensor_consumers(graph, data[0])) != 1:
+            return None
+        p = data[0]
+        if p is first:
+            return list(reversed(path))
+        if not keeps_linearity(p):
+            return None
+        path.append(p)
+        current = p
+
+
+def _tensor_consumers(graph, layer: Layer) -> list[Layer]:
+    """Consumers that compute a tensor from it (not x.shape or x.size())."""
+    return [s for s in graph.successors(layer) if s.out_shapes]
+
+
+def _is_factorized(first, second) -> bool:
+    """1xk then kx1 (or the reverse): a deliberate low-rank factorization of a kxk kernel."""
+    a, b = _kernel(first.module), _kernel(second.module)
+    if len(a) != 2 or len(b) != 2:
+        return False
+    return (a[0] == 1) != (a[1] == 1) and (b[0] == 1) != (b[1] == 1) and (a[0] == 1) != (b[0] == 1)
+
+
+def _same_axis(first: Layer, path: list[Layer], axis: int) -> bool:
+    """Whether the features the first layer produced stay on the axis the second reads."""
+    width = first.out_shape[axis] if first.out_shape else None
+    for layer in path:
+        shape = layer.out_shape
+        if shape is None or len(shape) != len(first.out_shape) or shape[axis] != width:
+            return False
+    return True
+
+
+def _module_code(layer: Layer) -> str | None:
+    if layer.kind != Kind.MODULE:
+        return None
+    if isinstance(layer.module, nn.Linear):
+        m = layer.module
+        return f"nn.Linear({m.in_features}, {m.out_features}{'' if m.bias is not None else ', bias=False'})"
+    if isinstance(layer.module, CONV_TYPES):
+        return conv_call(layer.module)
+    m = layer.module
+    kind = type(m).__name__
+    if isinstance(m, (*BATCH_NORM_TYPES, *INSTANCE_NORM_TYPES)):
+        return f"nn.{kind}({m.num_features})"
+    if isinstance(m, nn.GroupNorm):
+        return f"nn.GroupNorm({m.num_groups}, {m.num_channels})"
+    if isinstance(m, nn.LayerNorm):
+        shape = m.normalized_shape
+        return f"nn.LayerNorm({shape[0] if len(shape) == 1 else tuple(shape)})"
+    if isinstance(m, nn.modules.dropout._DropoutNd):
+        return f"nn.{kind}({m.p})"
+    if type(m).__module__.startswith("torch.nn"):
+        return "nn." + repr(m).replace("\n", " ")
+    return None  # a user's own module: leave it where it is

@@ -13,43 +13,6 @@ from archlint.graph.ops import (is_dropout, is_identity, is_pool, is_shape_op, i
 from archlint.rule import Rule
 
 
-def _is_log(layer: Layer) -> bool:
-    return isinstance(layer.module, nn.LogSoftmax) or "log" in layer.op.lower()
-
-
-def _reshapes_only(layer: Layer) -> bool:
-    return is_shape_op(layer) or is_identity(layer) or is_dropout(layer)
-
-
-def _classifier_of(graph, softmax: Layer) -> Layer | None:
-    """The Linear or conv whose scores the softmax normalizes (through pooling and reshapes)."""
-    for p in graph.previous_layers(softmax, through=lambda l: _reshapes_only(l) or is_pool(l)):
-        if is_weighted(p):
-            return p
-    return None
-
-
-@lru_cache(maxsize=128)
-def _guarded_lines(path: str) -> tuple[tuple[int, int], ...]:
-    """Line ranges of `if` blocks whose condition reads `training` (eval-only code)."""
-    try:
-        tree = ast.parse(open(path, encoding="utf-8").read())
-    except (OSError, SyntaxError, ValueError):
-        return ()
-    ranges = []
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.If, ast.IfExp)) and "training" in ast.unparse(node.test):
-            ranges.append((node.lineno, node.end_lineno or node.lineno))
-    return tuple(ranges)
-
-
-def _only_at_inference(layer: Layer) -> bool:
-    frame = layer.call_frame
-    if frame is None or not frame.is_user_code:
-        return False
-    return any(a <= frame.line <= b for a, b in _guarded_lines(frame.path))
-
-
 class SoftmaxOutput(Rule):
     code = "A002"
     name = "softmax-output"
@@ -174,3 +137,40 @@ class SoftmaxOutput(Rule):
             fix=Fix("return the logits and apply softmax only where probabilities are needed", code),
             prefer="call",
         )
+
+
+def _is_log(layer: Layer) -> bool:
+    return isinstance(layer.module, nn.LogSoftmax) or "log" in layer.op.lower()
+
+
+def _reshapes_only(layer: Layer) -> bool:
+    return is_shape_op(layer) or is_identity(layer) or is_dropout(layer)
+
+
+def _classifier_of(graph, softmax: Layer) -> Layer | None:
+    """The Linear or conv whose scores the softmax normalizes (through pooling and reshapes)."""
+    for p in graph.previous_layers(softmax, through=lambda l: _reshapes_only(l) or is_pool(l)):
+        if is_weighted(p):
+            return p
+    return None
+
+
+@lru_cache(maxsize=128)
+def _guarded_lines(path: str) -> tuple[tuple[int, int], ...]:
+    """Line ranges of `if` blocks whose condition reads `training` (eval-only code)."""
+    try:
+        tree = ast.parse(open(path, encoding="utf-8").read())
+    except (OSError, SyntaxError, ValueError):
+        return ()
+    ranges = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.If, ast.IfExp)) and "training" in ast.unparse(node.test):
+            ranges.append((node.lineno, node.end_lineno or node.lineno))
+    return tuple(ranges)
+
+
+def _only_at_inference(layer: Layer) -> bool:
+    frame = layer.call_frame
+    if frame is None or not frame.is_user_code:
+        return False
+    return any(a <= frame.line <= b for a, b in _guarded_lines(frame.path))

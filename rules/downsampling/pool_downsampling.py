@@ -12,56 +12,6 @@ from archlint.rule import Option, Rule
 from ..helpers import as_tuple, conv_weights, human, is_global, reduction, shape_text, spatial
 
 
-def _dims(layer) -> int:
-    return len(spatial(layer.in_shape) or (0, 0))
-
-
-def _is_generative(graph) -> bool:
-    """A model with an upsampling decoder that generates or reconstructs an image: its input
-    is a latent code, or its output has the input's channels and size (autoencoders, VAEs,
-    image-to-image). There pooling's fixed, gradient-sparse downsampling hurts most. A
-    segmentation model, which decodes to class maps, or one that only resizes its final
-    scores (FCN, DeepLab), is not one."""
-    if not any(_decodes(graph, l) for l in graph if is_upsampling(l)):
-        return False
-    image = graph.input_shapes[0] if graph.input_shapes else None
-    if image is None or len(image) < 3 or all(s == 1 for s in image[2:]):
-        return True  # generated from a latent vector
-    outputs = [p.out_shape for out in graph.outputs for p in graph.predecessors(out)]
-    return any(o is not None and len(o) == len(image) and o[1] == image[1] and tuple(o[2:]) == tuple(image[2:])
-               for o in outputs)
-
-
-def _decodes(graph, upsampling) -> bool:
-    """Learned upsampling, or upsampling that a conv or Linear layer computes on after."""
-    if upsampling.is_a(nn.modules.conv._ConvTransposeNd):
-        return True
-    return any(is_weighted(l) for l in graph.next_layers(upsampling, through=lambda l: not is_weighted(l)))
-
-
-def _feeds_only_pointwise(graph, layer) -> bool:
-    """An average pool whose only consumer is a 1x1 conv: the ResNet-D projection shortcut,
-    which is exactly what D002 recommends."""
-    after = graph.successors(layer)
-    return (len(after) == 1 and after[0].is_a(nn.modules.conv._ConvNd)
-            and all(k == 1 for k in as_tuple(after[0].module.kernel_size)))
-
-
-def _strided_window(factor: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Kernel and padding of a conv that downsamples by `factor` per axis: 3x3 with padding
-    1 for a factor of 2 (overlapping windows, as in ResNet), a non-overlapping patch otherwise."""
-    kernel = tuple(3 if f == 2 else f for f in factor)
-    padding = tuple(1 if f == 2 else 0 for f in factor)
-    return kernel, padding
-
-
-def _strided_conv(n: int, c: int, factor: tuple[int, ...]) -> str:
-    kernel, padding = _strided_window(factor)
-    one = lambda v: str(v[0]) if len(set(v)) == 1 else str(tuple(v))  # noqa: E731
-    return (f"nn.Sequential(\n    nn.Conv{n}d({c}, {c}, kernel_size={one(kernel)}, stride={one(factor)}, "
-            f"padding={one(padding)}, bias=False),\n    nn.BatchNorm{n}d({c}),\n    nn.ReLU(inplace=True),\n)")
-
-
 class PoolDownsampling(Rule):
     code = "D001"
     name = "pool-downsampling"
@@ -171,3 +121,53 @@ class PoolDownsampling(Rule):
                 severity=Severity.WARNING if generative else None,
                 prefer="built" if layer.kind == Kind.MODULE else "call",
             )
+
+
+def _dims(layer) -> int:
+    return len(spatial(layer.in_shape) or (0, 0))
+
+
+def _is_generative(graph) -> bool:
+    """A model with an upsampling decoder that generates or reconstructs an image: its input
+    is a latent code, or its output has the input's channels and size (autoencoders, VAEs,
+    image-to-image). There pooling's fixed, gradient-sparse downsampling hurts most. A
+    segmentation model, which decodes to class maps, or one that only resizes its final
+    scores (FCN, DeepLab), is not one."""
+    if not any(_decodes(graph, l) for l in graph if is_upsampling(l)):
+        return False
+    image = graph.input_shapes[0] if graph.input_shapes else None
+    if image is None or len(image) < 3 or all(s == 1 for s in image[2:]):
+        return True  # generated from a latent vector
+    outputs = [p.out_shape for out in graph.outputs for p in graph.predecessors(out)]
+    return any(o is not None and len(o) == len(image) and o[1] == image[1] and tuple(o[2:]) == tuple(image[2:])
+               for o in outputs)
+
+
+def _decodes(graph, upsampling) -> bool:
+    """Learned upsampling, or upsampling that a conv or Linear layer computes on after."""
+    if upsampling.is_a(nn.modules.conv._ConvTransposeNd):
+        return True
+    return any(is_weighted(l) for l in graph.next_layers(upsampling, through=lambda l: not is_weighted(l)))
+
+
+def _feeds_only_pointwise(graph, layer) -> bool:
+    """An average pool whose only consumer is a 1x1 conv: the ResNet-D projection shortcut,
+    which is exactly what D002 recommends."""
+    after = graph.successors(layer)
+    return (len(after) == 1 and after[0].is_a(nn.modules.conv._ConvNd)
+            and all(k == 1 for k in as_tuple(after[0].module.kernel_size)))
+
+
+def _strided_window(factor: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Kernel and padding of a conv that downsamples by `factor` per axis: 3x3 with padding
+    1 for a factor of 2 (overlapping windows, as in ResNet), a non-overlapping patch otherwise."""
+    kernel = tuple(3 if f == 2 else f for f in factor)
+    padding = tuple(1 if f == 2 else 0 for f in factor)
+    return kernel, padding
+
+
+def _strided_conv(n: int, c: int, factor: tuple[int, ...]) -> str:
+    kernel, padding = _strided_window(factor)
+    one = lambda v: str(v[0]) if len(set(v)) == 1 else str(tuple(v))  # noqa: E731
+    return (f"nn.Sequential(\n    nn.Conv{n}d({c}, {c}, kernel_size={one(kernel)}, stride={one(factor)}, "
+            f"padding={one(padding)}, bias=False),\n    nn.BatchNorm{n}d({c}),\n    nn.ReLU(inplace=True),\n)")

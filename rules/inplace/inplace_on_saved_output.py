@@ -39,35 +39,6 @@ _SAVES_INPUT_OPS = {"conv1d", "conv2d", "conv3d", "convolution", "linear", "matm
 _PAIRWISE_SAVES_INPUT = {"mul", "div", "truediv"}  # when both operands are tensors
 
 
-def _saves_output(layer) -> bool:
-    if layer.kind == Kind.MODULE:
-        if isinstance(layer.module, _SAVES_OUTPUT_MODULES):
-            return True
-        return bool(layer.writes) and isinstance(layer.module, _SAVES_OUTPUT_IN_PLACE_MODULES)
-    if layer.kind in CALLS:
-        return layer.op in _SAVES_OUTPUT_OPS or (bool(layer.writes) and layer.op in _SAVES_OUTPUT_IN_PLACE_OPS)
-    return False
-
-
-def _saves_input(layer, storage: Storage, name: str) -> bool:
-    """Whether `layer` keeps its input `name` for its backward."""
-    if name in layer.writes:
-        return False  # an in-place op keeps its result, if anything
-    if layer.kind == Kind.MODULE:
-        if not isinstance(layer.module, _SAVES_INPUT_MODULES):
-            return False
-        return bool(layer.params) or storage.grad.get(name, False)
-    if layer.kind not in CALLS:
-        return False
-    tensors = [a for a in layer.args if isinstance(a, str) and a in layer.inputs]
-    others_need_grad = any(storage.grad.get(t, False) for t in tensors if t != name)
-    if layer.op in _SAVES_INPUT_OPS:
-        return storage.grad.get(name, False) or others_need_grad
-    if layer.op in _PAIRWISE_SAVES_INPUT and len(tensors) == 2:
-        return others_need_grad
-    return False
-
-
 class InplaceOnSavedOutput(Rule):
     code = "I002"
     name = "inplace-on-saved-output"
@@ -170,3 +141,32 @@ class InplaceOnSavedOutput(Rule):
             found += [(layer, "the input") for layer, name in storage.read.get(root, ())
                       if layer.index < writer.index and _saves_input(layer, storage, name)]
         return min(found, key=lambda pair: pair[0].index) if found else (None, "")
+
+
+def _saves_output(layer) -> bool:
+    if layer.kind == Kind.MODULE:
+        if isinstance(layer.module, _SAVES_OUTPUT_MODULES):
+            return True
+        return bool(layer.writes) and isinstance(layer.module, _SAVES_OUTPUT_IN_PLACE_MODULES)
+    if layer.kind in CALLS:
+        return layer.op in _SAVES_OUTPUT_OPS or (bool(layer.writes) and layer.op in _SAVES_OUTPUT_IN_PLACE_OPS)
+    return False
+
+
+def _saves_input(layer, storage: Storage, name: str) -> bool:
+    """Whether `layer` keeps its input `name` for its backward."""
+    if name in layer.writes:
+        return False  # an in-place op keeps its result, if anything
+    if layer.kind == Kind.MODULE:
+        if not isinstance(layer.module, _SAVES_INPUT_MODULES):
+            return False
+        return bool(layer.params) or storage.grad.get(name, False)
+    if layer.kind not in CALLS:
+        return False
+    tensors = [a for a in layer.args if isinstance(a, str) and a in layer.inputs]
+    others_need_grad = any(storage.grad.get(t, False) for t in tensors if t != name)
+    if layer.op in _SAVES_INPUT_OPS:
+        return storage.grad.get(name, False) or others_need_grad
+    if layer.op in _PAIRWISE_SAVES_INPUT and len(tensors) == 2:
+        return others_need_grad
+    return False

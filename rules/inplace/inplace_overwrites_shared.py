@@ -8,10 +8,6 @@ from archlint.rule import Rule
 from ..helpers import Storage, describe, in_place_writers, out_of_place, writer_text
 
 
-def _is_getitem(layer) -> bool:
-    return is_call_of(layer, INDEX_FUNCTIONS)
-
-
 class InplaceOverwritesShared(Rule):
     code = "I001"
     name = "inplace-overwrites-shared"
@@ -131,3 +127,7 @@ class InplaceOverwritesShared(Rule):
             fix=Fix("make the op out of place (or .clone() the tensor the later reader needs)", fixed),
             prefer="call",
         )
+
+
+def _is_getitem(layer) -> bool:
+    return is_call_of(layer, INDEX_FUNCTIONS)

@@ -13,68 +13,6 @@ from archlint.rule import Rule
 from ..helpers import conv_call, conv_windows, explicit_pad, own_padding, shape_text
 
 
-def _spatially_inert(graph):
-    """A test for layers that neither look at neighbouring positions nor change the grid
-    (norms, activations, 1x1 convs, adds, concatenations): the receptive field passes through
-    them unchanged."""
-    def test(layer) -> bool:
-        if layer.rf is None:
-            return False
-        fields = [p.rf for p in graph.predecessors(layer) if p.rf is not None]
-        if not fields:
-            return False
-        widest = ReceptiveField.widest(fields)
-        return layer.rf.size == widest.size and layer.rf.jump == widest.jump
-
-    return test
-
-
-def _runs(values: list[int]) -> str:
-    """[2, 2, 2, 4, 12] -> '2 (x3), 4, 12'."""
-    parts, i = [], 0
-    while i < len(values):
-        j = i
-        while j < len(values) and values[j] == values[i]:
-            j += 1
-        parts.append(f"{values[i]} (x{j - i})" if j - i > 2 else ", ".join([str(values[i])] * (j - i)))
-        i = j
-    return ", ".join(parts)
-
-
-def _coverage(rates: list[int], half: int | list[int]) -> tuple[int, int]:
-    """(input positions one output reads, positions its span covers) along one axis for a
-    stack of stride-1 convs with `half` taps each side (one number, or one per conv) at the
-    given dilation rates."""
-    halves = half if isinstance(half, list) else [half] * len(rates)
-    offsets = {0}
-    for rate, h in zip(rates, halves):
-        offsets = {o + j * rate for o in offsets for j in range(-h, h + 1)}
-    return len(offsets), max(offsets) - min(offsets) + 1
-
-
-def hdc_rates(count: int, rate: int, half: int | list[int], total: int | None = None) -> list[int]:
-    """Dilation rates for `count` stacked convs that leave no holes and share no factor
-    between neighbours, spanning about as far as `count` convs at `rate` (or rates adding up to
-    `total`): Wang et al.'s hybrid dilated convolution. Each rate is at most one more than the
-    width covered so far, which is what keeps the stack free of holes."""
-    budget = total or count * rate
-    halves = half if isinstance(half, list) else [half] * count
-    rates: list[int] = []
-    reach = 0
-    for i in range(count):
-        want = max(1, -(-(budget - sum(rates)) // (count - i)))
-        r = min(want, 2 * reach + 1)
-        while r > 1 and rates and math.gcd(r, rates[-1]) > 1:
-            r -= 1
-        rates.append(r)
-        reach += halves[i] * r
-    ascending = sorted(rates)
-    if all(math.gcd(a, b) == 1 for a, b in zip(ascending, ascending[1:])) and \
-            _coverage(ascending, halves)[0] == _coverage(ascending, halves)[1]:
-        return ascending
-    return rates
-
-
 class DilationGridding(Rule):
     code = "K005"
     name = "dilation-gridding"
@@ -255,3 +193,65 @@ class DilationGridding(Rule):
             fix=Fix(f"use rates without a common factor that fill the span, e.g. "
                     f"{', '.join(map(str, suggested))} (hybrid dilated convolution)", "\n".join(lines)),
         )
+
+
+def _spatially_inert(graph):
+    """A test for layers that neither look at neighbouring positions nor change the grid
+    (norms, activations, 1x1 convs, adds, concatenations): the receptive field passes through
+    them unchanged."""
+    def test(layer) -> bool:
+        if layer.rf is None:
+            return False
+        fields = [p.rf for p in graph.predecessors(layer) if p.rf is not None]
+        if not fields:
+            return False
+        widest = ReceptiveField.widest(fields)
+        return layer.rf.size == widest.size and layer.rf.jump == widest.jump
+
+    return test
+
+
+def _runs(values: list[int]) -> str:
+    """[2, 2, 2, 4, 12] -> '2 (x3), 4, 12'."""
+    parts, i = [], 0
+    while i < len(values):
+        j = i
+        while j < len(values) and values[j] == values[i]:
+            j += 1
+        parts.append(f"{values[i]} (x{j - i})" if j - i > 2 else ", ".join([str(values[i])] * (j - i)))
+        i = j
+    return ", ".join(parts)
+
+
+def _coverage(rates: list[int], half: int | list[int]) -> tuple[int, int]:
+    """(input positions one output reads, positions its span covers) along one axis for a
+    stack of stride-1 convs with `half` taps each side (one number, or one per conv) at the
+    given dilation rates."""
+    halves = half if isinstance(half, list) else [half] * len(rates)
+    offsets = {0}
+    for rate, h in zip(rates, halves):
+        offsets = {o + j * rate for o in offsets for j in range(-h, h + 1)}
+    return len(offsets), max(offsets) - min(offsets) + 1
+
+
+def hdc_rates(count: int, rate: int, half: int | list[int], total: int | None = None) -> list[int]:
+    """Dilation rates for `count` stacked convs that leave no holes and share no factor
+    between neighbours, spanning about as far as `count` convs at `rate` (or rates adding up to
+    `total`): Wang et al.'s hybrid dilated convolution. Each rate is at most one more than the
+    width covered so far, which is what keeps the stack free of holes."""
+    budget = total or count * rate
+    halves = half if isinstance(half, list) else [half] * count
+    rates: list[int] = []
+    reach = 0
+    for i in range(count):
+        want = max(1, -(-(budget - sum(rates)) // (count - i)))
+        r = min(want, 2 * reach + 1)
+        while r > 1 and rates and math.gcd(r, rates[-1]) > 1:
+            r -= 1
+        rates.append(r)
+        reach += halves[i] * r
+    ascending = sorted(rates)
+    if all(math.gcd(a, b) == 1 for a, b in zip(ascending, ascending[1:])) and \
+            _coverage(ascending, halves)[0] == _coverage(ascending, halves)[1]:
+        return ascending
+    return rates

@@ -16,20 +16,6 @@ from ..helpers import conv_call, conv_weights, conv_windows, human, shape_text, 
 _NORM_FOR = {1: "BatchNorm1d", 2: "BatchNorm2d", 3: "BatchNorm3d"}
 
 
-def _elementwise(graph):
-    """A test for layers that keep each value in place: one activation in, the same shape out,
-    not a conv or linear layer (a norm, an activation, dropout, an identity)."""
-    def test(layer) -> bool:
-        if layer.kind not in (Kind.MODULE, *CALLS) or layer.out_shape is None:
-            return False
-        if isinstance(layer.module, (nn.modules.conv._ConvNd, nn.Linear)) or is_conv(layer):
-            return False
-        activations = [p for p in graph.predecessors(layer) if p.kind != Kind.ATTR and p.out_shapes]
-        return len(activations) == 1 and layer.in_shape == layer.out_shape
-
-    return test
-
-
 class MissingBottleneck(Rule):
     code = "K004"
     name = "missing-bottleneck"
@@ -168,6 +154,20 @@ class MissingBottleneck(Rule):
             fix=Fix(f"narrow to {mid} channels with a 1x1 conv first and widen back after "
                     f"(1x1 / {k} / 1x1, as in ResNet's bottleneck block)", code),
         )
+
+
+def _elementwise(graph):
+    """A test for layers that keep each value in place: one activation in, the same shape out,
+    not a conv or linear layer (a norm, an activation, dropout, an identity)."""
+    def test(layer) -> bool:
+        if layer.kind not in (Kind.MODULE, *CALLS) or layer.out_shape is None:
+            return False
+        if isinstance(layer.module, (nn.modules.conv._ConvNd, nn.Linear)) or is_conv(layer):
+            return False
+        activations = [p for p in graph.predecessors(layer) if p.kind != Kind.ATTR and p.out_shapes]
+        return len(activations) == 1 and layer.in_shape == layer.out_shape
+
+    return test
 
 
 def _role(graph, qualname: str) -> str:

@@ -10,13 +10,6 @@ from archlint.rule import Example, Option, Rule
 from ..helpers import built_where, conv_call, norm_call
 
 
-def group_count(channels: int, max_groups: int = 32) -> int:
-    """The most GroupNorm groups (up to `max_groups`) that divide `channels` and keep at least two
-    channels per group: 64 -> 32, 24 -> 12, 3 -> 1."""
-    return max(g for g in range(1, max_groups + 1)
-               if channels % g == 0 and channels // g >= min(2, channels))
-
-
 _WS_CLASS = '''
 class WS{kind}(nn.{kind}):
     """{kind} with Weight Standardization: every filter is rescaled to zero mean and unit
@@ -227,3 +220,10 @@ class BatchNormTinyBatch(Rule):
             kind = type(conv.module).__name__
             parts.append(f"#   {call}  ->  {call.replace('nn.' + kind, 'WS' + kind, 1)}  # {built_where(conv)}")
         return "\n".join(parts)
+
+
+def group_count(channels: int, max_groups: int = 32) -> int:
+    """The most GroupNorm groups (up to `max_groups`) that divide `channels` and keep at least two
+    channels per group: 64 -> 32, 24 -> 12, 3 -> 1."""
+    return max(g for g in range(1, max_groups + 1)
+               if channels % g == 0 and channels // g >= min(2, channels))

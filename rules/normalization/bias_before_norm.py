@@ -12,39 +12,6 @@ from archlint.rule import Rule
 from ..helpers import conv_call, human
 
 
-def _channel_dim(layer) -> int | None:
-    """The dimension along which a conv or linear layer's bias varies in its output."""
-    shape = layer.out_shape
-    if shape is None:
-        return None
-    if isinstance(layer.module, (nn.modules.conv._ConvNd,)):
-        return 1
-    if isinstance(layer.module, nn.Linear):
-        return len(shape) - 1
-    return None
-
-
-def _cancels_bias(norm_layer, channel_dim: int, rank: int, model_training: bool = True) -> bool:
-    """Whether the norm subtracts a mean taken separately for every index of `channel_dim`: then
-    a bias that varies only along that dimension is removed exactly."""
-    module = norm_layer.module
-    if isinstance(module, BATCH_NORM_TYPES):
-        if model_training and not module.training and module.track_running_stats:
-            return False  # frozen: it subtracts a fixed mean, and the bias still trains
-        return channel_dim == 1 and rank >= 2
-    if isinstance(module, INSTANCE_NORM_TYPES):
-        return channel_dim == 1 and rank >= 3
-    if isinstance(module, nn.GroupNorm):
-        # Groups of several channels keep the differences between their channels' biases.
-        return channel_dim == 1 and module.num_groups == module.num_channels
-    if isinstance(module, nn.LayerNorm):
-        if type(module).__name__.endswith("LayerNorm2d"):  # timm/torchvision: over dim 1 of NCHW
-            return False
-        reduced = range(rank - len(module.normalized_shape), rank)
-        return channel_dim not in reduced
-    return False
-
-
 class BiasBeforeNorm(Rule):
     code = "N002"
     name = "bias-before-norm"
@@ -181,3 +148,36 @@ class BiasBeforeNorm(Rule):
             fix=Fix("build the layer without a bias (bias=False); the norm's beta provides the shift",
                     "\n".join(calls[:6]) + (f"\n# ... and {len(calls) - 6} more" if len(calls) > 6 else "")),
         )
+
+
+def _channel_dim(layer) -> int | None:
+    """The dimension along which a conv or linear layer's bias varies in its output."""
+    shape = layer.out_shape
+    if shape is None:
+        return None
+    if isinstance(layer.module, (nn.modules.conv._ConvNd,)):
+        return 1
+    if isinstance(layer.module, nn.Linear):
+        return len(shape) - 1
+    return None
+
+
+def _cancels_bias(norm_layer, channel_dim: int, rank: int, model_training: bool = True) -> bool:
+    """Whether the norm subtracts a mean taken separately for every index of `channel_dim`: then
+    a bias that varies only along that dimension is removed exactly."""
+    module = norm_layer.module
+    if isinstance(module, BATCH_NORM_TYPES):
+        if model_training and not module.training and module.track_running_stats:
+            return False  # frozen: it subtracts a fixed mean, and the bias still trains
+        return channel_dim == 1 and rank >= 2
+    if isinstance(module, INSTANCE_NORM_TYPES):
+        return channel_dim == 1 and rank >= 3
+    if isinstance(module, nn.GroupNorm):
+        # Groups of several channels keep the differences between their channels' biases.
+        return channel_dim == 1 and module.num_groups == module.num_channels
+    if isinstance(module, nn.LayerNorm):
+        if type(module).__name__.endswith("LayerNorm2d"):  # timm/torchvision: over dim 1 of NCHW
+            return False
+        reduced = range(rank - len(module.normalized_shape), rank)
+        return channel_dim not in reduced
+    return False

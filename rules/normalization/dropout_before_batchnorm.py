@@ -15,21 +15,6 @@ from ..helpers import built_where
 _PER_SAMPLE_NORMS = (nn.GroupNorm, nn.LayerNorm, *INSTANCE_NORM_TYPES)
 
 
-def _dropout_rate(layer, model_training: bool = True) -> float | None:
-    """The drop probability of a dropout layer or call, None if it is not one. A call traced
-    with training=False in a model that trains was switched off on purpose; in a model traced
-    in eval mode, `training=self.training` reads False too, and the dropout is real."""
-    if not is_dropout(layer) or is_alpha_dropout(layer):
-        return None
-    if layer.kind == Kind.MODULE:
-        return float(layer.module.p)
-    training = layer.kwargs.get("training", layer.args[2] if len(layer.args) > 2 else True)
-    if training is False and model_training:
-        return None
-    p = layer.kwargs.get("p", layer.args[1] if len(layer.args) > 1 else 0.5)
-    return float(p) if isinstance(p, (int, float)) else None
-
-
 class DropoutBeforeBatchNorm(Rule):
     code = "N004"
     name = "dropout-before-batchnorm"
@@ -119,3 +104,18 @@ class DropoutBeforeBatchNorm(Rule):
                           "batchnorms_reached": len(bns), "last_batchnorm": last_bn.qualname},
                 fix=Fix("move the dropout after the last BatchNorm", code),
             )
+
+
+def _dropout_rate(layer, model_training: bool = True) -> float | None:
+    """The drop probability of a dropout layer or call, None if it is not one. A call traced
+    with training=False in a model that trains was switched off on purpose; in a model traced
+    in eval mode, `training=self.training` reads False too, and the dropout is real."""
+    if not is_dropout(layer) or is_alpha_dropout(layer):
+        return None
+    if layer.kind == Kind.MODULE:
+        return float(layer.module.p)
+    training = layer.kwargs.get("training", layer.args[2] if len(layer.args) > 2 else True)
+    if training is False and model_training:
+        return None
+    p = layer.kwargs.get("p", layer.args[1] if len(layer.args) > 1 else 0.5)
+    return float(p) if isinstance(p, (int, float)) else None

@@ -11,35 +11,6 @@ from archlint.rule import Option, Rule
 from ..helpers import data_dependent, human, shape_text, tensor_inputs
 
 
-def _flattened_map(graph, layer: Layer) -> Layer | None:
-    """The flatten (or view/reshape) that turned a feature map into this Linear's input,
-    walking back over dropout and identities: None when the input was pooled first."""
-    dependent = data_dependent(graph)
-    current = layer
-    for _ in range(8):
-        producers = tensor_inputs(graph, current, dependent)
-        if len(producers) != 1:
-            return None
-        p = producers[0]
-        flattens = p.is_a(nn.Flatten) or is_call_of(p, FLATTEN_FUNCTIONS)
-        if flattens:
-            shape = p.in_shape
-            if shape is None or len(shape) < 3 or _positions(shape) <= 1:
-                return None
-            return p
-        if not (is_dropout(p) or is_identity(p)):
-            return None
-        current = p
-    return None
-
-
-def _positions(shape) -> int:
-    total = 1
-    for s in shape[2:]:
-        total *= s
-    return total
-
-
 class DenseHeadDominates(Rule):
     code = "P001"
     name = "dense-head-dominates"
@@ -131,3 +102,32 @@ class DenseHeadDominates(Rule):
                 fix=Fix(f"average-pool the map globally before the classifier and feed {channels} "
                         f"features to the Linear", code),
             )
+
+
+def _flattened_map(graph, layer: Layer) -> Layer | None:
+    """The flatten (or view/reshape) that turned a feature map into this Linear's input,
+    walking back over dropout and identities: None when the input was pooled first."""
+    dependent = data_dependent(graph)
+    current = layer
+    for _ in range(8):
+        producers = tensor_inputs(graph, current, dependent)
+        if len(producers) != 1:
+            return None
+        p = producers[0]
+        flattens = p.is_a(nn.Flatten) or is_call_of(p, FLATTEN_FUNCTIONS)
+        if flattens:
+            shape = p.in_shape
+            if shape is None or len(shape) < 3 or _positions(shape) <= 1:
+                return None
+            return p
+        if not (is_dropout(p) or is_identity(p)):
+            return None
+        current = p
+    return None
+
+
+def _positions(shape) -> int:
+    total = 1
+    for s in shape[2:]:
+        total *= s
+    return total

@@ -14,32 +14,6 @@ from ..helpers import shape_text, spatial
 _PRODUCTS = MATMUL_FUNCTIONS - LINEAR_FUNCTIONS
 
 
-def _is_map(layer, ndim: int) -> bool:
-    return (layer.kind not in (Kind.INPUT, Kind.ATTR, Kind.OUTPUT) and layer.rf is not None
-            and layer.out_shape is not None and len(layer.out_shape) == ndim + 2)
-
-
-def _mixes_positions(graph, layer) -> bool:
-    """Attention, a product of two activations, or a fully connected layer over a flattened
-    map that still holds separate positions: each output then depends on every position."""
-    if isinstance(layer.module, nn.MultiheadAttention) or "attention" in layer.op.lower():
-        return True
-    if is_call_of(layer, _PRODUCTS):
-        activations = [p for p in graph.predecessors(layer) if p.kind != Kind.ATTR and p.out_shapes]
-        return len(activations) >= 2
-    linear = isinstance(layer.module, nn.Linear) or (layer.module is None and layer.op in LINEAR_FUNCTIONS)
-    if linear and layer.in_shape is not None and len(layer.in_shape) <= 2:
-        # Dropout or an activation between the flatten and the linear layer does not change
-        # what it reads; the receptive field marks those as global, so look past them.
-        def same_shape(l) -> bool:
-            return l.kind not in (Kind.INPUT, Kind.ATTR) and l.out_shape is not None and l.in_shape == l.out_shape
-
-        sources = [p for p in graph.previous_layers(layer, through=same_shape) if p.kind != Kind.ATTR]
-        fields = [p.rf for p in sources if p.rf is not None]
-        return bool(fields) and not any(f.is_global for f in fields)
-    return False
-
-
 class ReceptiveFieldShort(Rule):
     code = "R001"
     name = "receptive-field-short"
@@ -192,3 +166,29 @@ class ReceptiveFieldShort(Rule):
             jump = [2 * j for j in jump]
             steps += 1
         return steps, size
+
+
+def _is_map(layer, ndim: int) -> bool:
+    return (layer.kind not in (Kind.INPUT, Kind.ATTR, Kind.OUTPUT) and layer.rf is not None
+            and layer.out_shape is not None and len(layer.out_shape) == ndim + 2)
+
+
+def _mixes_positions(graph, layer) -> bool:
+    """Attention, a product of two activations, or a fully connected layer over a flattened
+    map that still holds separate positions: each output then depends on every position."""
+    if isinstance(layer.module, nn.MultiheadAttention) or "attention" in layer.op.lower():
+        return True
+    if is_call_of(layer, _PRODUCTS):
+        activations = [p for p in graph.predecessors(layer) if p.kind != Kind.ATTR and p.out_shapes]
+        return len(activations) >= 2
+    linear = isinstance(layer.module, nn.Linear) or (layer.module is None and layer.op in LINEAR_FUNCTIONS)
+    if linear and layer.in_shape is not None and len(layer.in_shape) <= 2:
+        # Dropout or an activation between the flatten and the linear layer does not change
+        # what it reads; the receptive field marks those as global, so look past them.
+        def same_shape(l) -> bool:
+            return l.kind not in (Kind.INPUT, Kind.ATTR) and l.out_shape is not None and l.in_shape == l.out_shape
+
+        sources = [p for p in graph.previous_layers(layer, through=same_shape) if p.kind != Kind.ATTR]
+        fields = [p.rf for p in sources if p.rf is not None]
+        return bool(fields) and not any(f.is_global for f in fields)
+    return False

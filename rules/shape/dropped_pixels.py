@@ -15,25 +15,6 @@ from ..helpers import conv_call, human, kept_pad_text, pool_call, shape_text
 _AXIS_NAMES = {1: ("position",), 2: ("row", "column"), 3: ("slice", "row", "column")}
 
 
-def _indices(values: list[int]) -> str:
-    """[24] -> '24'; [54, 55] -> '54-55'."""
-    if len(values) == 1:
-        return str(values[0])
-    return f"{values[0]}-{values[-1]}"
-
-
-def _listed(parts: list[str]) -> str:
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-
-
-def _window_text(layer, w) -> str:
-    kind = layer.op if layer.kind == Kind.MODULE else f"{layer.op}()"
-    k = "x".join(map(str, w.kernel))
-    s = w.stride[0] if len(set(w.stride)) == 1 else shape_text(w.stride)
-    p = w.pad_before[0] if len(set(w.pad_before)) == 1 else shape_text(w.pad_before)
-    return f"{kind} {k}/s{s}/p{p}"
-
-
 class DroppedPixels(Rule):
     code = "S001"
     name = "dropped-pixels"
@@ -207,3 +188,22 @@ class DroppedPixels(Rule):
     @staticmethod
     def _one(values) -> str:
         return str(values[0]) if len(set(values)) == 1 else str(tuple(values))
+
+
+def _indices(values: list[int]) -> str:
+    """[24] -> '24'; [54, 55] -> '54-55'."""
+    if len(values) == 1:
+        return str(values[0])
+    return f"{values[0]}-{values[-1]}"
+
+
+def _listed(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _window_text(layer, w) -> str:
+    kind = layer.op if layer.kind == Kind.MODULE else f"{layer.op}()"
+    k = "x".join(map(str, w.kernel))
+    s = w.stride[0] if len(set(w.stride)) == 1 else shape_text(w.stride)
+    p = w.pad_before[0] if len(set(w.pad_before)) == 1 else shape_text(w.pad_before)
+    return f"{kind} {k}/s{s}/p{p}"

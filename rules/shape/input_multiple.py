@@ -17,11 +17,6 @@ _MERGES = CONCAT_FUNCTIONS | SUM_FUNCTIONS
 _CROPS_AND_PADS = PAD_FUNCTIONS | CROP_FUNCTIONS
 
 
-def _tensor_inputs(graph, layer, ndim):
-    return [p for p in graph.predecessors(layer) if p.kind != Kind.ATTR and spatial(p.out_shape) is not None
-            and len(p.out_shape) == ndim + 2]
-
-
 # One U-Net serves both S003 examples: only the input size decides.
 _UNET = """\
 import torch
@@ -225,3 +220,8 @@ class InputMultiple(Rule):
         names = {"getitem": "slicing", "narrow": "narrow", "pad": "F.pad", "constant_pad_nd": "F.pad"}
         where = f" in {layer.qualname}" if layer.qualname else ""
         return f"{names.get(layer.op, layer.op)}{where}"
+
+
+def _tensor_inputs(graph, layer, ndim):
+    return [p for p in graph.predecessors(layer) if p.kind != Kind.ATTR and spatial(p.out_shape) is not None
+            and len(p.out_shape) == ndim + 2]

@@ -8,18 +8,6 @@ from archlint.rule import Rule
 from ..helpers import conv_call, conv_windows, kept_pad_text, own_padding, shape_text
 
 
-def _shrinks(w) -> bool:
-    """A stride-1 conv with an odd (dilated) kernel padded by less than half of it. An explicit
-    pad in front (a CycleGAN block's ReflectionPad2d, a TensorFlow-"SAME" F.pad) is part of
-    the window's padding."""
-    if any(s != 1 for s in w.stride):
-        return False
-    if all(o == 1 for o in w.size_out):  # a conv that covers the whole map on purpose (a head)
-        return False
-    return any(w.span(a) % 2 == 1 and w.pad_before[a] + w.pad_after[a] < w.span(a) - 1
-               for a in range(w.ndim))
-
-
 class ShrinkingPadding(Rule):
     code = "S002"
     name = "shrinking-padding"
@@ -121,3 +109,15 @@ class ShrinkingPadding(Rule):
             fix=Fix("pad each conv by d*(k-1)//2 (padding=k//2, or padding=\"same\") so stride-1 "
                     "convs keep the map size", "\n".join(lines)),
         )
+
+
+def _shrinks(w) -> bool:
+    """A stride-1 conv with an odd (dilated) kernel padded by less than half of it. An explicit
+    pad in front (a CycleGAN block's ReflectionPad2d, a TensorFlow-"SAME" F.pad) is part of
+    the window's padding."""
+    if any(s != 1 for s in w.stride):
+        return False
+    if all(o == 1 for o in w.size_out):  # a conv that covers the whole map on purpose (a head)
+        return False
+    return any(w.span(a) % 2 == 1 and w.pad_before[a] + w.pad_after[a] < w.span(a) - 1
+               for a in range(w.ndim))

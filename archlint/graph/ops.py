@@ -52,6 +52,7 @@ DROPOUT_TYPES = (nn.modules.dropout._DropoutNd,)
 ALPHA_DROPOUT_TYPES = (nn.AlphaDropout, nn.FeatureAlphaDropout)
 WINDOW_POOL_TYPES = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
                      nn.modules.pooling._LPPoolNd)
+AVG_POOL_TYPES = (nn.modules.pooling._AvgPoolNd,)
 POOL_TYPES = WINDOW_POOL_TYPES + (nn.modules.pooling._AdaptiveAvgPoolNd,
                                   nn.modules.pooling._AdaptiveMaxPoolNd)
 PAD_TYPES = (nn.modules.padding._ConstantPadNd, nn.modules.padding._ReflectionPadNd,
@@ -70,6 +71,7 @@ CONV_FUNCTIONS = frozenset({"conv1d", "conv2d", "conv3d"})
 WINDOW_POOL_FUNCTIONS = frozenset({
     "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
     "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices"})
+AVG_POOL_FUNCTIONS = frozenset({"avg_pool1d", "avg_pool2d", "avg_pool3d"})
 POOL_FUNCTIONS = WINDOW_POOL_FUNCTIONS | {
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "_adaptive_avg_pool2d",
     "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "lp_pool2d"}
@@ -156,6 +158,10 @@ def is_softmax(layer) -> bool:
 
 def is_pool(layer) -> bool:
     return _either(layer, POOL_TYPES, POOL_FUNCTIONS)
+
+
+def is_avg_pool(layer) -> bool:
+    return _either(layer, AVG_POOL_TYPES, AVG_POOL_FUNCTIONS)
 
 
 def is_pad(layer) -> bool:

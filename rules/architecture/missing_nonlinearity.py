@@ -5,8 +5,8 @@ from torch import nn
 
 from archlint.findings import Fix, Severity
 from archlint.graph import Layer
-from archlint.graph.ops import (BATCH_NORM_TYPES, CONV_TYPES, INSTANCE_NORM_TYPES, Kind, is_norm,
-                                keeps_linearity)
+from archlint.graph.ops import (BATCH_NORM_TYPES, CONV_TYPES, DROPOUT_TYPES, INSTANCE_NORM_TYPES,
+                                Kind, is_norm, keeps_linearity)
 from archlint.rule import Rule
 
 from ..helpers import conv_call, human
@@ -228,7 +228,7 @@ def _module_code(layer: Layer) -> str | None:
     if isinstance(m, nn.LayerNorm):
         shape = m.normalized_shape
         return f"nn.LayerNorm({shape[0] if len(shape) == 1 else tuple(shape)})"
-    if isinstance(m, nn.modules.dropout._DropoutNd):
+    if isinstance(m, DROPOUT_TYPES):
         return f"nn.{kind}({m.p})"
     if type(m).__module__.startswith("torch.nn"):
         return "nn." + repr(m).replace("\n", " ")

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import math
 
-from torch import nn
-
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import Kind, is_call_of, is_pool, is_upsampling
+from archlint.graph.ops import (ANY_CONV_TYPES, TRANSPOSED_CONV_TYPES, Kind, is_call_of, is_pool,
+                                is_upsampling)
 from archlint.rule import Option, Rule
 
 from ..helpers import as_tuple, conv_call, data_dependent, is_global, reduction, shape_text, spatial
@@ -88,9 +87,9 @@ class DownsampleWithoutWidening(Rule):
             return
         dependent = data_dependent(graph)
         for layer in graph:
-            if not (is_pool(layer) or layer.is_a(nn.modules.conv._ConvNd)) or is_global(layer):
+            if not (is_pool(layer) or layer.is_a(*ANY_CONV_TYPES)) or is_global(layer):
                 continue
-            if layer.is_a(nn.modules.conv._ConvTransposeNd):
+            if layer.is_a(*TRANSPOSED_CONV_TYPES):
                 continue
             factor = reduction(layer)
             before = spatial(layer.in_shape)
@@ -109,7 +108,7 @@ class DownsampleWithoutWidening(Rule):
     def _report(self, layer, factor, narrowest, widest, stage_end):
         drop = math.prod(factor)
         c_in = layer.in_shape[1]
-        if layer.is_a(nn.modules.conv._ConvNd):
+        if layer.is_a(*ANY_CONV_TYPES):
             conv = layer.module
             code = conv_call(conv, out_channels=2 * conv.out_channels)
             how = f"let this conv output {2 * conv.out_channels} channels and widen the layers after it to match"
@@ -177,7 +176,7 @@ def _stage_after(graph, start) -> tuple[int, str, bool]:
                 continue
             seen.add(nxt.name)
             frontier.append(nxt)
-            is_conv = nxt.is_a(nn.modules.conv._ConvNd)
+            is_conv = nxt.is_a(*ANY_CONV_TYPES)
             if is_conv or is_pool(nxt) or is_call_of(nxt, _WIDENING_MERGES):
                 widest = max(widest, nxt.out_shape[1])
                 last = max(last, nxt, key=lambda l: l.index)

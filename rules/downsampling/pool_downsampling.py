@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import math
 
-from torch import nn
-
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import Kind, is_pool, is_upsampling, is_weighted
+from archlint.graph.ops import (ANY_CONV_TYPES, TRANSPOSED_CONV_TYPES, Kind, is_avg_pool, is_pool,
+                                is_upsampling, is_weighted)
 from archlint.rule import Option, Rule
 
 from ..helpers import as_tuple, conv_weights, human, is_global, reduction, shape_text, spatial
@@ -100,7 +99,7 @@ class PoolDownsampling(Rule):
             factor = reduction(layer)
             if factor is None:
                 continue
-            if layer.op.startswith(("AvgPool", "avg_pool")) and _feeds_only_pointwise(graph, layer):
+            if is_avg_pool(layer) and _feeds_only_pointwise(graph, layer):
                 continue
             n = _dims(layer)
             c = layer.in_shape[1]
@@ -145,7 +144,7 @@ def _is_generative(graph) -> bool:
 
 def _decodes(graph, upsampling) -> bool:
     """Learned upsampling, or upsampling that a conv or Linear layer computes on after."""
-    if upsampling.is_a(nn.modules.conv._ConvTransposeNd):
+    if upsampling.is_a(*TRANSPOSED_CONV_TYPES):
         return True
     return any(is_weighted(l) for l in graph.next_layers(upsampling, through=lambda l: not is_weighted(l)))
 
@@ -154,7 +153,7 @@ def _feeds_only_pointwise(graph, layer) -> bool:
     """An average pool whose only consumer is a 1x1 conv: the ResNet-D projection shortcut,
     which is exactly what D002 recommends."""
     after = graph.successors(layer)
-    return (len(after) == 1 and after[0].is_a(nn.modules.conv._ConvNd)
+    return (len(after) == 1 and after[0].is_a(*ANY_CONV_TYPES)
             and all(k == 1 for k in as_tuple(after[0].module.kernel_size)))
 
 

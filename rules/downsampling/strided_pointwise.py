@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import math
 
-from torch import nn
-
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import (ATTENTION_FUNCTIONS, LINEAR_FUNCTIONS, MATMUL_FUNCTIONS,
-                                SUM_FUNCTIONS, Kind, is_call_of, keeps_linearity)
+from archlint.graph.ops import (ANY_CONV_TYPES, ATTENTION_FUNCTIONS, LINEAR_FUNCTIONS,
+                                MATMUL_FUNCTIONS, SUM_FUNCTIONS, TRANSPOSED_CONV_TYPES, Kind,
+                                is_call_of, keeps_linearity)
 from archlint.rule import Rule
 
 from ..helpers import as_tuple, conv_call, spatial, square
@@ -93,9 +92,9 @@ class StridedPointwise(Rule):
     )
 
     def check(self, graph, ctx):
-        for layer in graph.modules(nn.modules.conv._ConvNd):
+        for layer in graph.modules(*ANY_CONV_TYPES):
             conv = layer.module
-            if isinstance(conv, nn.modules.conv._ConvTransposeNd):
+            if isinstance(conv, TRANSPOSED_CONV_TYPES):
                 continue
             kernel, stride = as_tuple(conv.kernel_size), as_tuple(conv.stride)
             if any(k != 1 for k in kernel) or all(s == 1 for s in stride):
@@ -146,7 +145,7 @@ def _reparameterizable(graph, pointwise) -> bool:
                 candidates = [other] if not keeps_linearity(other) else \
                     graph.previous_layers(other, through=keeps_linearity)
                 for conv in candidates:
-                    if (conv is not pointwise and conv.is_a(nn.modules.conv._ConvNd)
+                    if (conv is not pointwise and conv.is_a(*ANY_CONV_TYPES)
                             and any(k > 1 for k in as_tuple(conv.module.kernel_size))
                             and as_tuple(conv.module.stride) == stride
                             and _data_producers(graph, conv) & source):

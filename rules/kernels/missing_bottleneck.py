@@ -7,7 +7,7 @@ import math
 from torch import nn
 
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import CALLS, Kind, is_conv
+from archlint.graph.ops import ANY_CONV_TYPES, CALLS, Kind, is_conv
 from archlint.rule import Option, Rule
 
 from ..helpers import conv_call, conv_weights, conv_windows, human, shape_text, spatial
@@ -162,7 +162,7 @@ def _elementwise(graph):
     def test(layer) -> bool:
         if layer.kind not in (Kind.MODULE, *CALLS) or layer.out_shape is None:
             return False
-        if isinstance(layer.module, (nn.modules.conv._ConvNd, nn.Linear)) or is_conv(layer):
+        if isinstance(layer.module, (*ANY_CONV_TYPES, nn.Linear)) or is_conv(layer):
             return False
         activations = [p for p in graph.predecessors(layer) if p.kind != Kind.ATTR and p.out_shapes]
         return len(activations) == 1 and layer.in_shape == layer.out_shape

@@ -6,7 +6,8 @@ from collections import defaultdict
 from torch import nn
 
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import BATCH_NORM_TYPES, CONV_TYPES, INSTANCE_NORM_TYPES, Kind
+from archlint.graph.ops import (ANY_CONV_TYPES, BATCH_NORM_TYPES, CONV_TYPES, INSTANCE_NORM_TYPES,
+                                TRANSPOSED_CONV_TYPES, Kind)
 from archlint.rule import Rule
 
 from ..helpers import conv_call, human
@@ -91,7 +92,7 @@ class BiasBeforeNorm(Rule):
 
     def check(self, graph, ctx):
         groups: dict[object, list] = defaultdict(list)
-        for layer in graph.modules(*CONV_TYPES, nn.modules.conv._ConvTransposeNd, nn.Linear):
+        for layer in graph.modules(*CONV_TYPES, *TRANSPOSED_CONV_TYPES, nn.Linear):
             norm = self._cancelling_norm(graph, layer)
             if norm is not None:
                 # One finding per line that builds such layers: a helper that builds every
@@ -155,7 +156,7 @@ def _channel_dim(layer) -> int | None:
     shape = layer.out_shape
     if shape is None:
         return None
-    if isinstance(layer.module, (nn.modules.conv._ConvNd,)):
+    if isinstance(layer.module, ANY_CONV_TYPES):
         return 1
     if isinstance(layer.module, nn.Linear):
         return len(shape) - 1

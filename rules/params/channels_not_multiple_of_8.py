@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import is_weighted
+from archlint.graph.ops import ANY_CONV_TYPES, is_weighted
 from archlint.rule import Option, Rule
 
 from ..helpers import conv_call
@@ -75,12 +75,12 @@ class ChannelsNotMultipleOf8(Rule):
         reads_input, writes_output = _input_readers(graph), _output_writers(graph)
         seen: set[int] = set()
         misaligned = []
-        for layer in graph.modules(nn.modules.conv._ConvNd, nn.Linear):
+        for layer in graph.modules(*ANY_CONV_TYPES, nn.Linear):
             if id(layer.module) in seen:
                 continue
             seen.add(id(layer.module))
             c_in, c_out = _in_out(layer.module)
-            if layer.is_a(nn.modules.conv._ConvNd) and layer.module.groups == c_in and c_in > 1:
+            if layer.is_a(*ANY_CONV_TYPES) and layer.module.groups == c_in and c_in > 1:
                 continue  # depthwise: no channel mixing for Tensor Cores to do; its neighbours are checked
             bad_in = c_in % multiple and layer.name not in reads_input
             bad_out = c_out % multiple and layer.name not in writes_output

@@ -225,7 +225,12 @@ def kept_pad_text(graph, window) -> str:
 # --- the storage model of the I rules --------------------------------------------------------
 
 class Storage:
-    """Who shares storage with whom, who modified what, and what carries gradients."""
+    """Who shares storage with whom, who modified what, and what carries gradients.
+
+    The tracer records, per op, which inputs it modified in place (`Layer.writes`) and which
+    earlier op's storage its output shares (`Layer.alias_of`). Together with execution order
+    that tells who read a storage before and after it was overwritten.
+    """
 
     def __init__(self, graph):
         self.graph = graph

@@ -27,6 +27,8 @@ class DroppedPixels(Rule):
         at the end does not count: a 3x3/s2/p1 conv on an even size, or the 3x3/s2/p1 max-pool
         of a ResNet stem on 112x112, leave only padding unread and are fine. The measured
         output size is used, so `ceil_mode=True` pools are judged by what they really do.
+        An explicit pad in front of the layer (`nn.ReflectionPad2d`, `nn.ZeroPad2d`, `F.pad`)
+        is its padding, so its pixels are not input that could be dropped.
         Strides larger than the kernel (a strided 1x1 conv) skip pixels by design and are not
         this rule's business.
         """
@@ -97,6 +99,24 @@ class DroppedPixels(Rule):
 
         model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.MaxPool2d(2, ceil_mode=True))  # 25 -> 13
         example_input = torch.randn(1, 3, 25, 25)
+        """,
+        """
+        import torch
+        import torch.nn.functional as F
+        from torch import nn
+
+
+        class Downsample(nn.Module):  # TensorFlow-"SAME" padding by hand, as ported models do it
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(3, 16, 3, stride=2)
+
+            def forward(self, x):
+                return self.conv(F.pad(x, (1, 1, 1, 1)))  # the pad is the conv's padding
+
+
+        model = Downsample()
+        example_input = torch.randn(1, 3, 32, 32)
         """,
     )
 

@@ -18,7 +18,9 @@ class ShrinkingPadding(Rule):
         than d(k-1)/2, so their output is smaller than their input. Convs that follow one
         another (through pooling, norms and activations, with no properly padded conv between)
         form one run and are reported once, at the first conv of the run. A conv whose output
-        is 1x1 (a kernel that covers the whole map, used as a head) is left alone.
+        is 1x1 (a kernel that covers the whole map, used as a head) is left alone. An explicit
+        pad in front of a conv (a CycleGAN block's `nn.ReflectionPad2d(1)` before a 3x3 with
+        padding 0, a TensorFlow-"SAME" `F.pad`) counts as its padding.
         """
     why = """
         Without padding a k x k conv loses k-1 pixels per axis, so the map shrinks at every
@@ -64,6 +66,16 @@ class ShrinkingPadding(Rule):
             nn.Conv2d(16, 32, 16),               # 16x16 -> 1x1: a head that covers the whole map
         )
         example_input = torch.randn(1, 3, 32, 32)
+        """,
+        """
+        import torch
+        from torch import nn
+
+        model = nn.Sequential(                   # a CycleGAN generator's residual branch
+            nn.ReflectionPad2d(1), nn.Conv2d(16, 16, 3), nn.InstanceNorm2d(16), nn.ReLU(),
+            nn.ReflectionPad2d(1), nn.Conv2d(16, 16, 3), nn.InstanceNorm2d(16),
+        )
+        example_input = torch.randn(1, 16, 32, 32)
         """,
     )
 

@@ -5,7 +5,7 @@ from torch import nn
 
 from archlint.findings import Fix, Severity
 from archlint.graph.ops import (BATCH_NORM_TYPES, INSTANCE_NORM_TYPES, Kind, is_alpha_dropout,
-                                is_dropout)
+                                is_batch_norm, is_dropout)
 from archlint.rule import Rule
 
 from ..helpers import built_where
@@ -84,7 +84,7 @@ class DropoutBeforeBatchNorm(Rule):
             reached = graph.next_layers(
                 layer, through=lambda l: not (l.kind == Kind.MODULE and isinstance(l.module, (*BATCH_NORM_TYPES, *_PER_SAMPLE_NORMS)))
                 and l.kind != Kind.OUTPUT)
-            bns = [l for l in reached if l.kind == Kind.MODULE and isinstance(l.module, BATCH_NORM_TYPES)]
+            bns = [l for l in reached if is_batch_norm(l)]
             if not bns:
                 continue
             bn = min(bns, key=lambda l: l.index)

@@ -1,4 +1,4 @@
-"""archlint's built-in rules, one module per family of design advice.
+"""archlint's built-in rules: one module per rule, in one package per family of advice.
 
     kernels        K: kernel sizes and shapes
     normalization  N: BatchNorm, GroupNorm, biases before norms
@@ -9,6 +9,8 @@
     params         P: parameter counts and hardware efficiency
     architecture   A: nonlinearity, outputs, depth without skips
 
-Modules here are discovered, not listed: a new rule is a new class in one of them (or a new
-module), with its docs and its bad/good examples.
+A rule's module is named after its slug (`kernels/large_kernel.py` holds K001 large-kernel) and
+carries the class with its docs, options, examples and `check`, and the helpers only it uses;
+`helpers.py` holds what several rules share. Modules are discovered, not listed: a new rule is
+a new module in a family package.
 """

@@ -22,11 +22,9 @@ def write_model(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
     def write(source: str, name: str | None = None) -> Path:
-        import textwrap
+        from .helpers import write_model as write_file
 
         counter["n"] += 1
-        path = tmp_path / (name or f"model_{counter['n']}.py")
-        path.write_text(textwrap.dedent(source).lstrip())
-        return path
+        return write_file(tmp_path, source, name or f"model_{counter['n']}.py")
 
     return write

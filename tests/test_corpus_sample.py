@@ -11,11 +11,11 @@ import importlib.util
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
 from .conftest import ROOT
+from .helpers import write_model
 
 _spec = importlib.util.spec_from_file_location("archlint_bench_corpus", ROOT / "bench" / "corpus.py")
 corpus = importlib.util.module_from_spec(_spec)
@@ -95,14 +95,13 @@ def _no_cache_flag_supported() -> bool:
 
 
 def test_cli_on_examples_and_a_detection_model(tmp_path):
-    detector = tmp_path / "detector.py"
-    detector.write_text(textwrap.dedent("""
+    detector = write_model(tmp_path, """
         import torch
         from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
 
         model = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None)
         example_input = torch.randn(1, 3, 320, 320)
-    """))
+    """, "detector.py")
     args = [str(ROOT / "examples" / "conv_vae.py"), str(ROOT / "examples" / "dcgan_generator.py"), str(detector)]
     if not _no_cache_flag_supported():
         pytest.skip("archlint check has no --no-cache")
@@ -114,8 +113,7 @@ def test_cli_on_examples_and_a_detection_model(tmp_path):
 
 
 def test_cli_untraceable_model_exits_2_with_one_paragraph(tmp_path):
-    path = tmp_path / "gate.py"
-    path.write_text(textwrap.dedent("""
+    path = write_model(tmp_path, """
         import torch
         from torch import nn
 
@@ -132,7 +130,7 @@ def test_cli_untraceable_model_exits_2_with_one_paragraph(tmp_path):
 
         model = Gate()
         example_input = torch.randn(1, 3, 16, 16)
-    """))
+    """, "gate.py")
     if not _no_cache_flag_supported():
         pytest.skip("archlint check has no --no-cache")
     result = _archlint(str(path), cwd=tmp_path)

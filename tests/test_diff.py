@@ -12,6 +12,8 @@ from archlint.config import Settings
 from archlint.diff import diff_specs
 from archlint.reports.diff import render_html, render_text
 
+from .helpers import write_model
+
 OLD = """
     import torch
     from torch import nn
@@ -118,13 +120,11 @@ def test_git_revision_uses_the_old_versions_of_project_modules(tmp_path, monkeyp
                        capture_output=True)
 
     git("init", "-q")
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "blocks.py").write_text(
-        "from torch import nn\n\ndef body():\n    return nn.Conv2d(16, 16, 3, padding=1)\n")
-    (tmp_path / "models" / "net.py").write_text(
-        "import torch\nfrom torch import nn\nfrom blocks import body\n\n"
-        "model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), body())\n"
-        "example_input = torch.randn(1, 3, 16, 16)\n")
+    write_model(tmp_path, "from torch import nn\n\ndef body():\n    return nn.Conv2d(16, 16, 3, padding=1)\n",
+                "models/blocks.py")
+    write_model(tmp_path, "import torch\nfrom torch import nn\nfrom blocks import body\n\n"
+                "model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), body())\n"
+                "example_input = torch.randn(1, 3, 16, 16)\n", "models/net.py")
     git("add", ".")
     git("commit", "-qm", "v1")
     # Only the imported module changes: the old side must still see a 3x3 body.

@@ -11,6 +11,8 @@ from archlint.reports.github import command, escape_data, escape_property
 from archlint.results import ModelReport, Report
 from archlint.spans import with_spans
 
+from .helpers import write_model
+
 COMMAND_RE = re.compile(r"^::(?P<name>error|warning|notice)(?: (?P<props>[^:]*))?::(?P<message>.*)$")
 
 
@@ -48,9 +50,7 @@ def repo(tmp_path, monkeypatch):
 
 
 def test_findings_become_annotations_on_repository_paths(repo):
-    (repo / "nets").mkdir()
-    model_file = repo / "nets" / "a,b.py"
-    model_file.write_text("from torch import nn\nconv = nn.Conv2d(\n    3, 8, 7)\n")
+    model_file = write_model(repo, "from torch import nn\nconv = nn.Conv2d(\n    3, 8, 7)\n", "nets/a,b.py")
     here = Location("nets/a,b.py", 2, str(model_file))
     findings = [with_spans(f) for f in [  # as the engine hands them on
         Finding("K001", "large-kernel", Severity.WARNING, "features.0", "7x7 conv: 100% of\nit",

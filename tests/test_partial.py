@@ -14,7 +14,7 @@ from archlint.findings import Severity
 from archlint.graph import ArchGraph
 from archlint.inputs import ExampleInputs, from_shapes
 from archlint.rule import Rule
-from archlint.rules.kernels import LargeKernel
+from archlint.rules.kernels.large_kernel import LargeKernel
 from archlint.config import Settings
 
 from .helpers import lint_source

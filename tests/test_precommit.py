@@ -7,10 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+
+from .helpers import write_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,7 +74,7 @@ def project(tmp_path):
         return done
 
     def write(name, source):
-        (repo / name).write_text(textwrap.dedent(source).lstrip())
+        write_model(repo, source, name)
 
     run("git", "init", "-q")
     return repo, run, write

@@ -3,7 +3,6 @@ import ast
 import json
 import os
 import subprocess
-import textwrap
 from pathlib import Path
 
 import jsonschema
@@ -15,9 +14,9 @@ from archlint.reports import render
 from archlint.results import ModelReport, Report
 from archlint.registry import load_rules
 from archlint.spans import with_spans
+from tests.helpers import lint_source, write_model
 
 ALL_RULES = load_rules().rules
-from tests.helpers import lint_source
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "sarif-schema-2.1.0.json").read_text())
 
@@ -127,8 +126,7 @@ def _finding(severity=Severity.WARNING, **where) -> Finding:
 
 
 def test_location_outside_the_repository_falls_back_to_a_line_in_it(repo):
-    model_file = repo / "models" / "net.py"
-    model_file.write_text("import torchvision\n\nmodel = torchvision.models.alexnet()\n")
+    model_file = write_model(repo, "import torchvision\n\nmodel = torchvision.models.alexnet()\n", "models/net.py")
     library = os.path.join(os.path.dirname(jsonschema.__file__), "validators.py")
     outside = Location("jsonschema/validators.py", 10, library)
     in_repo = Location("net.py", 3, str(model_file))
@@ -150,7 +148,7 @@ def test_location_outside_the_repository_falls_back_to_a_line_in_it(repo):
 
 
 def test_errors_become_notifications_and_clean_runs_validate(repo):
-    (repo / "models" / "bad.py").write_text("import nothing_here\n")
+    write_model(repo, "import nothing_here\n", "models/bad.py")
     error = ModelReport(target="bad.py", error=LoadError("bad.py: importing bad.py failed"))
     data = sarif(Report(rules=ALL_RULES, models=[error], problems=["rule pack x failed to load"]))
     invocation = data["runs"][0]["invocations"][0]
@@ -162,8 +160,7 @@ def test_errors_become_notifications_and_clean_runs_validate(repo):
 
 
 def test_multiline_call_fix_replaces_the_whole_call(repo):
-    model_file = repo / "models" / "wide.py"
-    model_file.write_text(textwrap.dedent("""
+    model_file = write_model(repo, """
         from torch import nn
 
         layers = [
@@ -172,7 +169,7 @@ def test_multiline_call_fix_replaces_the_whole_call(repo):
                 padding=3),
             nn.ReLU(),
         ]
-    """).lstrip())
+    """, "models/wide.py")
     at = Location("wide.py", 4, str(model_file))
     report = Report(rules=ALL_RULES, models=[ModelReport(target="wide.py::layers", findings=[_finding(location=at, built_at=at)])])
     (result,) = sarif(report)["runs"][0]["results"]
@@ -186,10 +183,9 @@ def test_multiline_call_fix_replaces_the_whole_call(repo):
 def test_no_fix_where_the_line_builds_a_whole_model(repo):
     """A torchvision layer's finding points at `model = AlexNet()` in the user's file: replacing
     that call with the fix's conv stack would be wrong, so there is no SARIF fix."""
-    model_file = repo / "models" / "zoo.py"
-    model_file.write_text("from torchvision.models import AlexNet\nimport torch.nn as tnn\n"
-                          "from torch.nn import Conv2d as C\n\nmodel = AlexNet()\n"
-                          "a = tnn.Conv2d(3, 8, 7)\nb = C(3, 8, 7)\n")
+    model_file = write_model(repo, "from torchvision.models import AlexNet\nimport torch.nn as tnn\n"
+                             "from torch.nn import Conv2d as C\n\nmodel = AlexNet()\n"
+                             "a = tnn.Conv2d(3, 8, 7)\nb = C(3, 8, 7)\n", "models/zoo.py")
     findings = [_finding(location=Location("zoo.py", line, str(model_file))) for line in (5, 6, 7)]
     report = Report(rules=ALL_RULES, models=[ModelReport(target="zoo.py::model", findings=findings)])
     whole, aliased, imported = sarif(report)["runs"][0]["results"]

@@ -45,9 +45,14 @@ TRANSPOSED_CONV_TYPES = (nn.modules.conv._ConvTransposeNd,)
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
               nn.modules.instancenorm._InstanceNorm)
 NORM_TYPE_NAMES = ("RMSNorm", "LayerNorm2d")  # third-party norms known by name
+BATCH_NORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
+INSTANCE_NORM_TYPES = (nn.modules.instancenorm._InstanceNorm,)
 DROPOUT_TYPES = (nn.modules.dropout._DropoutNd,)
+# Dropout that keeps the mean and variance of SELU activations: not the kind that shifts them.
+ALPHA_DROPOUT_TYPES = (nn.AlphaDropout, nn.FeatureAlphaDropout)
 WINDOW_POOL_TYPES = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
                      nn.modules.pooling._LPPoolNd)
+AVG_POOL_TYPES = (nn.modules.pooling._AvgPoolNd,)
 POOL_TYPES = WINDOW_POOL_TYPES + (nn.modules.pooling._AdaptiveAvgPoolNd,
                                   nn.modules.pooling._AdaptiveMaxPoolNd)
 PAD_TYPES = (nn.modules.padding._ConstantPadNd, nn.modules.padding._ReflectionPadNd,
@@ -60,12 +65,13 @@ ACTIVATION_TYPES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, 
                     nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid,
                     nn.Hardtanh, nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.Threshold, nn.GLU,
                     nn.LogSigmoid)
-SOFTMAX_TYPES = (nn.Softmax, nn.LogSoftmax)
+SOFTMAX_TYPES = (nn.Softmax, nn.LogSoftmax, nn.Softmax2d)
 
 CONV_FUNCTIONS = frozenset({"conv1d", "conv2d", "conv3d"})
 WINDOW_POOL_FUNCTIONS = frozenset({
     "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
     "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices"})
+AVG_POOL_FUNCTIONS = frozenset({"avg_pool1d", "avg_pool2d", "avg_pool3d"})
 POOL_FUNCTIONS = WINDOW_POOL_FUNCTIONS | {
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "_adaptive_avg_pool2d",
     "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "lp_pool2d"}
@@ -74,7 +80,8 @@ NORM_FUNCTIONS = frozenset({
     "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
     "native_group_norm", "rms_norm"})
 DROPOUT_FUNCTIONS = frozenset({"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
-                               "feature_alpha_dropout", "native_dropout"})
+                               "feature_alpha_dropout", "native_dropout", "feature_dropout"})
+ALPHA_DROPOUT_FUNCTIONS = frozenset({"alpha_dropout", "feature_alpha_dropout"})
 PAD_FUNCTIONS = frozenset({"pad", "constant_pad_nd", "reflection_pad1d", "reflection_pad2d",
                            "reflection_pad3d", "replication_pad1d", "replication_pad2d",
                            "replication_pad3d"})
@@ -91,11 +98,21 @@ UPSAMPLE_FUNCTIONS = frozenset({
     "interpolate", "upsample", "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d",
     "upsample_bilinear2d", "upsample_bicubic2d", "upsample_trilinear3d", "upsample_linear1d",
     "pixel_shuffle"})
-WEIGHTED_FUNCTIONS = CONV_FUNCTIONS | {"convolution", "linear", "addmm"}
+LINEAR_FUNCTIONS = frozenset({"linear", "addmm"})
+WEIGHTED_FUNCTIONS = CONV_FUNCTIONS | {"convolution"} | LINEAR_FUNCTIONS
+# The views that flatten a feature map into a vector for a fully connected layer.
+FLATTEN_FUNCTIONS = frozenset({"flatten", "view", "reshape", "_unsafe_view"})
+# Indexing that selects part of a tensor (a view of it, for in-place writes).
+INDEX_FUNCTIONS = frozenset({"getitem", "__getitem__", "select", "slice"})
+CROP_FUNCTIONS = frozenset({"getitem", "narrow", "slice", "center_crop", "crop"})
+SUM_FUNCTIONS = frozenset({"add", "add_", "iadd"})
+CONCAT_FUNCTIONS = frozenset({"cat", "concat", "concatenate", "stack"})
 MERGE_FUNCTIONS = frozenset({"cat", "concat", "concatenate", "stack", "add", "add_", "iadd",
                              "sub", "mul"})
 SOFTMAX_FUNCTIONS = frozenset({"softmax", "log_softmax", "_softmax", "_log_softmax"})
 MATMUL_FUNCTIONS = frozenset({"matmul", "bmm", "baddbmm", "mm", "addmm", "einsum"})
+ATTENTION_FUNCTIONS = frozenset({"scaled_dot_product_attention", "_scaled_dot_product_efficient_attention",
+                                 "_scaled_dot_product_flash_attention"})
 
 
 # --- predicates over graph layers (anything with .kind, .op and .module) ---------------------
@@ -127,8 +144,24 @@ def is_dropout(layer) -> bool:
     return _either(layer, DROPOUT_TYPES, DROPOUT_FUNCTIONS)
 
 
+def is_alpha_dropout(layer) -> bool:
+    return _either(layer, ALPHA_DROPOUT_TYPES, ALPHA_DROPOUT_FUNCTIONS)
+
+
+def is_batch_norm(layer) -> bool:
+    return layer.kind == Kind.MODULE and isinstance(layer.module, BATCH_NORM_TYPES)
+
+
+def is_softmax(layer) -> bool:
+    return _either(layer, SOFTMAX_TYPES, SOFTMAX_FUNCTIONS)
+
+
 def is_pool(layer) -> bool:
     return _either(layer, POOL_TYPES, POOL_FUNCTIONS)
+
+
+def is_avg_pool(layer) -> bool:
+    return _either(layer, AVG_POOL_TYPES, AVG_POOL_FUNCTIONS)
 
 
 def is_pad(layer) -> bool:
@@ -161,6 +194,11 @@ def moves_values(layer) -> bool:
 
 def is_merge(layer) -> bool:
     return layer.kind in CALLS and layer.op in MERGE_FUNCTIONS
+
+
+def is_call_of(layer, functions) -> bool:
+    """A function or method call whose plain name is in `functions` (one of the sets above)."""
+    return layer.kind in CALLS and layer.op in functions
 
 
 def keeps_linearity(layer) -> bool:

@@ -1,41 +1,17 @@
-"""R: receptive field. What one position of a feature map can see of the input."""
+"""R001 receptive-field-short: a network whose last map sees too little of its input."""
 from __future__ import annotations
 
 from torch import nn
 
 from archlint.findings import Fix, Severity
+from archlint.graph.ops import LINEAR_FUNCTIONS, MATMUL_FUNCTIONS, Kind, is_call_of
 from archlint.rule import Option, Rule
 
-from ._common import shape_text, spatial
-
-_MATMULS = {"matmul", "bmm", "baddbmm", "einsum", "mm"}
-_LINEARS = {"linear", "addmm"}
+from ..helpers import shape_text, spatial
 
 
-def _is_map(layer, ndim: int) -> bool:
-    return (layer.kind not in ("input", "attr", "output") and layer.rf is not None
-            and layer.out_shape is not None and len(layer.out_shape) == ndim + 2)
-
-
-def _mixes_positions(graph, layer) -> bool:
-    """Attention, a product of two activations, or a fully connected layer over a flattened
-    map that still holds separate positions: each output then depends on every position."""
-    if isinstance(layer.module, nn.MultiheadAttention) or "attention" in layer.op.lower():
-        return True
-    if layer.kind in ("function", "method") and layer.op in _MATMULS:
-        activations = [p for p in graph.predecessors(layer) if p.kind != "attr" and p.out_shapes]
-        return len(activations) >= 2
-    linear = isinstance(layer.module, nn.Linear) or (layer.module is None and layer.op in _LINEARS)
-    if linear and layer.in_shape is not None and len(layer.in_shape) <= 2:
-        # Dropout or an activation between the flatten and the linear layer does not change
-        # what it reads; the receptive field marks those as global, so look past them.
-        def same_shape(l) -> bool:
-            return l.kind not in ("input", "attr") and l.out_shape is not None and l.in_shape == l.out_shape
-
-        sources = [p for p in graph.previous_layers(layer, through=same_shape) if p.kind != "attr"]
-        fields = [p.rf for p in sources if p.rf is not None]
-        return bool(fields) and not any(f.is_global for f in fields)
-    return False
+# Products of two activations; addmm is a Linear layer's bias-and-matmul.
+_PRODUCTS = MATMUL_FUNCTIONS - LINEAR_FUNCTIONS
 
 
 class ReceptiveFieldShort(Rule):
@@ -190,3 +166,29 @@ class ReceptiveFieldShort(Rule):
             jump = [2 * j for j in jump]
             steps += 1
         return steps, size
+
+
+def _is_map(layer, ndim: int) -> bool:
+    return (layer.kind not in (Kind.INPUT, Kind.ATTR, Kind.OUTPUT) and layer.rf is not None
+            and layer.out_shape is not None and len(layer.out_shape) == ndim + 2)
+
+
+def _mixes_positions(graph, layer) -> bool:
+    """Attention, a product of two activations, or a fully connected layer over a flattened
+    map that still holds separate positions: each output then depends on every position."""
+    if isinstance(layer.module, nn.MultiheadAttention) or "attention" in layer.op.lower():
+        return True
+    if is_call_of(layer, _PRODUCTS):
+        activations = [p for p in graph.predecessors(layer) if p.kind != Kind.ATTR and p.out_shapes]
+        return len(activations) >= 2
+    linear = isinstance(layer.module, nn.Linear) or (layer.module is None and layer.op in LINEAR_FUNCTIONS)
+    if linear and layer.in_shape is not None and len(layer.in_shape) <= 2:
+        # Dropout or an activation between the flatten and the linear layer does not change
+        # what it reads; the receptive field marks those as global, so look past them.
+        def same_shape(l) -> bool:
+            return l.kind not in (Kind.INPUT, Kind.ATTR) and l.out_shape is not None and l.in_shape == l.out_shape
+
+        sources = [p for p in graph.previous_layers(layer, through=same_shape) if p.kind != Kind.ATTR]
+        fields = [p.rf for p in sources if p.rf is not None]
+        return bool(fields) and not any(f.is_global for f in fields)
+    return False

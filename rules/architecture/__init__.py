@@ -1,0 +1,1 @@
+"""A: architecture: nonlinearities, what the model returns, depth without skips."""

@@ -1,0 +1,1 @@
+"""D: downsampling: pooling, strides, and widening when the map shrinks."""

@@ -1,0 +1,368 @@
+"""What several rules share: how to print numbers, shapes and constructor calls, how to
+walk an activation's data flow, and the storage model of the in-place (I) rules.
+
+Op families and predicates live in `archlint.graph.ops`, window geometry in
+`archlint.graph.windows`; helpers that serve one rule stay in that rule's file.
+"""
+from __future__ import annotations
+
+import re
+import weakref
+from collections import defaultdict
+
+from torch import nn
+
+from archlint.graph import Layer
+from archlint.graph.ops import CALLS, CONV_TYPES, Kind, is_conv
+from archlint.graph.windows import pad_amounts
+
+
+# --- numbers, shapes and code ----------------------------------------------------------------
+
+def human(n: float) -> str:
+    """4.09G, 25.6M, 9.4K, 512."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            value = n / size
+            return f"{value:.3g}{unit}" if value < 100 else f"{value:.0f}{unit}"
+    return f"{n:g}" if isinstance(n, float) else str(n)
+
+
+def conv_weights(k: int | tuple[int, ...], c_in: int, c_out: int, groups: int = 1, bias: bool = True) -> int:
+    """Parameters of a conv: k*k*(C_in/groups)*C_out + C_out (the seed notes' formula)."""
+    kernel = 1
+    for size in (k if isinstance(k, tuple) else (k, k)):
+        kernel *= size
+    return kernel * (c_in // groups) * c_out + (c_out if bias else 0)
+
+
+def is_standard_conv(layer: Layer) -> bool:
+    return isinstance(layer.module, CONV_TYPES) and layer.module.groups == 1
+
+
+def is_depthwise(module: nn.Module) -> bool:
+    return isinstance(module, CONV_TYPES) and module.groups > 1 and module.groups == module.in_channels
+
+
+def conv_call(module: nn.Module, **changes) -> str:
+    """The constructor call that builds `module`, with `changes` applied: paste-able code."""
+    kind = type(module).__name__
+    k = changes.pop("kernel_size", module.kernel_size)
+    fields = {
+        "stride": changes.pop("stride", module.stride),
+        "padding": changes.pop("padding", module.padding),
+        "dilation": changes.pop("dilation", module.dilation),
+        "groups": changes.pop("groups", module.groups),
+        "bias": changes.pop("bias", module.bias is not None),
+    }
+    defaults = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "bias": True}
+    c_in = changes.pop("in_channels", module.in_channels)
+    c_out = changes.pop("out_channels", module.out_channels)
+    parts = [str(c_in), str(c_out), _compact(k)]
+    for key, value in fields.items():
+        value = _compact(value) if not isinstance(value, (bool, str)) else repr(value) if isinstance(value, str) else value
+        if str(value) != str(defaults[key]):
+            parts.append(f"{key}={value}")
+    return f"nn.{kind}({', '.join(parts)})"
+
+
+def _compact(value) -> str:
+    """(3, 3) -> '3'; (1, 3) -> '(1, 3)'."""
+    if isinstance(value, tuple) and len(set(value)) == 1:
+        return str(value[0])
+    return str(value)
+
+
+def square(value) -> int | None:
+    """The side of a square kernel/stride/padding tuple, or None when the sides differ."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, tuple) and len(set(value)) == 1:
+        return value[0]
+    return None
+
+
+def pool_call(module: nn.Module, **changes) -> str:
+    """The constructor call that builds pooling `module`, with `changes` applied."""
+    kind = type(module).__name__
+    fields = {"kernel_size": module.kernel_size, "stride": module.stride,
+              "padding": getattr(module, "padding", 0)}
+    if hasattr(module, "dilation"):
+        fields["dilation"] = module.dilation
+    fields["ceil_mode"] = getattr(module, "ceil_mode", False)
+    if hasattr(module, "count_include_pad"):
+        fields["count_include_pad"] = module.count_include_pad
+    fields.update(changes)
+    defaults = {"stride": fields["kernel_size"], "padding": 0, "dilation": 1, "ceil_mode": False,
+                "count_include_pad": True}
+    parts = [_compact(_tuple_or(fields.pop("kernel_size")))]
+    for key, value in fields.items():
+        if value is None or (key in defaults and _compact(_tuple_or(value)) == _compact(_tuple_or(defaults[key]))):
+            continue
+        parts.append(f"{key}={value if isinstance(value, bool) else _compact(_tuple_or(value))}")
+    return f"nn.{kind}({', '.join(parts)})"
+
+
+def _tuple_or(value):
+    return tuple(value) if isinstance(value, list) else value
+
+def shape_text(shape) -> str:
+    """(56, 56) -> '56x56'."""
+    return "x".join(str(s) for s in shape)
+
+
+def as_tuple(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def conv_channels(layer: Layer) -> tuple[int, int, int, bool]:
+    """(in, out, groups, has bias) of a conv layer or a functional conv call."""
+    if layer.kind == Kind.MODULE:
+        conv = layer.module
+        return conv.in_channels, conv.out_channels, conv.groups, conv.bias is not None
+    c_in, weight = layer.in_shape[1], layer.in_shapes[1]
+    return c_in, weight[0], max(1, c_in // weight[1]), len(layer.in_shapes) > 2
+
+
+def norm_call(module: nn.Module) -> str:
+    """The constructor call of a BatchNorm-like module, non-default arguments only."""
+    parts = [str(module.num_features)]
+    if module.eps != 1e-5:
+        parts.append(f"eps={module.eps:g}")
+    if module.momentum != 0.1:
+        parts.append(f"momentum={module.momentum!r}")
+    if not module.affine:
+        parts.append("affine=False")
+    if not module.track_running_stats:
+        parts.append("track_running_stats=False")
+    return f"nn.{type(module).__name__}({', '.join(parts)})"
+
+
+def built_where(layer) -> str:
+    frame = layer.frame("built")
+    return str(frame.location()) if frame else layer.qualname
+
+
+# --- the graph: sizes, windows, data flow ----------------------------------------------------
+
+def spatial(shape) -> tuple[int, ...] | None:
+    """The spatial sizes of an (N, C, *spatial) tensor."""
+    if shape is None or len(shape) < 3:
+        return None
+    return tuple(shape[2:])
+
+
+def reduction(layer: Layer) -> tuple[int, ...] | None:
+    """How many times smaller each spatial side gets across `layer` ((2, 2) for a stride-2
+    step), or None when it does not shrink the input or its shapes are unknown."""
+    before, after = spatial(layer.in_shape), spatial(layer.out_shape)
+    if before is None or after is None or len(before) != len(after):
+        return None
+    if not any(a < b for a, b in zip(after, before)) or any(a > b for a, b in zip(after, before)):
+        return None
+    return tuple(max(1, round(b / a)) if a else b for a, b in zip(after, before))
+
+
+def is_global(layer: Layer) -> bool:
+    """Pools the whole map to one position per channel (a classifier head's pooling)."""
+    after = spatial(layer.out_shape)
+    return after is not None and all(a == 1 for a in after)
+
+
+def data_dependent(graph) -> set[str]:
+    """Names of the layers whose output depends on the model's input. A parameter reshaped
+    and multiplied in (layer scale, a position embedding) is not a second data branch."""
+    found: set[str] = set()
+    for layer in graph:
+        if layer.kind == Kind.INPUT or any(p in found for p in layer.inputs):
+            found.add(layer.name)
+    return found
+
+
+def tensor_inputs(graph, layer: Layer, dependent: set[str]) -> list[Layer]:
+    """The distinct producers of the activation tensors `layer` reads (not sizes, not weights)."""
+    seen: dict[str, Layer] = {}
+    for p in graph.predecessors(layer):
+        if p.name in dependent and p.out_shapes and p.name not in seen:
+            seen[p.name] = p
+    return list(seen.values())
+
+
+def conv_windows(graph):
+    """Forward convs (layers and functional calls, not transposed) with the window the graph
+    measured for them."""
+    for layer in graph:
+        if is_conv(layer) and layer.window is not None:
+            yield layer, layer.window
+
+
+def explicit_pad(graph, window) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(before, after) per axis that an explicit pad in front of the layer adds to its window
+    (`nn.ReflectionPad2d`, `F.pad`), or None when the layer pads only itself."""
+    if window.pad_layer is None:
+        return None
+    amounts = pad_amounts(graph.layer(window.pad_layer), window.ndim)
+    return None if amounts is None else amounts[:2]
+
+
+def own_padding(graph, window, total) -> tuple[int, ...]:
+    """The padding a fixed conv should take itself so that, with the explicit pad in front of
+    it kept, it is padded by `total` before each axis: a fix must not silently pad twice."""
+    pad = explicit_pad(graph, window)
+    if pad is None:
+        return tuple(total)
+    return tuple(max(0, t - b) for t, b in zip(total, pad[0]))
+
+
+def kept_pad_text(graph, window) -> str:
+    """', keeping the ReflectionPad2d in front' when the window folds in an explicit pad."""
+    if window.pad_layer is None:
+        return ""
+    pad = graph.layer(window.pad_layer)
+    return f", keeping the {pad.op if pad.kind == Kind.MODULE else 'F.' + pad.op} in front"
+
+
+# --- the storage model of the I rules --------------------------------------------------------
+
+class Storage:
+    """Who shares storage with whom, who modified what, and what carries gradients.
+
+    The tracer records, per op, which inputs it modified in place (`Layer.writes`) and which
+    earlier op's storage its output shares (`Layer.alias_of`). Together with execution order
+    that tells who read a storage before and after it was overwritten.
+    """
+
+    def __init__(self, graph):
+        self.graph = graph
+        self.root: dict[str, str] = {}
+        self.parent: dict[str, str | None] = {}
+        self.children: dict[str, list[str]] = defaultdict(list)
+        self.grad: dict[str, bool] = {}
+        self.index = {layer.name: layer.index for layer in graph}
+        self.made: dict[str, list] = defaultdict(list)  # root -> layers whose output is that storage
+        self.read: dict[str, list] = defaultdict(list)  # root -> (layer, input name) reading it
+        for layer in graph:
+            self.root[layer.name] = self._root_of(layer)
+            parent = self._parent_of(layer)
+            self.parent[layer.name] = parent
+            if parent is not None:
+                self.children[parent].append(layer.name)
+            # Parameters (an attr node of a parameter has params > 0; a buffer has none) start
+            # the gradient; it flows to everything computed from them.
+            self.grad[layer.name] = bool(layer.params) or any(self.grad.get(i, False) for i in layer.inputs)
+            self.made[self.root[layer.name]].append(layer)
+            for name in layer.inputs:
+                if name in self.root:
+                    self.read[self.root[name]].append((layer, name))
+
+    _cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, graph) -> "Storage":
+        """One storage model per graph, shared by the three I rules."""
+        if graph not in cls._cache:
+            cls._cache[graph] = cls(graph)
+        return cls._cache[graph]
+
+    def _root_of(self, layer) -> str:
+        alias = layer.alias_of
+        if not alias or alias == layer.name:
+            return layer.name
+        return self.root.get(alias, alias)  # aliases point backwards, so theirs is known
+
+    def _parent_of(self, layer) -> str | None:
+        """The input this layer's output is a view of (or, for an in-place op, wrote)."""
+        if not layer.alias_of:
+            return None
+        root = self.root[layer.name]
+        for name in layer.writes + layer.inputs:
+            if self.root.get(name) == root:
+                return name
+        return None
+
+    def ancestors(self, name: str) -> list[str]:
+        chain = []
+        parent = self.parent.get(name)
+        while parent is not None and parent not in chain:
+            chain.append(parent)
+            parent = self.parent.get(parent)
+        return chain
+
+    def overlapping(self, written: str, before: int) -> set[str]:
+        """Tensors made before index `before` whose values an in-place write to `written`
+        changes: the tensor itself, what it is a view of, and views taken of it. Sibling views
+        (two chunks of one tensor) may be disjoint and are left out."""
+        names = {written, *self.ancestors(written)}
+        frontier = [written]
+        while frontier:
+            for child in self.children.get(frontier.pop(), ()):
+                if self.index[child] < before and child not in names:
+                    names.add(child)
+                    frontier.append(child)
+        return names
+
+
+# --- how the I rules say it and how to fix it -----------------------------------------------
+
+def describe(layer) -> str:
+    if layer.kind == Kind.MODULE:
+        return f"{layer.op} {layer.qualname}"
+    if layer.kind == Kind.INPUT:
+        return f"the input {layer.name}"
+    if layer.kind == Kind.OUTPUT:
+        return "the model's output"
+    frame = layer.frame("call")
+    if frame is not None:
+        return f"{layer.op} at line {frame.line}"
+    return f"{layer.op} in {layer.qualname}" if layer.qualname else layer.op
+
+
+def writer_text(layer) -> str:
+    if layer.kind == Kind.MODULE:
+        return f"{layer.op}(inplace=True) {layer.qualname}"
+    frame = layer.frame("call")
+    code = frame.source().split("#", 1)[0].strip() if frame is not None else ""
+    if code:
+        return f"`{code}`"
+    return f"{layer.op} in {layer.qualname or 'forward'}"
+
+
+_AUGMENTED = re.compile(r"^(\s*)([\w.\[\]]+)\s*(\*\*|//|<<|>>|[-+*/@%&|^])=\s*(.+?)\s*$")
+_METHOD = re.compile(r"\.(\w+)_\(")
+_INPLACE_KW = re.compile(r",?\s*inplace\s*=\s*True")
+
+
+def out_of_place(layer) -> str | None:
+    """The writing op rewritten to make a new tensor: a constructor for a module, the forward
+    line for a function or method."""
+    if layer.kind == Kind.MODULE:
+        module = layer.module
+        if getattr(module, "inplace", False):
+            args = _INPLACE_KW.sub("", module.extra_repr()).strip(", ")
+            kind = type(module)
+            prefix = "nn." if kind.__module__.startswith("torch.nn") else ""
+            return f"{prefix}{kind.__name__}({args})"
+        return None
+    frame = layer.frame("call")
+    line = frame.source() if frame is not None else ""
+    if not line.strip():
+        return None
+    code, sep, comment = line.partition("#")
+    augmented = _AUGMENTED.match(code)
+    if augmented:
+        indent, target, op, value = augmented.groups()
+        return f"{indent.strip()}{target} = {target} {op} {value}".strip()
+    changed = _METHOD.sub(lambda m: f".{m.group(1)}(", code)
+    changed = _INPLACE_KW.sub("", changed)
+    if changed != code:
+        result = changed.strip()
+        bare = re.match(r"^([\w.]+)\.(\w+)\(", result)
+        if bare and "=" not in result.split("(")[0]:
+            result = f"{bare.group(1)} = {result}"  # `x.relu_()` alone: keep the result
+        return result
+    return None
+
+
+def in_place_writers(graph):
+    """The ops that write one of their inputs in place."""
+    return [l for l in graph if l.writes and l.kind in (Kind.MODULE, *CALLS)]

@@ -1,0 +1,1 @@
+"""I: in-place operations that destroy a tensor something else still needs."""

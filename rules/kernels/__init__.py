@@ -1,0 +1,1 @@
+"""K: kernel sizes and shapes."""

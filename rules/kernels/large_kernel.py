@@ -1,0 +1,120 @@
+"""K001 large-kernel: a k x k conv (k >= 5) that stacked 3x3 convs would replace with more depth."""
+from __future__ import annotations
+
+from torch import nn
+
+from archlint.findings import Fix, Severity
+from archlint.rule import Option, Rule
+
+from ..helpers import (conv_call, conv_weights, explicit_pad, human, is_standard_conv,
+                       kept_pad_text, square)
+
+
+class LargeKernel(Rule):
+    code = "K001"
+    name = "large-kernel"
+    severity = Severity.WARNING
+    summary = "A k x k conv (k >= 5) that a stack of 3x3 convs would replace with more depth."
+    what = """
+        Finds standard 2-D convolutions (groups=1, dilation 1) with a square kernel of 5x5 or
+        larger. Depthwise convs (one filter per channel, as in ConvNeXt and MobileNet) and
+        factorized 1xk / kx1 kernels are left alone: their cost grows with k, not with k x C^2.
+        So are patchify convs whose stride equals the kernel (a ViT's 16x16/16 patch
+        embedding): they cut the image into tokens that do not overlap, which no stack of 3x3
+        convs reproduces.
+        """
+    why = """
+        A stack of (k-1)/2 3x3 convs sees the same k x k window as one k x k conv, but puts a
+        nonlinearity between each step, so it can express more than the single linear map, and
+        with C channels in and out it needs fewer weights: three 3x3 convs hold 27C^2 weights
+        where one 7x7 holds 49C^2. The cost is memory for the intermediate activations during
+        backpropagation. Where the input has few channels (an RGB stem) the stack can hold more
+        weights than the single conv; it is still the deeper, more expressive choice (ResNet-C/D
+        stems), and the finding's evidence gives both counts.
+        """
+    how_to_fix = """
+        Replace the conv by (k-1)/2 3x3 convs with a normalization and activation between each
+        (the first one carries the stride). The finding's fix prints the replacement for the
+        layer's own channels and stride.
+        """
+    references = (
+        "CS231n, Convolutional Networks: 'Prefer a stack of small filter CONV to one large receptive field CONV layer' (https://cs231n.github.io/convolutional-networks/)",
+        "Simonyan & Zisserman, Very Deep Convolutional Networks (VGG), ICLR 2015",
+        "He et al., Bag of Tricks for Image Classification (ResNet-C stem), CVPR 2019",
+    )
+    options = {"min-kernel": Option(5, "smallest square kernel side that is reported")}
+    bad = (
+        """
+        import torch
+        from torch import nn
+
+        model = nn.Sequential(
+            nn.Conv2d(64, 64, kernel_size=7, padding=3),
+            nn.ReLU(),
+        )
+        example_input = torch.randn(1, 64, 32, 32)
+        """,
+    )
+    good = (
+        """
+        import torch
+        from torch import nn
+
+        model = nn.Sequential(
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 64, 7, padding=3, groups=64),  # depthwise 7x7 is cheap: fine
+            nn.Conv2d(64, 64, (1, 7), padding=(0, 3)),   # factorized: fine
+            nn.Conv2d(64, 96, 8, stride=8),              # patchify: non-overlapping tokens, fine
+        )
+        example_input = torch.randn(1, 64, 32, 32)
+        """,
+    )
+
+    def check(self, graph, ctx):
+        for layer in graph.modules(nn.Conv2d):
+            conv = layer.module
+            k = square(conv.kernel_size)
+            if not is_standard_conv(layer) or k is None or k < ctx["min-kernel"] or square(conv.dilation) != 1:
+                continue
+            if square(conv.stride) == k:
+                continue  # patchify (ViT's 16x16/16 embedding): windows do not overlap, nothing to stack
+            depth = (k - 1 + 1) // 2  # ceil((k-1)/2) 3x3 convs span k (k odd) or k+1 (k even)
+            c_in, c_out = conv.in_channels, conv.out_channels
+            bias = conv.bias is not None
+            now = conv_weights(k, c_in, c_out, bias=bias)
+            after = conv_weights(3, c_in, c_out, bias=bias) + (depth - 1) * conv_weights(3, c_out, c_out, bias=bias)
+            stride = conv.stride
+            s = square(stride) or 1
+            span = 3 + 2 * s * (depth - 1)  # the first 3x3 carries the stride
+            paddings = self._paddings(graph, layer, depth)
+            steps = []
+            for i in range(depth):
+                first = i == 0
+                call = conv_call(conv, in_channels=c_in if first else c_out, kernel_size=(3, 3),
+                                 stride=stride if first else (1, 1), padding=(paddings[i],) * 2, dilation=(1, 1))
+                steps.append(f"    {call},")
+                if i < depth - 1:
+                    steps.append(f"    nn.BatchNorm2d({c_out}), nn.ReLU(inplace=True),")
+            code = "nn.Sequential(\n" + "\n".join(steps) + "\n)"
+            yield self.finding(
+                layer,
+                f"{k}x{k} conv ({c_in}->{c_out} channels) applies one linear map to a {k}x{k} window; "
+                f"{depth} stacked 3x3 convs see {span}x{span} with {depth - 1} "
+                f"nonlinearities between ({human(now)} -> {human(after)} weights)",
+                evidence={"kernel": k, "in_channels": c_in, "out_channels": c_out,
+                          "params_now": now, "params_after": after, "stacked_3x3": depth,
+                          "receptive_field_after": span},
+                fix=Fix(f"replace the {k}x{k} conv by {depth} stacked 3x3 convs with BatchNorm+ReLU "
+                        f"between{kept_pad_text(graph, layer.window) if layer.window else ''}", code),
+            )
+
+    @staticmethod
+    def _paddings(graph, layer, depth: int) -> list[int]:
+        """Each 3x3's padding: 1, except where an explicit pad in front (a CycleGAN stem's
+        ReflectionPad2d(3)) already pads for it; the pad stays and nothing is padded twice."""
+        pad = explicit_pad(graph, layer.window) if layer.window is not None else None
+        given = min(b + a for b, a in zip(*pad)) // 2 if pad else 0
+        given = min(given, depth)
+        return [0] * given + [1] * (depth - given)

@@ -1,0 +1,206 @@
+"""K001-K005 beyond their own examples: even kernels that shift, taps that only read padding,
+bottlenecks, dilation rates that grid."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import archlint
+from archlint.rules.kernels.dilation_gridding import _coverage, hdc_rates
+
+from .helpers import findings
+
+
+def modules(found) -> list[str]:
+    return [f.module for f in found]
+
+
+def test_k001_fix_keeps_a_reflection_pad_in_front_and_the_size():
+    # A CycleGAN generator's stem: the pad supplies the 7x7's padding, so the 3x3s take none.
+    model = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(3, 16, 7), nn.ReLU())
+    [f] = findings(model, (1, 3, 32, 32), "K001")
+    assert "keeping the ReflectionPad2d in front" in f.fix.description
+    stack = eval(f.fix.code, {"nn": nn})
+    x = torch.randn(1, 3, 32, 32)
+    assert nn.Sequential(nn.ReflectionPad2d(3), stack)(x).shape == model(x).shape
+
+
+def test_k002_stride1_even_kernels_shift_and_strided_ones_do_not():
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 2),                          # 32 -> 31, shifted
+        nn.Conv2d(8, 8, 4, padding="same"),          # torch pads 1 before, 2 after: shifted
+        nn.Conv2d(8, 8, 4, stride=4),                # patchify: fine
+        nn.Conv2d(8, 8, 2, stride=2),                # 2x2 downsampler: fine
+        nn.Conv2d(8, 8, (1, 3), padding=(0, 1)),     # odd: fine
+    )
+    found = findings(model, (1, 3, 32, 32), "K002")
+    assert modules(found) == ["0", "1"]
+    assert found[0].evidence["shift_px"] == [0.5, 0.5]
+    assert found[1].evidence["shift_px"] == [0.5, 0.5] and found[1].evidence["size_out"] == [31, 31]
+    assert found[0].fix.code == "nn.Conv2d(3, 8, 3, padding=1)"
+
+
+def test_k002_only_the_axis_that_slides_by_one_counts():
+    model = nn.Conv2d(3, 8, (4, 3), stride=(4, 1), padding=(0, 1))  # rows patchified, columns odd
+    assert findings(model, (1, 3, 32, 32), "K002") == []
+
+
+def test_k003_counts_the_weights_that_never_see_the_input():
+    model = nn.Conv2d(256, 256, 3, padding=1)
+    [f] = findings(model, (1, 256, 1, 1), "K003")
+    assert f.evidence["taps_reading_input"] == 1
+    assert f.evidence["weights_wasted"] == 8 * 256 * 256
+    assert f.fix.code == "nn.Conv2d(256, 256, 1)"
+
+
+def test_k003_functional_conv():
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(32, 16, 5, 5))
+
+        def forward(self, x):
+            return F.conv2d(x, self.weight, padding=2)
+
+    [f] = findings(Head(), (1, 16, 1, 1), "K003")
+    assert f.evidence["weights_wasted"] == 24 * 16 * 32 and f.fix.code is None
+    assert "1x1 conv (padding 0x0)" in f.fix.description
+
+
+def test_k003_quiet_when_every_tap_reads_a_pixel_somewhere():
+    assert findings(nn.Conv2d(8, 8, 3, padding=1), (1, 8, 2, 2), "K003") == []
+    assert findings(nn.Conv2d(8, 8, 7, padding=3, groups=8), (1, 8, 7, 7), "K003") == []
+
+
+def test_k003_dilation_past_the_map_leaves_the_center_tap_only():
+    # An ASPP branch with rate 36 on the 28x28 map of an output-stride-8 backbone.
+    aspp = nn.Conv2d(64, 64, 3, padding=36, dilation=36, bias=False)
+    [f] = findings(aspp, (1, 64, 28, 28), "K003")
+    assert f.evidence["taps_reading_input"] == 1 and "dilation 36" in f.message
+    assert f.fix.code == "nn.Conv2d(64, 64, 1, bias=False)"
+
+
+def test_k003_fix_computes_the_same_outputs():
+    conv = nn.Conv2d(4, 6, 3, padding=2, dilation=2)
+    [f] = findings(conv, (1, 4, 2, 2), "K003")
+    replacement = eval(f.fix.code, {"nn": nn})
+    with torch.no_grad():
+        replacement.weight.copy_(conv.weight[:, :, 1:2, 1:2])
+        replacement.bias.copy_(conv.bias)
+        x = torch.randn(2, 4, 2, 2)
+        assert torch.allclose(conv(x), replacement(x), atol=1e-6)
+
+
+def test_k003_strided_conv_on_a_tiny_map_wastes_one_side():
+    # 3x3/s2/p1 on 2x2 gives one output, centered on pixel 0: the first row and column of taps
+    # read padding only. Keeping the other taps would need asymmetric padding: prose fix.
+    [f] = findings(nn.Conv2d(8, 8, 3, stride=2, padding=1), (1, 8, 2, 2), "K003")
+    assert f.evidence["taps_reading_input"] == 4 and f.fix.code is None
+
+
+def test_k003_copies_of_real_pixels_are_not_padding():
+    model = nn.Conv2d(8, 8, 3, padding=1, padding_mode="circular")
+    assert findings(model, (1, 8, 1, 1), "K003") == []
+
+
+def test_k004_reports_params_and_macs_before_and_after():
+    [f] = findings(nn.Conv2d(256, 256, 3, padding=1, bias=False), (1, 256, 14, 14), "K004")
+    e = f.evidence
+    assert e["params_now"] == 9 * 256 * 256
+    assert e["params_after"] == 256 * 64 + 9 * 64 * 64 + 64 * 256
+    assert e["macs_now"] == 9 * 256 * 256 * 14 * 14
+    assert e["macs_after"] == (256 * 64 + 9 * 64 * 64 + 64 * 256) * 14 * 14
+    block = eval(f.fix.code, {"nn": nn})
+    assert block(torch.randn(1, 256, 14, 14)).shape == (1, 256, 14, 14)
+
+
+def test_k004_quiet_after_a_1x1_reduction_and_respects_min_channels():
+    reduced = nn.Sequential(nn.Conv2d(1024, 256, 1), nn.BatchNorm2d(256), nn.ReLU(),
+                            nn.Conv2d(256, 256, 3, padding=1))
+    assert findings(reduced, (1, 1024, 8, 8), "K004") == []
+    narrow = nn.Conv2d(128, 128, 3, padding=1)
+    assert findings(narrow, (1, 128, 8, 8), "K004") == []
+    assert len(findings(narrow, (1, 128, 8, 8), "K004", **{"min-channels": 128})) == 1
+
+
+def dilated(*rates, residual=False):
+    class Stack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convs = nn.ModuleList(nn.Conv2d(8, 8, 3, padding=r, dilation=r) for r in rates)
+
+        def forward(self, x):
+            for conv in self.convs:
+                x = x + torch.relu(conv(x)) if residual else torch.relu(conv(x))
+            return x
+
+    return Stack()
+
+
+@pytest.mark.parametrize("rates, fires", [
+    ((2, 2), True), ((2, 4, 8), True), ((3, 6), True),
+    ((1, 2, 5), False), ((2, 3), False), ((2, 1, 2), False), ((2,), False),
+])
+def test_k005_rates_with_a_common_factor(rates, fires):
+    found = findings(dilated(*rates), (1, 8, 32, 32), "K005")
+    assert bool(found) == fires, found
+    if fires:
+        assert found[0].evidence["dilations"] == list(rates)
+
+
+def test_k005_follows_residual_blocks():
+    [f] = findings(dilated(2, 2, 2, residual=True), (1, 8, 32, 32), "K005")
+    assert f.evidence["positions_read"] == 7 and f.evidence["span"] == 13
+
+
+def test_k005_aspp_branches_are_not_part_of_the_stack():
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stack = dilated(2, 2, residual=True)
+            self.branches = nn.ModuleList(nn.Conv2d(8, 8, 3, padding=r, dilation=r) for r in (6, 12, 18))
+
+        def forward(self, x):
+            x = self.stack(x)
+            return torch.cat([branch(x) for branch in self.branches], dim=1)
+
+    [f] = findings(Head(), (1, 8, 64, 64), "K005")
+    assert f.evidence["layers"] == ["stack.convs.0", "stack.convs.1"]
+
+
+def test_k005_suggested_rates_fill_the_span_and_never_fire_again():
+    for count in range(2, 7):
+        for rate in (2, 3, 4):
+            rates = hdc_rates(count, rate, 1)
+            reached, span = _coverage(rates, 1)
+            assert reached == span, rates
+            assert all(math.gcd(a, b) == 1 for a, b in zip(rates, rates[1:])), rates
+    assert hdc_rates(3, 2, 1) == [1, 2, 3]
+    assert findings(dilated(*hdc_rates(5, 2, 1)), (1, 8, 64, 64), "K005") == []
+
+
+def test_k004_one_finding_for_convs_built_by_one_line(write_model):
+    path = write_model("""
+        import torch
+        from torch import nn
+
+        class Block(nn.Module):
+            def __init__(self, c=256):
+                super().__init__()
+                self.conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
+
+            def forward(self, x):
+                return torch.relu(self.conv(x)) + x
+
+        model = nn.Sequential(Block(), Block(), Block(), nn.Conv2d(256, 256, 3, padding=1))
+        example_input = torch.randn(1, 256, 8, 8)
+    """)
+    report = archlint.check_paths([str(path)], archlint.api.Settings(select=["K004"]))
+    found = report.findings
+    assert [f.module for f in found] == ["0.conv", "3"]
+    assert found[0].evidence["same_convs"] == ["1.conv", "2.conv"]
+    assert "also 1.conv, 2.conv, built by the same line" in found[0].message

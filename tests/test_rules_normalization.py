@@ -1,0 +1,342 @@
+"""N001-N004 beyond their own examples: BatchNorm on tiny batches, biases a norm cancels, shared
+norm modules, dropout before BatchNorm."""
+from __future__ import annotations
+
+import pytest
+
+from .helpers import at, only, source_findings
+
+
+CONV_BN_HELPER = """
+import torch
+from torch import nn
+
+
+class ConvBN(nn.Sequential):
+    def __init__(self, c_in, c_out):
+        super().__init__(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(c_out),
+                         nn.ReLU(inplace=True))
+
+
+model = nn.Sequential(ConvBN(3, 24), ConvBN(24, 48), ConvBN(48, 48))
+example_input = torch.randn(1, 3, 16, 16)
+"""
+
+
+def test_n001_is_silent_without_a_batch_size(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert only(source_findings(CONV_BN_HELPER, tmp_path, ["N001"]), "N001") == []
+
+
+def test_n001_threshold_is_an_option(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert only(source_findings(CONV_BN_HELPER, tmp_path, ["N001"], **{"batch-size": 16}), "N001") == []
+    raised = {"batch-size": 16, "rules": {"N001": {"min-batch": 32}}}
+    assert only(source_findings(CONV_BN_HELPER, tmp_path, ["N001"], **raised), "N001")
+
+
+def test_n001_reports_once_per_model_naming_every_layer(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    findings = only(source_findings(CONV_BN_HELPER, tmp_path, ["N001"], **{"batch-size": 4}), "N001")
+    assert len(findings) == 1
+    f = findings[0]
+    assert f.location.line == 8  # nn.BatchNorm2d(c_out) in ConvBN
+    assert f.evidence["layers"] == ["0.1", "1.1", "2.1"]
+    assert f.evidence["batchnorm_layers"] == 3 and f.evidence["batch_size"] == 4
+    assert f.evidence["channels"] == [24, 48]
+
+
+def test_n001_one_finding_lists_every_line_that_builds_a_batchnorm(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = """
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Flatten(), nn.Linear(16 * 12 * 12, 10), nn.BatchNorm1d(10),
+    )
+    example_input = torch.randn(2, 3, 16, 16)
+    """
+    findings = only(source_findings(source, tmp_path, ["N001"], **{"batch-size": 2}), "N001")
+    assert len(findings) == 1
+    f = findings[0]
+    assert f.location.line == 5 and f.evidence["batchnorm_layers"] == 3
+    assert [where.rsplit(":", 1)[1] for where in f.evidence["built_at"]] == ["5", "6", "7"]
+    assert "nn.BatchNorm1d(10)  ->  nn.GroupNorm(5, 10)" in f.fix.code
+
+
+def test_n001_fix_code_runs_and_its_group_counts_divide_the_channels(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    f = only(source_findings(CONV_BN_HELPER, tmp_path, ["N001"], **{"batch-size": 4}), "N001")[0]
+    namespace: dict = {}
+    exec(f.fix.code, namespace)  # paste-able: defines WSConv2d and group_norm
+    for channels in (3, 24, 48, 64, 2048):
+        gn = namespace["group_norm"](channels)
+        assert channels % gn.num_groups == 0 and gn.num_groups <= 32
+    assert "nn.GroupNorm(12, 24)" in f.fix.code and "nn.GroupNorm(24, 48)" in f.fix.code
+    conv = namespace["WSConv2d"](3, 8, 3, padding=1, bias=False)
+    w = conv.weight.detach()
+    out = conv(torch.randn(2, 3, 8, 8))
+    standardized = (w - w.mean((1, 2, 3), keepdim=True)) / w.var((1, 2, 3), keepdim=True, unbiased=False).add(1e-6).sqrt()
+    expected = torch.nn.functional.conv2d(torch.zeros(0, 3, 8, 8), standardized, padding=1)
+    assert out.shape == (2, 8, 8, 8) and expected.shape[1] == 8
+    assert "WSConv2d(3, 24, 3, padding=1, bias=False)" in f.fix.code
+
+
+def test_n001_leaves_sync_frozen_and_eval_frozen_batchnorm_alone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = """
+    import torch
+    from torch import nn
+    from torchvision.ops import FrozenBatchNorm2d
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, bias=False), FrozenBatchNorm2d(8),
+        nn.Conv2d(8, 8, 3, bias=False), nn.BatchNorm2d(8).eval(),  # frozen inside a training model
+        nn.Conv2d(8, 8, 3, bias=False), nn.SyncBatchNorm(8),
+    )
+    example_input = torch.randn(1, 3, 16, 16)
+    """
+    assert only(source_findings(source, tmp_path, ["N001"], **{"batch-size": 2}), "N001") == []
+
+
+def test_n001_one_finding_for_a_library_model_built_in_the_users_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = """
+    import torch
+    import torchvision
+
+    model = torchvision.models.resnet18()
+    example_input = torch.randn(1, 3, 64, 64)
+    """
+    findings = only(source_findings(source, tmp_path, ["N001"], **{"batch-size": 8}), "N001")
+    assert len(findings) == 1
+    assert findings[0].evidence["batchnorm_layers"] == 20
+    assert findings[0].location.line == 4
+    assert "norm_layer" in findings[0].fix.description
+
+
+def test_n001_explain_says_how_to_give_the_batch_size():
+    from archlint.registry import load_rules
+
+    doc = load_rules().by_code()["N001"].docs_markdown()
+    assert "--batch-size" in doc and "batch-size = 8" in doc and "batch_size=8" in doc
+
+
+def _n002(tmp_path, layers, shape="1, 8, 16, 16"):
+    source = f"""
+    import torch
+    from torch import nn
+
+    model = nn.Sequential({layers})
+    example_input = torch.randn({shape})
+    """
+    return at(source_findings(source, tmp_path, ["N002"]), "N002")
+
+
+@pytest.mark.parametrize("layers, shape, fires", [
+    ("nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8)", "1, 8, 16, 16", True),
+    ("nn.Conv2d(8, 8, 3), nn.InstanceNorm2d(8)", "1, 8, 16, 16", True),
+    ("nn.Conv2d(8, 8, 3), nn.GroupNorm(8, 8)", "1, 8, 16, 16", True),   # one channel per group
+    ("nn.Conv2d(8, 8, 3), nn.GroupNorm(2, 8)", "1, 8, 16, 16", False),  # groups keep bias differences
+    ("nn.Conv2d(8, 8, 3), nn.LayerNorm([8, 14, 14])", "1, 8, 16, 16", False),  # mean across channels
+    ("nn.Conv2d(8, 8, 3), nn.LayerNorm(14)", "1, 8, 16, 16", True),     # per-channel rows of W: removed
+    ("nn.Linear(8, 8), nn.LayerNorm(8)", "4, 8", False),                # over the features: survives
+    ("nn.Linear(8, 8), nn.BatchNorm1d(8)", "4, 8", True),
+    ("nn.Linear(8, 6), nn.BatchNorm1d(5)", "4, 5, 8", False),           # BN over dim 1 = tokens, not features
+    ("nn.Conv2d(8, 8, 3), nn.RMSNorm([8, 14, 14])", "1, 8, 16, 16", False),
+    ("nn.Conv2d(8, 8, 3, bias=False), nn.BatchNorm2d(8)", "1, 8, 16, 16", False),
+    ("nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8).eval()", "1, 8, 16, 16", False),  # frozen statistics
+])
+def test_n002_fires_only_where_the_norm_removes_the_bias(tmp_path, monkeypatch, layers, shape, fires):
+    monkeypatch.chdir(tmp_path)
+    assert bool(_n002(tmp_path, layers, shape)) is fires
+
+
+def test_n002_matches_the_gradient_the_bias_really_gets():
+    """The rule's claim, checked on real tensors: a bias the norm cancels gets no gradient."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    def bias_grad(producer, norm, shape):
+        out = norm(producer(torch.randn(*shape)))
+        (out * torch.randn_like(out)).sum().backward()
+        return producer.bias.grad.abs().max().item()
+
+    assert bias_grad(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), (4, 3, 8, 8)) < 1e-4
+    assert bias_grad(nn.Conv2d(3, 8, 3), nn.GroupNorm(8, 8), (4, 3, 8, 8)) < 1e-4
+    assert bias_grad(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), (4, 3, 8, 8)) > 1e-2
+    assert bias_grad(nn.Linear(5, 8), nn.LayerNorm(8), (4, 5)) > 1e-2
+
+
+def test_n002_quiet_when_the_conv_output_also_feeds_a_skip(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = """
+    import torch
+    from torch import nn
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(8, 8, 3, padding=1)
+            self.bn = nn.BatchNorm2d(8)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y) + y  # the skip path sees the bias
+
+
+    model = Net()
+    example_input = torch.randn(1, 8, 16, 16)
+    """
+    assert only(source_findings(source, tmp_path, ["N002"]), "N002") == []
+
+
+def test_n002_fix_is_the_constructor_without_bias(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = """
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16))
+    example_input = torch.randn(1, 8, 16, 16)
+    """
+    f = only(source_findings(source, tmp_path, ["N002"]), "N002")[0]
+    assert f.fix.code == "nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False)"
+    assert f.evidence["bias_params"] == 16 and f.location.line == 4
+
+
+def test_n002_one_finding_per_line_that_builds_the_layers(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = """
+    import torch
+    from torch import nn
+
+
+    def stage(c_in, c_out):
+        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
+
+
+    model = nn.Sequential(stage(3, 16), stage(16, 32), stage(32, 32))
+    example_input = torch.randn(1, 3, 16, 16)
+    """
+    findings = only(source_findings(source, tmp_path, ["N002"]), "N002")
+    assert len(findings) == 1
+    f = findings[0]
+    assert f.location.line == 6 and f.evidence["layers"] == ["0.0", "1.0", "2.0"]
+    assert f.evidence["bias_params"] == 16 + 32 + 32
+    assert f.fix.code.splitlines() == ["nn.Conv2d(3, 16, 3, padding=1, bias=False)",
+                                       "nn.Conv2d(16, 32, 3, padding=1, bias=False)",
+                                       "nn.Conv2d(32, 32, 3, padding=1, bias=False)"]
+
+
+def test_n003_fires_on_one_batchnorm_reused_at_several_depths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = """
+    import torch
+    from torch import nn
+
+
+    class Recurrent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+            self.bn = nn.BatchNorm2d(8)
+
+        def forward(self, x):
+            for _ in range(3):
+                x = torch.relu(self.bn(self.conv(x)))
+            return x
+
+
+    model = Recurrent()
+    example_input = torch.randn(1, 8, 16, 16)
+    """
+    findings = only(source_findings(source, tmp_path, ["N003"]), "N003")
+    assert len(findings) == 1
+    assert findings[0].evidence["calls"] == 3 and "several depths" in findings[0].message
+
+
+def test_n003_ignores_batchnorm_without_running_statistics(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = """
+    import torch
+    from torch import nn
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(8, 8, 1)
+            self.b = nn.Conv2d(8, 8, 1)
+            self.bn = nn.BatchNorm2d(8, track_running_stats=False)
+
+        def forward(self, x):
+            return self.bn(self.a(x)) + self.bn(self.b(x))
+
+
+    model = Net()
+    example_input = torch.randn(2, 8, 8, 8)
+    """
+    assert only(source_findings(source, tmp_path, ["N003"]), "N003") == []
+
+
+@pytest.mark.parametrize("middle, fires", [
+    ("nn.Dropout2d(0.2), nn.Conv2d(8, 8, 3, bias=False), nn.BatchNorm2d(8)", True),
+    ("nn.Dropout(0.0), nn.Conv2d(8, 8, 3, bias=False), nn.BatchNorm2d(8)", False),
+    ("nn.Dropout(0.5), nn.Conv2d(8, 8, 3, bias=False), nn.GroupNorm(4, 8), nn.BatchNorm2d(8)", False),
+    ("nn.AlphaDropout(0.2), nn.Conv2d(8, 8, 3, bias=False), nn.BatchNorm2d(8)", False),
+    ("nn.BatchNorm2d(8), nn.Dropout(0.5), nn.Conv2d(8, 8, 3)", False),
+])
+def test_n004_cases(tmp_path, monkeypatch, middle, fires):
+    monkeypatch.chdir(tmp_path)
+    source = f"""
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), {middle})
+    example_input = torch.randn(1, 3, 16, 16)
+    """
+    assert bool(only(source_findings(source, tmp_path, ["N004"]), "N004")) is fires
+
+
+@pytest.mark.parametrize("training", ["self.training", "False"])
+def test_n004_follows_functional_dropout_through_a_residual_add(tmp_path, monkeypatch, training):
+    monkeypatch.chdir(tmp_path)
+    source = """
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(8, 8, 3, padding=1)
+            self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+            self.bn = nn.BatchNorm2d(8)
+
+        def forward(self, x):
+            y = F.dropout(self.conv1(x), p=0.25, training=TRAINING)
+            return self.bn(self.conv2(x + y))
+
+
+    model = Net()
+    example_input = torch.randn(1, 8, 16, 16)
+    """.replace("TRAINING", training)
+    findings = only(source_findings(source, tmp_path, ["N004"]), "N004")
+    if training == "False":  # switched off for good: nothing to report
+        assert findings == []
+        return
+    assert len(findings) == 1
+    f = findings[0]
+    assert f.evidence["batchnorm"] == "bn" and f.evidence["p"] == 0.25
+    assert f.evidence["train_scale"] == pytest.approx(1 / 0.75, rel=1e-3)

@@ -75,12 +75,12 @@ def run_rules(graph: ArchGraph, rules: Iterable[type[Rule]], settings: Settings,
 
 
 def one_per_line(findings: list[Finding]) -> list[Finding]:
-    """One finding per rule and source line: the blocks a loop builds share their lines, and
+    """One finding per rule and building line: the blocks a loop builds share their lines, and
     twenty identical findings for one line are one problem. The first stands for the others;
     its evidence counts them and names their modules."""
     groups: dict[tuple, list[Finding]] = {}
     for finding in findings:
-        loc = finding.origin or finding.location
+        loc = finding.origin
         key = (finding.code, loc.abspath or loc.path, loc.line) if loc is not None else (finding.code, id(finding))
         groups.setdefault(key, []).append(finding)
     merged = []

@@ -127,7 +127,7 @@ class Finding:
     # two lies in the user's own code.
     built_at: Location | None = None
     called_at: Location | None = None
-    # The innermost line that built (else called) the layer, library code included: the blocks
+    # The innermost line that built the layer, library code included: the blocks
     # a loop or a helper builds share it, so findings are merged by it (engine.one_per_line).
     origin: Location | None = field(default=None, compare=False, repr=False)
 

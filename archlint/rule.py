@@ -109,7 +109,9 @@ class Rule:
         """A finding about `layer`. `prefer="call"` points at the forward line that called the
         layer rather than the line that built it (for problems of data flow, not of shape)."""
         frame = layer.frame(prefer)
-        innermost = (layer.built_frames or layer.call_frames or (None,))[0]
+        # Only the building line tells blocks of a loop apart from layers of one Sequential:
+        # without it (a model built before archlint watched), findings are not merged.
+        innermost = layer.built_frames[0] if layer.built_frames else None
         return Finding(
             code=self.code, name=self.name, severity=severity or self.severity,
             module=layer.qualname, message=message,

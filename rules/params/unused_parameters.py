@@ -13,7 +13,7 @@ from archlint.graph import Layer
 from archlint.graph.ops import Kind
 from archlint.rule import Rule
 
-from ..helpers import human, shape_text
+from ..helpers import conv_call, human, shape_text
 
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -165,7 +165,13 @@ def _deletion_fix(parent: nn.Module, attr: str, frame=None) -> Fix:
     kind = type(parent).__name__
     if type(parent).__module__.startswith("torch.nn") and attr == "bias":
         # forward read the layer's weight but never its bias (x @ layer.weight.T)
-        return Fix(f"build the {kind} without a bias", f"nn.{kind}(..., bias=False)")
+        if isinstance(parent, nn.modules.conv._ConvNd):
+            code = conv_call(parent, bias=False)
+        elif isinstance(parent, nn.Linear):
+            code = f"nn.Linear({parent.in_features}, {parent.out_features}, bias=False)"
+        else:
+            code = None
+        return Fix(f"build the {kind} without a bias", code)
     built = frame.source().strip() if frame is not None and frame.is_user_code else ""
     if built.startswith(f"self.{attr}"):
         return Fix(f"delete self.{attr} from {kind}.__init__, or use it in forward",

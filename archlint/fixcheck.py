@@ -12,7 +12,6 @@ advice (comments) is "advice".
 """
 from __future__ import annotations
 
-import ast
 import re
 import warnings
 from dataclasses import replace
@@ -23,6 +22,7 @@ from torch import nn
 
 from .findings import Finding, Fix
 from .graph.ops import Kind
+from .spans import is_expression as _is_expression
 
 
 def _namespace() -> dict:
@@ -31,14 +31,6 @@ def _namespace() -> dict:
 
 def _shape(shape) -> str:
     return "x".join(str(d) for d in shape)
-
-
-def _is_expression(code: str) -> bool:
-    try:
-        ast.parse(code.strip(), mode="eval")
-    except SyntaxError:
-        return False
-    return True
 
 
 def _only_comments(code: str) -> bool:

@@ -95,7 +95,8 @@ def _is_nn_layer(func: ast.expr, modules: set[str], names: set[str]) -> bool:
             and isinstance(owner.value, ast.Name) and owner.value.id == "torch")
 
 
-def _is_expression(code: str) -> bool:
+def is_expression(code: str) -> bool:
+    """Code that is one expression (a layer's replacement), not statements."""
     try:
         ast.parse(code.strip(), mode="eval")
     except SyntaxError:
@@ -114,7 +115,7 @@ def fix_span(location: Location, code: str) -> Span | None:
     if not text.isascii():
         return None  # SARIF columns count UTF-16 units, ast counts UTF-8 bytes; skip the rare case
     indent = text[: len(text) - len(text.lstrip())]
-    if _is_expression(code):
+    if is_expression(code):
         call = call_at(path, location.line)
         if call is None or call.end_lineno is None or call.end_col_offset is None:
             return None

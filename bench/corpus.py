@@ -208,6 +208,7 @@ def lint_entry(entry: dict[str, Any]) -> dict[str, Any]:
             rules=dict(Counter(f"{f.code}:{f.severity}" for f in report.findings)),
             rule_crashes=[n for n in report.notes if " failed on this model and was skipped" in n],
             notes=report.notes, timings={k: round(v, 2) for k, v in report.timings.items()},
+            coverage=report.coverage,
         )
         if getattr(report, "parts", None):
             row["parts"] = report.parts
@@ -451,6 +452,29 @@ def render_markdown(rows: list[dict[str, Any]], metas: dict[str, Any], extra: st
             cells.append(f"{n}/{of} ({100 * n / of:.0f}%)" if of and n else "")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
 
+    def coverage_cell(r: dict[str, Any]) -> str:
+        c = r.get("coverage")
+        if not c:
+            return ""
+        share = 100 * c["params_reached"] / c["params_total"] if c["params_total"] else 100.0
+        return "100%" if c["params_reached"] == c["params_total"] else f"{min(share, 99.9):.1f}%"
+
+    with_coverage = [r for r in rows if r.get("coverage")]
+    partial = [r for r in with_coverage if r["coverage"]["params_reached"] < r["coverage"]["params_total"]]
+    lines += ["", "## Coverage", "",
+              f"Share of each model's parameters the linted graph reached: {len(with_coverage) - len(partial)} "
+              f"of {len(with_coverage)} models with a coverage figure at 100%"
+              + (f"; rows from runs before coverage was recorded have none ({len(rows) - len(with_coverage)})."
+                 if len(with_coverage) < len(rows) else "."), ""]
+    if partial:
+        lines += ["Every model under 100%, with what was not reached and why:", "",
+                  "| source | model | tracer | coverage | not reached |", "|---|---|---|---:|---|"]
+        for r in partial:
+            missing = "; ".join(f"{u['module'] or 'the model'} ({u['params']:,}): {u['why']}"
+                                for u in r["coverage"]["unreached"][:6])
+            lines.append(f"| {r['source']} | {r['model']} | {r.get('tracer') or ''} | {coverage_cell(r)} | "
+                         f"{_cell(missing, 400)} |")
+
     problems = [r for r in rows if r["status"] not in ("linted",)]
     lines += ["", "## Models not linted whole", "",
               "| source | model | status | tracer | layers | time (s) | reason |", "|---|---|---|---|---:|---:|---|"]
@@ -466,11 +490,12 @@ def render_markdown(rows: list[dict[str, Any]], metas: dict[str, Any], extra: st
 
     lines += ["", "## Every model", "", "Full rows (with notes, rule counts and timings): "
               "[bench/results/corpus.json](../bench/results/corpus.json).", "",
-              "| source | model | status | tracer | layers | E | W | I | time (s) | peak RSS (MB) | RSS growth (MB) |",
-              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "| source | model | status | tracer | layers | coverage | E | W | I | time (s) | peak RSS (MB) | RSS growth (MB) |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(
             f"| {r['source']} | {r['model']} | {r['status']} | {r.get('tracer') or ''} | {r.get('layers', '')} | "
+            f"{coverage_cell(r)} | "
             f"{r.get('errors', '')} | {r.get('warnings', '')} | {r.get('infos', '')} | {r.get('time_s', 0):.1f} | "
             f"{r.get('rss_peak_mb', '')} | {r.get('rss_growth_mb', '')} |")
     return "\n".join(lines) + "\n"

@@ -6,6 +6,24 @@ from archlint.findings import Finding, Fix, Severity
 from archlint.rule import Example, Option, Rule
 
 
+# One model for both examples; only forward differs.
+_DETECTOR = """
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+            self.head = nn.Sequential(nn.Linear(8 * 32 * 32, 512), nn.Linear(512, 10))
+
+        def forward(self, x):{forward}
+
+    model = Net()
+    example_input = torch.randn(1, 3, 32, 32)
+"""
+
+
 class LowCoverage(Rule):
     code = "C001"
     name = "low-coverage"
@@ -36,41 +54,13 @@ class LowCoverage(Rule):
         "min-coverage": Option(90.0, "Lowest share of parameters reached, in percent, that passes.",
                                type=float),
     }
-    bad = (Example("""
-        import torch
-        from torch import nn
-
-        class Net(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
-                self.head = nn.Sequential(nn.Linear(8 * 32 * 32, 512), nn.Linear(512, 10))
-
-            def forward(self, x):
-                x = self.backbone(x)
-                if x.sum() > 0:  # a value-dependent branch: no tracer follows it
-                    return self.head(x.flatten(1))
-                return x
-
-        model = Net()
-        example_input = torch.randn(1, 3, 32, 32)
-    """),)
-    good = (Example("""
-        import torch
-        from torch import nn
-
-        class Net(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
-                self.head = nn.Sequential(nn.Linear(8 * 32 * 32, 512), nn.Linear(512, 10))
-
-            def forward(self, x):
-                return self.head(self.backbone(x).flatten(1))
-
-        model = Net()
-        example_input = torch.randn(1, 3, 32, 32)
-    """),)
+    bad = (Example(_DETECTOR.format(forward="""
+            x = self.backbone(x)
+            if x.sum() > 0:  # a value-dependent branch: no tracer follows it
+                return self.head(x.flatten(1))
+            return x""")),)
+    good = (Example(_DETECTOR.format(forward="""
+            return self.head(self.backbone(x).flatten(1))""")),)
 
     def check(self, graph, ctx):
         coverage = graph.coverage

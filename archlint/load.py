@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from . import sources
+from . import no_download, sources
 from .errors import BuildError, LoadError, NoModelError
 from .prefilter import file_might_build_model  # noqa: F401  (re-exported; torch-free)
 
@@ -123,12 +123,23 @@ def _on_meta(value: Any) -> Any:
 
 @contextmanager
 def building(on_meta: bool) -> Iterator[None]:
-    with sources.record_construction():
+    with sources.record_construction(), no_download.refused():
         if on_meta:
             with meta_parameters(), _SkipMetaValueWrites():
                 yield
         else:
             yield
+
+
+def _raise_if_download(since: int, exc: BaseException) -> None:
+    """A load that failed after archlint refused to download: say that, not the library's
+    offline error."""
+    no_download.note_offline_failure(exc)
+    text = no_download.blocked_error_text(since)
+    if text is not None:
+        attempt = no_download.attempts()[since]
+        raise LoadError(text.split(": ", 1)[1] if attempt.path else text,
+                        path=attempt.path, line=attempt.line, cause="download") from exc
 
 
 # --- importing ---------------------------------------------------------------------------------
@@ -174,6 +185,8 @@ def import_file(path: str | os.PathLike) -> ModuleType:
     if existing is not None and Path(getattr(existing, "__file__", "") or "").resolve() != path:
         name = f"archlint_target_{abs(hash(str(path)))}_{path.stem}"
 
+    since = len(no_download.attempts())
+
     def run(on_meta: bool) -> ModuleType:
         sys.modules.pop(name, None)
         if "." in name:
@@ -208,6 +221,7 @@ def import_file(path: str | os.PathLike) -> ModuleType:
     except BaseException as exc:  # the user's module-level code may raise anything
         if isinstance(exc, KeyboardInterrupt):
             raise
+        _raise_if_download(since, exc)
         raise LoadError(
             f"{_where(exc, path)}: importing {shown} raised {type(exc).__name__}: {exc}. archlint "
             "imports the file to build the model; fix the error, or guard scripts with "
@@ -242,6 +256,7 @@ def _builder(obj: Any, label: str, shown: str) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
         if isinstance(obj, nn.Module):
             return obj
+        since = len(no_download.attempts())
         try:
             with building(on_meta):
                 model = obj()
@@ -250,6 +265,7 @@ def _builder(obj: Any, label: str, shown: str) -> Callable[[], nn.Module]:
                 with building(False):
                     model = obj()
             except Exception as exc:
+                _raise_if_download(since, exc)
                 found = _user_frame(exc, Path(inspect.getfile(obj)))
                 where = f"{found[0]}:{found[1]}" if found else shown
                 raise BuildError(

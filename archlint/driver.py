@@ -33,7 +33,14 @@ def check_file(path: str, names: Sequence[str], explicit: bool, settings: Settin
                             + ("::" + ",".join(names) if names else ""), error=exc)]
     load_time = time.perf_counter() - started
     reports = []
+    if explicit and all(t.not_built for t in targets):
+        listed = "; ".join(f"{t.name.rsplit('::', 1)[1]}: {t.not_built}" for t in targets)
+        shown = sources.display_path(str(Path(path).resolve()))
+        return [ModelReport(target=shown, error=NoModelError(f"{shown}: no model built. {listed}."))]
     for target in targets:
+        if target.not_built:
+            reports.append(ModelReport(target=target.name, skipped=target.not_built))
+            continue
         model_report = ModelReport(target=target.name)
         model_report.timings["load"] = load_time
         try:

@@ -36,6 +36,7 @@ class Target:
     build: Callable[[], nn.Module]
     module: ModuleType | None = None  # the imported file, for its example_input
     submodule: str | None = None  # dotted path below the built object
+    not_built: str | None = None  # why archlint cannot build it (constructor arguments)
 
 
 # --- building without memory ----------------------------------------------------------------
@@ -316,39 +317,79 @@ def _candidate_names(module: ModuleType) -> list[str]:
     return names
 
 
+def _own_name(target: "Target") -> str:
+    return target.name.rsplit("::", 1)[1]
+
+
+def _has_parameters(model: nn.Module) -> bool:
+    return any(True for _ in model.parameters())
+
+
 def discover_targets(module: ModuleType, path: Path) -> list[Target]:
     """Every model the file builds: module-level instances, classes defined here that build
     without arguments, and factory functions annotated to return an nn.Module. A class whose
-    instances only serve as parts of another candidate (a block inside a net) is not a target."""
-    shown = sources.display_path(str(path))
+    instances only serve as parts of another candidate (a block inside a net) is not a target,
+    nor is a module without parameters (an activation, a helper block). Classes defined here
+    that need constructor arguments and are no part of a target come back as `not_built`
+    entries, so the run can say so instead of passing over them in silence."""
     targets = [resolve_target(module, path, name) for name in _candidate_names(module)]
-    instances = [getattr(module, name) for name in _candidate_names(module)
-                 if isinstance(getattr(module, name), nn.Module)]
+    instances = [getattr(module, _own_name(t)) for t in targets
+                 if isinstance(getattr(module, _own_name(t)), nn.Module)]
+    # A class with a module-level instance is linted through that instance.
     part_types = {type(sub) for m in instances for sub in m.modules()}
-    kept = []
+    kept: list[Target] = []
     for target in targets:
-        obj = getattr(module, target.name.split("::", 1)[1])
-        if inspect.isclass(obj) and obj in part_types:
+        obj = getattr(module, _own_name(target))
+        if inspect.isclass(obj):
+            if obj in part_types:
+                continue
+            try:
+                model = target.build()
+            except BuildError:
+                kept.append(target)  # its error is reported when it is linted
+                continue
+            target.build = (lambda m: (lambda: m))(model)
+            part_types |= {type(sub) for sub in model.modules()} - {type(model)}
+            if not _has_parameters(model):
+                continue
+        elif isinstance(obj, nn.Module) and not _has_parameters(obj):
             continue
         kept.append(target)
     # A class used inside another class-built model is a part, not a model: decided after
     # building, since composition is only visible then.
-    if len(kept) > 1:
-        built: dict[str, set[type]] = {}
-        for target in kept:
-            obj = getattr(module, target.name.split("::", 1)[1])
-            if inspect.isclass(obj):
-                try:
-                    model = target.build()
-                except BuildError:
-                    continue
-                target.build = (lambda m: (lambda: m))(model)
-                built[target.name] = {type(sub) for sub in model.modules()} - {type(model)}
-        used = set().union(*built.values()) if built else set()
-        kept = [t for t in kept
-                if not (inspect.isclass(getattr(module, t.name.split("::", 1)[1]))
-                        and getattr(module, t.name.split("::", 1)[1]) in used)]
-    return kept
+    kept = [t for t in kept if not (inspect.isclass(getattr(module, _own_name(t)))
+                                    and getattr(module, _own_name(t)) in part_types)]
+    return kept + _not_built(module, path, part_types)
+
+
+def _not_built(module: ModuleType, path: Path, used: set[type]) -> list[Target]:
+    """Classes of this file that need constructor arguments and serve in no target."""
+    shown = sources.display_path(str(path))
+    classes = [obj for name, obj in vars(module).items()
+               if not name.startswith("_") and inspect.isclass(obj) and issubclass(obj, nn.Module)
+               and obj.__module__ == module.__name__ and not inspect.isabstract(obj)]
+    bases = {base for cls in classes for base in cls.__mro__[1:]}
+    entries = []
+    for cls in classes:
+        if cls in used or cls in bases or _needs_no_arguments(cls):
+            continue
+        try:
+            params = inspect.signature(cls).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        needed = [p.name for p in params if p.default is inspect.Parameter.empty
+                  and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        reason = (f"its constructor needs arguments ({', '.join(needed)}); add `model = "
+                  f"{cls.__name__}(...)` at module level or give them defaults to lint it")
+        entries.append(Target(f"{shown}::{cls.__name__}", path, _unbuildable(reason), module,
+                              not_built=reason))
+    return entries
+
+
+def _unbuildable(reason: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        raise BuildError(reason)
+    return build
 
 
 def load_targets(path: str | os.PathLike, names: Sequence[str] = ()) -> list[Target]:
@@ -356,15 +397,15 @@ def load_targets(path: str | os.PathLike, names: Sequence[str] = ()) -> list[Tar
     module = import_file(path)
     if names:
         return [resolve_target(module, path, n) for n in names]
-    targets = discover_targets(module, path)
-    if not targets:
+    found = discover_targets(module, path)
+    if not found:
         raise NoModelError(
             f"{sources.display_path(str(path))}: no model found. The file has no module-level "
             "nn.Module instance, no nn.Module class that builds without arguments and no "
             "function annotated `-> nn.Module` that takes none. Add `model = MyNet(...)` at module "
             "level, or name the target: `archlint check file.py::NAME`."
         )
-    return targets
+    return found
 
 
 def build_target(target: Target) -> nn.Module:

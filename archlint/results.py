@@ -37,6 +37,9 @@ class ModelReport:
     # graph/coverage.py's Coverage as a dict: the share of parameters and weighted modules the
     # linted graph reached, and what it did not reach and why.
     coverage: dict[str, Any] | None = None
+    # Set for a model archlint found but could not build (its constructor needs arguments):
+    # listed, with why, in every output instead of being passed over.
+    skipped: str | None = None
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -79,6 +82,8 @@ class ModelReport:
         }
         if self.coverage is not None:
             data["coverage"] = self.coverage
+        if self.skipped is not None:
+            data["skipped"] = self.skipped
         if self.notes:
             data["notes"] = self.notes
         if self.parts:

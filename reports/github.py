@@ -38,6 +38,10 @@ def render(report: Any, **_: Any) -> str:
     for problem in report.problems:
         lines.append(command("warning", problem, title="archlint"))
     for model in report.models:
+        if model.skipped is not None:
+            lines.append(command("notice", f"not linted: {model.skipped}",
+                                 title=f"archlint did not build {model.target}"))
+            continue
         if model.error is not None:
             path = target_file(model.target)
             try:

@@ -274,6 +274,10 @@ def _sorted_findings(findings: Sequence[Finding]) -> list[Finding]:
 def model_view(model: Any, index: int, documented: set[str]) -> ModelView:
     mid = f"m{index}"
     view = ModelView(id=mid, target=model.target, counts=_counts(model.findings))
+    if model.skipped is not None:
+        view.error = f"not built: {model.skipped}"
+        view.error_kind = "not built"
+        return view
     if model.error is not None:
         view.error = str(model.error)
         view.error_kind = getattr(model.error, "kind", type(model.error).__name__)

@@ -76,9 +76,10 @@ def render(report: Any, *, environ: Mapping[str, str] | None = None, **_: Any) -
     lines += ["| Model | Tracer | Input | Params | MACs | Layers | Findings |",
               "|---|---|---|--:|--:|--:|--:|"]
     for model in report.models:
-        if model.error is not None:
-            lines.append(f"| {cell(model.target)} | could not be linted: {cell(str(model.error))} "
-                         f"| | | | | |")
+        if model.error is not None or model.skipped is not None:
+            why = (f"could not be linted: {cell(str(model.error))}" if model.error is not None
+                   else f"not built: {cell(model.skipped)}")
+            lines.append(f"| {cell(model.target)} | {why} | | | | | |")
             continue
         totals = model.summary
         inputs = ", ".join("x".join(map(str, s)) for s in model.inputs)

@@ -126,6 +126,9 @@ def to_sarif(report: Any, root: Path | None = None) -> dict[str, Any]:
         {"level": "error", "message": {"text": f"{model.target}: {model.error}"},
          "descriptor": {"id": f"archlint/{model.error.kind}"}}
         for model in report.errors
+    ] + [{"level": "note", "message": {"text": f"{model.target}: not linted: {model.skipped}"},
+          "descriptor": {"id": "archlint/not-built"}}
+         for model in report.models if model.skipped is not None
     ] + [{"level": "warning", "message": {"text": problem}} for problem in report.problems]
     invocation: dict[str, Any] = {"executionSuccessful": not report.errors}
     if notifications:

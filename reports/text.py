@@ -35,6 +35,9 @@ def render(report: Any, *, color: bool = False, statistics: bool = False, quiet:
     for problem in report.problems:
         lines.append(style("archlint: ", bold=True) + problem)
     for model in report.models:
+        if model.skipped is not None:
+            lines.append(style(model.target, bold=True) + f"  not linted: {model.skipped}")
+            continue
         if model.error is not None:
             lines.append(style(f"{model.target}: error: ", fg="red", bold=True) + str(model.error))
             continue
@@ -70,10 +73,13 @@ def render(report: Any, *, color: bool = False, statistics: bool = False, quiet:
             lines.append(f"{n:5d}  {code}  {name}")
     parts = [_plural(counts[s], str(s)) for s in (Severity.ERROR, Severity.WARNING, Severity.INFO) if counts[s]]
     errors = len(report.errors)
-    models = len(report.models) - errors
+    skipped = sum(1 for m in report.models if m.skipped is not None)
+    models = len(report.models) - errors - skipped
     tail = f"{_plural(len(findings), 'finding')}" + (f" ({', '.join(parts)})" if parts else "")
     tail += f" in {_plural(models, 'model')}"
     if errors:
         tail += f"; {_plural(errors, 'target')} could not be linted"
+    if skipped:
+        tail += f"; {_plural(skipped, 'model')} not built (constructor arguments)"
     lines.append(style(tail, bold=True))
     return "\n".join(lines) + "\n"

@@ -133,3 +133,54 @@ def test_a_wrong_number_of_inputs_names_forwards_parameters(tmp_path):
     assert "TwoInputs.forward takes 2 input(s) (x, y), but archlint found 1" in text
     assert f"{path.name}:" in text and "inspect.py" not in text
     assert "--input-shape" in text and "example_inputs" in text
+
+
+def test_models_that_need_arguments_are_listed_and_helpers_are_not_targets(tmp_path):
+    source = '''
+        import torch
+        from torch import nn
+
+        class Block(nn.Module):  # a part of Net: not a target, not listed
+            def __init__(self, c):
+                super().__init__()
+                self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+            def forward(self, x):
+                return self.conv(x)
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.stem = nn.Conv2d(3, 8, 3, padding=1)
+                self.block = Block(8)
+
+            def forward(self, x):
+                return self.block(self.stem(x))
+
+        class Generator(nn.Module):  # needs arguments: listed, with why
+            def __init__(self, nz, ngf):
+                super().__init__()
+                self.fc = nn.Linear(nz, ngf)
+
+            def forward(self, z):
+                return self.fc(z)
+
+        class Swish(nn.Module):  # no parameters: a helper, not a model
+            def forward(self, x):
+                return x * torch.sigmoid(x)
+
+        act = nn.ReLU()
+        example_input = torch.randn(1, 3, 16, 16)
+    '''
+    path = write_model(tmp_path, source)
+    result, data = run(str(path))
+    entries = {m["target"].split("::")[1]: m for m in data["models"]}
+    assert set(entries) == {"Net", "Generator"}
+    assert "constructor needs arguments (nz, ngf)" in entries["Generator"]["skipped"]
+    text = CliRunner().invoke(main, ["check", "--no-cache", str(path)]).output
+    assert "Generator  not linted: its constructor needs arguments" in text
+    assert "1 model not built" in text
+    only = write_model(tmp_path, source.replace("class Net(", "class _Net(").replace(
+        "class Swish", "class _Swish"), "only_generator.py")
+    result = CliRunner().invoke(main, ["check", "--no-cache", str(only)])
+    assert result.exit_code == 2 and "no model built" in result.output

@@ -23,7 +23,7 @@ class ArchlintError(Exception):
 
     `message` says what happened; the other fields say where and what to do, and `str()` joins
     them into the paragraph users see:
-      kind    "config" | "usage" | "load" | "no-model" | "build" | "trace" | "shape" | "isolation"
+      kind    "config" | "usage" | "load" | "no-model" | "build" | "trace" | "shape" | "isolation" | "output"
       path, line   the user's line the error is about
       layer   the qualified name of the layer involved
       shapes  the input shapes the layer or model received
@@ -60,6 +60,13 @@ class ArchlintError(Exception):
         return type(self)(f"{prefix}: {self.message}", path=None, line=None, layer=self.layer,
                           shapes=self.shapes, hint=self.hint, cause=self.cause, kind=self.kind)
 
+    def __reduce__(self):
+        # Errors cross the process boundary pickled (archlint/isolation.py); the default
+        # reduction would call __init__ with the rendered text and lose the fields.
+        fields = {"path": self.path, "line": self.line, "layer": self.layer, "shapes": self.shapes,
+                  "hint": self.hint, "cause": self.cause, "kind": self.kind}
+        return (_rebuild, (type(self), self.message, fields, getattr(self, "details", "")))
+
     def to_dict(self) -> dict:
         data = {"kind": self.kind, "message": str(self)}
         for key in ("path", "line", "layer", "shapes", "cause"):
@@ -67,6 +74,13 @@ class ArchlintError(Exception):
             if value not in (None, "", []):
                 data[key] = value
         return data
+
+
+def _rebuild(cls, message, fields, details):
+    error = cls(message, **fields)
+    if details:
+        error.details = details
+    return error
 
 
 class ConfigError(ArchlintError):
@@ -93,3 +107,11 @@ class TraceError(ArchlintError):
 
 class ShapeError(ArchlintError):
     kind = "shape"
+
+
+class IsolationError(ArchlintError):
+    """The child process that built and traced a file ended without an answer: it ran past the
+    time limit ("timeout"), past the memory limit ("memory"), exited by itself ("exited") or
+    was killed by a signal ("killed")."""
+
+    kind = "isolation"

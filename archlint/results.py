@@ -34,6 +34,9 @@ class ModelReport:
     # linted part, {"module", "skipped"} per part left out.
     parts: list[dict[str, Any]] = field(default_factory=list)
     from_cache: bool = False
+    # What the user's code wrote to stdout and stderr while the file was loaded and traced
+    # (in its child process): kept off archlint's own output, shown with --debug.
+    output: str = ""
 
     @property
     def summary(self) -> dict[str, Any]:

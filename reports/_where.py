@@ -12,6 +12,7 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from archlint.findings import Finding, Location
 
@@ -48,7 +49,8 @@ def _inside(path: Path, root: Path) -> bool:
 
 def _uri(path: Path, root: Path) -> str:
     try:
-        return path.relative_to(root).as_posix()
+        # A URI reference (RFC 3986): spaces, %, #, ?, commas, colons and newlines percent-encoded.
+        return quote(path.relative_to(root).as_posix(), safe="/")
     except ValueError:
         return path.as_uri()
 

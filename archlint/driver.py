@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from .cache import ResultCache, recording_environ, recording_imports
 from .config import Settings
-from .errors import ArchlintError, ConfigError, NoModelError, TraceError
+from .errors import ArchlintError, ConfigError, NoModelError, too_deep
 from .prefilter import expand_paths
 from .results import ModelReport, Report
 
@@ -62,12 +62,9 @@ def check_file(path: str, names: Sequence[str], explicit: bool, settings: Settin
                                              settings.input_shapes)
                 lint_model(model, inputs, settings, report=model_report, owned=True)
             except ArchlintError as exc:
-                model_report.error = exc
+                model_report.error = too_deep(exc) or exc
             except RecursionError as exc:
-                model_report.error = TraceError(
-                    f"{target.name}: the model is nested too deeply to trace ({exc}).",
-                    hint="Flatten deeply nested containers (nn.Sequential inside nn.Sequential ...).",
-                    cause="recursion")
+                model_report.error = too_deep(exc)
             finally:
                 _restore_cwd(cwd)
             reports.append(model_report)

@@ -115,3 +115,20 @@ class IsolationError(ArchlintError):
     was killed by a signal ("killed")."""
 
     kind = "isolation"
+
+
+def too_deep(exc: BaseException) -> "TraceError | None":
+    """A clear error for a RecursionError anywhere in `exc`'s chain, else None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, RecursionError):
+            error = TraceError("the model is nested too deeply for Python's recursion limit while "
+                               "it was copied or traced.",
+                               hint="Flatten deeply nested containers (nn.Sequential inside "
+                                    "nn.Sequential ...), or lint an inner part with file.py::NAME.sub.",
+                               cause="recursion")
+            error.__cause__ = exc
+            return error
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -77,6 +77,10 @@ def _child(work: Callable[[], Any], result_fd: int, output_fd: int, memory_bytes
         os.dup2(output_fd, 1)
         os.dup2(output_fd, 2)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        # Deeply nested models recurse a few frames per level (deepcopy, fx, export); the
+        # default limit of 1000 stops a 150-deep Sequential. A real overflow here kills only
+        # the child, and comes back as an error for this file.
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
         if memory_bytes:
             _limit_address_space(memory_bytes)
         try:
@@ -228,7 +232,8 @@ _ADVICE = {
 
 
 def _error(label: str, cause: str, detail: str) -> IsolationError:
-    return IsolationError(f"{label}: building and tracing stopped: {detail}.",
+    # The report's target names the file already; `label` is kept for the debug details.
+    return IsolationError(f"building and tracing stopped: {detail}.",
                           hint=_ADVICE.get(cause, "Run with --debug to see more."), cause=cause)
 
 

@@ -351,7 +351,7 @@ def discover_targets(module: ModuleType, path: Path) -> list[Target]:
     part_types = {type(sub) for m in instances for sub in m.modules()}
     kept = []
     for target in targets:
-        obj = getattr(module, target.name.split("::", 1)[1])
+        obj = getattr(module, target.name.rsplit("::", 1)[1])
         if inspect.isclass(obj) and obj in part_types:
             continue
         kept.append(target)
@@ -360,7 +360,7 @@ def discover_targets(module: ModuleType, path: Path) -> list[Target]:
     if len(kept) > 1:
         built: dict[str, set[type]] = {}
         for target in kept:
-            obj = getattr(module, target.name.split("::", 1)[1])
+            obj = getattr(module, target.name.rsplit("::", 1)[1])
             if inspect.isclass(obj):
                 try:
                     model = target.build()
@@ -370,8 +370,8 @@ def discover_targets(module: ModuleType, path: Path) -> list[Target]:
                 built[target.name] = {type(sub) for sub in model.modules()} - {type(model)}
         used = set().union(*built.values()) if built else set()
         kept = [t for t in kept
-                if not (inspect.isclass(getattr(module, t.name.split("::", 1)[1]))
-                        and getattr(module, t.name.split("::", 1)[1]) in used)]
+                if not (inspect.isclass(getattr(module, t.name.rsplit("::", 1)[1]))
+                        and getattr(module, t.name.rsplit("::", 1)[1]) in used)]
     return kept
 
 

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from .cache import ResultCache, recording_environ, recording_imports
 from .config import Settings
-from .errors import ArchlintError, ConfigError, NoModelError, too_deep
+from .errors import ArchlintError, ConfigError, IsolationError, NoModelError, caused_by, too_deep
 from .prefilter import expand_paths
 from .results import ModelReport, Report
 
@@ -126,6 +126,13 @@ def _lint_isolated(path: str, names: Sequence[str], explicit: bool, settings: Se
             models = check_file(path, names, explicit, settings)
         for model in models:
             _keep_debug_details(model)
+            if caused_by(model.error, MemoryError) is not None:
+                # The address-space limit hit first: the same stop as the RSS watch's.
+                model.error = IsolationError(
+                    f"building and tracing stopped: it ran out of memory under the limit of "
+                    f"{settings.memory_limit} MB ({model.error.message})",
+                    hint="Raise `memory-limit` (MB) in [tool.archlint] if the model really needs it.",
+                    cause="memory")
         deps = imports.project_dependencies(path) if record else None
         return [portable.detach(m) for m in models], deps, environ.reads
 

@@ -117,18 +117,26 @@ class IsolationError(ArchlintError):
     kind = "isolation"
 
 
-def too_deep(exc: BaseException) -> "TraceError | None":
-    """A clear error for a RecursionError anywhere in `exc`'s chain, else None."""
+def caused_by(exc: BaseException | None, kind: type) -> BaseException | None:
+    """The first exception of type `kind` in `exc`'s chain (causes and contexts), else None."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, RecursionError):
-            error = TraceError("the model is nested too deeply for Python's recursion limit while "
-                               "it was copied or traced.",
-                               hint="Flatten deeply nested containers (nn.Sequential inside "
-                                    "nn.Sequential ...), or lint an inner part with file.py::NAME.sub.",
-                               cause="recursion")
-            error.__cause__ = exc
-            return error
+        if isinstance(exc, kind):
+            return exc
         exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def too_deep(exc: BaseException) -> "TraceError | None":
+    """A clear error for a RecursionError anywhere in `exc`'s chain, else None."""
+    found = caused_by(exc, RecursionError)
+    if found is not None:
+        error = TraceError("the model is nested too deeply for Python's recursion limit while "
+                           "it was copied or traced.",
+                           hint="Flatten deeply nested containers (nn.Sequential inside "
+                                "nn.Sequential ...), or lint an inner part with file.py::NAME.sub.",
+                           cause="recursion")
+        error.__cause__ = found
+        return error
     return None

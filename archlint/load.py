@@ -220,8 +220,14 @@ def import_file(path: str | os.PathLike) -> ModuleType:
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        with building(on_meta):
-            spec.loader.exec_module(module)
+        cwd = os.getcwd()
+        try:
+            with building(on_meta):
+                spec.loader.exec_module(module)
+        finally:
+            # A module that chdirs at import must not move the paths archlint shows and writes.
+            if os.getcwd() != cwd:
+                os.chdir(cwd)
         module.__archlint_meta__ = on_meta
         return module
 

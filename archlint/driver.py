@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 from .cache import ResultCache, recording_environ, recording_imports
 from .config import Settings
@@ -154,7 +154,7 @@ def _keep_debug_details(model: ModelReport) -> None:
 
 def check_paths(specs: Sequence[str], settings: Settings, *, use_cache: bool = False,
                 skip_no_model: bool = False, cache: ResultCache | None = None,
-                isolate: bool = True, on_file: Callable[[str], None] | None = None) -> Report:
+                isolate: bool = True) -> Report:
     """Lint every target PATHS name. `use_cache`: answer unchanged files from .archlint_cache/
     (or `cache`) and store new answers. `isolate`: each file in a child process (the default;
     off only for callers that need the live model objects)."""
@@ -168,13 +168,11 @@ def check_paths(specs: Sequence[str], settings: Settings, *, use_cache: bool = F
                                "(files matching `exclude` in [tool.archlint] are left out).",
                           cause="no-files", kind="usage")
     if use_cache and cache is None:
-        cache = ResultCache.for_settings(settings)
+        cache = ResultCache.for_settings(settings, start=files[0][0] if files else None)
     report = Report()
     problems: list[str] = []
     warm = False
     for path, names, explicit in files:
-        if on_file is not None:
-            on_file(path)
         slot_key = cache.key(path, names, explicit, settings) if use_cache else None
         hit = cache.get(slot_key) if use_cache else None
         if hit is not None:

@@ -109,6 +109,9 @@ def check(paths, input_shapes, batch_size, select, ignore, fail_on, fmt, output,
             safe_io.check_target(output, paths, what="report")
         if write_baseline:
             safe_io.check_target(baseline_path, paths, what="baseline")
+            if os.path.exists(baseline_path):
+                from .baseline import Baseline
+                Baseline.read(baseline_path)  # merged into later: refuse what is not a baseline now
         settings = _settings(paths[0], config_path, select, ignore, fail_on, batch_size, input_shapes)
         # The HTML report draws each model's layers, which the cache does not keep.
         report = driver.check_paths(list(paths), settings, use_cache=not no_cache and fmt != "html",

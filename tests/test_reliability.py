@@ -258,7 +258,6 @@ def test_user_output_is_kept_off_stdout_and_shown_with_debug(write_model, tmp_pa
         assert done.returncode == 1, done.stderr
         json.loads(done.stdout)  # not corrupted
         assert "hello from import" not in done.stdout + done.stderr
-    data = json.loads(done.stdout) if fmt == "json" else None  # noqa: F841
     done = subprocess.run([sys.executable, "-m", "archlint", "check", "net.py", "--debug", "--no-cache",
                            "--format", "json"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert "hello from import" in done.stderr and "to stderr" in done.stderr
@@ -498,6 +497,32 @@ def test_sarif_uris_are_percent_encoded(write_model, tmp_path):
     uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in data["runs"][0]["results"]}
     assert uris == set(["dir%20with%20spaces/net.py", "%C3%BCn%C3%AFc%C3%B6d%C3%A9/net.py",
                            "a%2Cb/c%3Ad/net.py", "50%25/net.py", "new%0Aline/net.py"])
+
+
+def test_the_html_report_draws_a_graph_that_crossed_the_process_boundary(write_model):
+    from archlint.reports import render
+
+    net = write_model(NET, "net.py")
+    (model,) = check_paths([str(net)], FAST).models
+    assert type(model.graph.model).__name__ == "Net"
+    assert type(model.graph.model.get_submodule("conv")).__name__ == "Conv2d"
+    assert all(layer.module is None for layer in model.graph) and model.summary["params"] == 12560
+    assert "Conv2d" in render("html", Report(models=[model]))
+
+
+def test_answers_from_the_child_are_read_without_running_code():
+    import pickle
+
+    from archlint import isolation
+
+    class Hostile:
+        def __reduce__(self):
+            return (eval, ("open('/tmp/owned', 'w')",))
+
+    with pytest.raises(pickle.UnpicklingError):
+        isolation.loads(pickle.dumps(Hostile()))
+    with pytest.raises(pickle.UnpicklingError):
+        isolation.loads(pickle.dumps(os.system))
 
 
 # --- one driver -------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from torch import nn
 from .inputs import ExampleInputs, for_target, from_shapes, meta_like
 from .config import Settings, parse_shape
 from .driver import check_paths  # noqa: F401  (part of the API)
+from .errors import ArchlintError, too_deep
 from .findings import Severity
 from .pipeline import analyze, lint_model  # noqa: F401  (part of the API)
 from .results import ModelReport, Report  # noqa: F401  (part of the API)
@@ -48,4 +49,12 @@ def lint(model: nn.Module, example_input: torch.Tensor | Sequence[torch.Tensor] 
         inputs = ExampleInputs(from_shapes([parse_shape(s) for s in shapes]), "input_shape")
     else:
         inputs = for_target(model, config_shapes=settings.input_shapes)
-    return lint_model(model, inputs, settings)
+    try:
+        return lint_model(model, inputs, settings)
+    except RecursionError as exc:
+        raise too_deep(exc) from exc
+    except ArchlintError as exc:
+        deep = too_deep(exc)
+        if deep is None:
+            raise
+        raise deep from exc

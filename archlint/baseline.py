@@ -7,7 +7,8 @@ A finding is matched on the linted target (its file, relative to the baseline's 
 model name), the rule code and the qualified module name, never on line numbers: code moving
 around does not bring accepted findings back, while the same problem on another layer is new.
 Entries carry a count, so a second finding of the same rule on the same module is new too. The
-message is stored only to make the file readable in review.
+message is stored only to make the file readable in review. Writing a baseline merges target by
+target: a run over one file (or one whose other file failed) never drops the other entries.
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from . import safe_io
 from .errors import ConfigError
 from .findings import Finding
 from .results import Report
@@ -92,19 +94,56 @@ class BaselineResult:
     stale: int  # accepted findings that no longer occur: the baseline can shrink
 
 
-def write(report: Report, path: str | os.PathLike) -> int:
-    """Write every finding of `report` as accepted; returns how many."""
+@dataclass
+class BaselineUpdate:
+    accepted: int  # findings of this run now accepted
+    added: int  # accepted findings that were not in the file before
+    removed: int  # entries of linted targets that no longer occur
+    kept: int  # entries of targets not linted (or failed) in this run, left as they were
+
+
+def _existing_entries(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    Baseline.read(path)  # a file that is not a baseline is an error, never silently replaced
+    return json.loads(path.read_text(encoding="utf-8"))["findings"]
+
+
+def update(report: Report, path: str | os.PathLike, inputs: Sequence[str] = ()) -> BaselineUpdate:
+    """Accept this run's findings in the baseline at `path`, target by target: the entries of
+    targets linted in this run are replaced, those of other targets (and of targets that
+    failed this run, whose findings are unknown) are kept."""
     path = Path(path)
     folder = path.resolve().parent
+    old = _existing_entries(path)
+    linted = {_target_key(m.target, folder) for m in report.models if m.error is None}
     counts: Counter = Counter()
     messages: dict[Key, str] = {}
     for key, finding in _keys(report, folder):
-        counts[key] += 1
-        messages.setdefault(key, finding.message)
-    entries: list[dict[str, Any]] = [
+        if key[0] in linted:
+            counts[key] += 1
+            messages.setdefault(key, finding.message)
+    before = Counter()
+    kept_entries = []
+    for e in old:
+        key = (e["target"], e["code"], e["module"])
+        if e["target"] in linted:
+            before[key] += int(e.get("count", 1))
+        else:
+            kept_entries.append(e)
+    entries: list[dict[str, Any]] = kept_entries + [
         {"target": t, "code": c, "module": m, "count": n, "message": messages[(t, c, m)]}
-        for (t, c, m), n in sorted(counts.items())
+        for (t, c, m), n in counts.items()
     ]
+    entries.sort(key=lambda e: (e["target"], e["code"], e["module"]))
     text = json.dumps({"archlint_baseline": _FORMAT, "findings": entries}, indent=2) + "\n"
-    path.write_text(text, encoding="utf-8")
-    return sum(counts.values())
+    safe_io.write_text(path, text, inputs, what="baseline")
+    added = sum(max(0, n - before[k]) for k, n in counts.items())
+    removed = sum(max(0, n - counts[k]) for k, n in before.items())
+    return BaselineUpdate(sum(counts.values()), added, removed,
+                          sum(int(e.get("count", 1)) for e in kept_entries))
+
+
+def write(report: Report, path: str | os.PathLike) -> int:
+    """Accept every finding of `report` (merged target by target); returns how many."""
+    return update(report, path).accepted

@@ -1,9 +1,14 @@
-"""The results cache, and the torch-free driver of `archlint check` that uses it.
+"""The results cache: keys, entries, and the recorders of what a file's lint depended on.
 
 Linting a file means importing it, and importing torch costs a second or more. A pre-commit
-hook runs on every commit, mostly over files that did not change, so `archlint check` answers
-from `.archlint_cache/` whenever it can, and only imports torch (through `archlint.api`) for a
-file it has to lint again. Nothing in this module may import torch.
+hook runs on every commit, mostly over files that did not change, so `archlint check` (the
+driver, archlint/driver.py) answers from the cache whenever it can, and only imports torch for
+a file it has to lint again. Nothing in this module may import torch.
+
+The cache lives in `.archlint_cache/` at the project root (the folder with the pyproject.toml,
+else the git work tree), else in the user's cache folder; never in a folder anyone may write
+to, and it never follows a symlink: a planted `.archlint_cache/.gitignore -> ~/.bashrc` must
+not make archlint overwrite the file it points at.
 
 An entry is found by a key made of everything that decides a file's findings and is known before
 importing it: the file's content and path, the targets named, the settings (minus fail-on, which
@@ -11,7 +16,8 @@ changes the exit status, not the findings), the working folder (paths in reports
 it), the Python, torch and archlint versions, the archlint sources themselves (an editable install
 keeps its version number while its rules change) and the packages installed (the times of the
 sys.path folders, which change with every install: a new torchvision or rule pack). What the file
-imports is only known after importing it: the entry records the project-local modules the import
+imports is only known after importing it: the entry records the environment variables read
+while the file was imported and linted (hashes of their values), and the project-local modules the import
 pulled in and the project files read meanwhile (found through the "open" audit event), with the
 hashes of their contents, and is used only while all of them still match.
 
@@ -26,8 +32,10 @@ import importlib.util
 import json
 import os
 import re
+import stat
 import sys
 import sysconfig
+import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -35,10 +43,8 @@ from typing import Any, Iterator, Sequence
 
 from . import __version__
 from .config import Settings
-from .errors import ConfigError
 from .findings import Finding
-from .prefilter import expand_paths
-from .results import ModelReport, Report
+from .results import ModelReport
 
 CACHE_DIR_NAME = ".archlint_cache"
 _FORMAT = 2  # bump when the entry layout changes
@@ -235,6 +241,49 @@ class ImportRecord:
         return seen
 
 
+# --- which environment variables a file read ------------------------------------------------
+
+class EnvironRecord:
+    def __init__(self):
+        self.reads: dict[str, str | None] = {}  # name -> hash of its value (None: unset)
+
+
+@contextmanager
+def recording_environ() -> Iterator[EnvironRecord]:
+    """While active, remember every os.environ lookup (os.getenv and os.environ.get go through
+    __getitem__), so a model sized from `WIDTH=...` is linted again when WIDTH changes."""
+    record = EnvironRecord()
+    environ = os.environ
+    original_class = type(environ)
+
+    class Recording(original_class):  # type: ignore[misc, valid-type]
+        def __getitem__(self, name):
+            try:
+                value = super().__getitem__(name)
+            except KeyError:
+                if isinstance(name, str):
+                    record.reads.setdefault(name, None)
+                raise
+            if isinstance(name, str):
+                record.reads.setdefault(name, _value_hash(value))
+            return value
+
+    environ.__class__ = Recording
+    try:
+        yield record
+    finally:
+        environ.__class__ = original_class
+
+
+def _value_hash(value: str | None) -> str | None:
+    # Only a hash is stored: the cache must not keep a copy of secrets the model happens to read.
+    return None if value is None else _sha256(value.encode("utf-8", "surrogateescape"))[:16]
+
+
+def environ_matches(reads: dict[str, str | None]) -> bool:
+    return all(_value_hash(os.environ.get(name)) == digest for name, digest in reads.items())
+
+
 # --- serializing reports ------------------------------------------------------------------
 
 def finding_to_json(f: Finding) -> dict[str, Any]:
@@ -252,15 +301,53 @@ def model_report_to_json(m: ModelReport) -> dict[str, Any]:
         "findings": [finding_to_json(f) for f in m.findings],
         "parts": list(getattr(m, "parts", None) or []),  # models linted part by part
         "coverage": m.coverage,
+        "skipped": m.skipped,
     }
 
 
+def _require(ok: bool) -> None:
+    if not ok:
+        raise ValueError("cache entry of the wrong shape")
+
+
+def _is_location(data: Any) -> bool:
+    return data is None or (isinstance(data, dict) and isinstance(data.get("path"), str)
+                            and isinstance(data.get("line"), int) and isinstance(data.get("abspath", ""), str))
+
+
+def _check_model_json(data: Any) -> None:
+    """Raise ValueError unless `data` has the shape model_report_to_json writes: an entry may
+    be any JSON (a hand edit, another version, a disk error), and a miss costs only time."""
+    _require(isinstance(data, dict))
+    _require(isinstance(data.get("target"), str) and isinstance(data.get("tracer"), (str, type(None)))
+             and isinstance(data.get("input_source"), str))
+    inputs = data.get("inputs")
+    _require(isinstance(inputs, list) and all(isinstance(s, list) and all(isinstance(d, int) for d in s)
+                                              for s in inputs))
+    summary = data.get("summary")
+    _require(isinstance(summary, dict) and all(isinstance(summary.get(k), int) for k in ("params", "macs", "layers")))
+    _require(isinstance(data.get("notes", []), list) and all(isinstance(n, str) for n in data.get("notes", [])))
+    _require(isinstance(data.get("timings", {}), dict))
+    _require(isinstance(data.get("parts", []), list) and all(isinstance(p, dict) for p in data.get("parts", [])))
+    findings = data.get("findings")
+    _require(isinstance(findings, list))
+    for f in findings:
+        _require(isinstance(f, dict) and all(isinstance(f.get(k), str)
+                                             for k in ("code", "name", "severity", "module", "message")))
+        _require(all(_is_location(f.get(k)) for k in ("location", "built_at", "called_at")))
+        _require(isinstance(f.get("evidence") or {}, dict))
+        fix = f.get("fix")
+        _require(fix is None or (isinstance(fix, dict) and isinstance(fix.get("description"), str)
+                                 and isinstance(fix.get("code"), (str, type(None)))))
+
+
 def model_report_from_json(data: dict[str, Any]) -> ModelReport:
+    _check_model_json(data)
     report = ModelReport(
         target=data["target"], tracer=data["tracer"], inputs=data["inputs"],
         input_source=data["input_source"], findings=[finding_from_json(f) for f in data["findings"]],
         notes=data.get("notes", []), timings=data.get("timings", {}),
-        stored_summary=data["summary"], from_cache=True, coverage=data.get("coverage"),
+        stored_summary=data["summary"], from_cache=True, coverage=data.get("coverage"), skipped=data.get("skipped"),
     )
     if data.get("parts"):
         report.parts = data["parts"]
@@ -273,6 +360,8 @@ def _settings_fingerprint(settings: Settings) -> dict[str, Any]:
     data = asdict(settings)
     data.pop("source", None)
     data.pop("fail_on", None)
+    data.pop("timeout", None)  # limits decide whether a run finishes, not its findings
+    data.pop("memory_limit", None)
     return data
 
 
@@ -326,6 +415,43 @@ def _installed_packages_fingerprint() -> list:
     return entries
 
 
+def project_root(settings: Settings, start: str | None = None) -> Path | None:
+    """The folder of the pyproject.toml that configured the run, else the nearest folder with a
+    pyproject.toml or a .git above `start` (the first path linted) or the working folder."""
+    if settings.source and os.path.isfile(settings.source):
+        return Path(os.path.realpath(settings.source)).parent
+    probe = Path(os.path.realpath(start or os.getcwd()))
+    if not probe.is_dir():
+        probe = probe.parent
+    for folder in [probe, *probe.parents]:
+        if (folder / "pyproject.toml").is_file() or (folder / ".git").exists():
+            return folder
+    return None
+
+
+def _world_writable(folder: Path) -> bool:
+    try:
+        return bool(os.stat(folder).st_mode & stat.S_IWOTH)
+    except OSError:
+        return True
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Create `path` for writing; fails if it exists, symlink or not (O_EXCL with O_NOFOLLOW)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as stream:
+        stream.write(text)
+
+
+def _config_fingerprint(settings: Settings) -> str | None:
+    """The config file's content: a config outside the project (a shared one, no git) changes
+    without any file of the project changing."""
+    return _file_hash(settings.source) if settings.source else None
+
+
 class ResultCache:
     """Findings per linted file, under `<root>/.archlint_cache/`."""
 
@@ -335,22 +461,38 @@ class ResultCache:
         self._environment: str | None = None
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> "ResultCache":
-        """The cache beside the pyproject.toml that configured the run, else in the working
-        folder; ARCHLINT_CACHE_DIR overrides both."""
+    def for_settings(cls, settings: Settings, start: str | None = None) -> "ResultCache":
+        """At the project root (beside the pyproject.toml that configured the run, else the
+        nearest pyproject.toml or git work tree above `start` or the working folder), unless
+        that folder is writable by everyone; then in the user's cache folder.
+        ARCHLINT_CACHE_DIR overrides all of them."""
         override = os.environ.get("ARCHLINT_CACHE_DIR")
         if override:
             return cls(override)
-        root = Path(settings.source).parent if settings.source and Path(settings.source).is_file() \
-            else Path.cwd()
+        root = project_root(settings, start)
+        if root is None or _world_writable(root):
+            base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+            return cls(Path(base) / "archlint")
         return cls(root / CACHE_DIR_NAME)
 
     def _ensure_directory(self) -> None:
-        if self.results.is_dir():
-            return
-        self.results.mkdir(parents=True, exist_ok=True)
-        (self.directory / ".gitignore").write_text("# Created by archlint.\n*\n", encoding="utf-8")
-        (self.directory / "CACHEDIR.TAG").write_text(_CACHEDIR_TAG, encoding="utf-8")
+        """Create the folders and marker files without following any symlink; raises OSError
+        (the run then goes on without the cache) when a part of the path is a symlink."""
+        for folder in (self.directory, self.results):
+            try:
+                os.mkdir(folder, 0o700)
+            except FileExistsError:
+                pass
+            info = os.lstat(folder)
+            if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+                raise OSError(f"{folder} is not a plain folder")
+            if folder == self.directory and info.st_uid != os.getuid():
+                raise OSError(f"{folder} belongs to someone else")
+        for name, text in ((".gitignore", "# Created by archlint.\n*\n"), ("CACHEDIR.TAG", _CACHEDIR_TAG)):
+            path = self.directory / name
+            if os.path.lexists(path):
+                continue
+            _write_new(path, text)
 
     def environment(self) -> str:
         """What every key shares: versions, archlint's sources and the packages installed."""
@@ -370,7 +512,8 @@ class ResultCache:
         if content is None:
             return None
         slot_data = {"path": os.path.realpath(path), "names": list(names), "explicit": explicit,
-                     "cwd": os.getcwd(), "settings": _settings_fingerprint(settings)}
+                     "cwd": os.getcwd(), "settings": _settings_fingerprint(settings),
+                     "config": _config_fingerprint(settings)}
         slot = _sha256(json.dumps(slot_data, sort_keys=True, default=str).encode())[:24]
         key_data = {"slot": slot, "content": content, "environment": self.environment()}
         return slot, _sha256(json.dumps(key_data, sort_keys=True, default=str).encode())[:40]
@@ -383,19 +526,29 @@ class ResultCache:
         if slot_key is None:
             return None
         try:
-            entry = json.loads(self._entry_path(*slot_key).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        for dep, digest in entry.get("dependencies", {}).items():
-            if _file_hash(dep) != digest:
+            path = self._entry_path(*slot_key)
+            if os.path.islink(path):
                 return None
-        try:
-            return [model_report_from_json(m) for m in entry["models"]], entry.get("problems", [])
-        except (KeyError, TypeError, ValueError):
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            _require(isinstance(entry, dict) and isinstance(entry.get("dependencies", {}), dict)
+                     and isinstance(entry.get("environ", {}), dict))
+            # Any entry that is not exactly what put() writes is a miss, never an error.
+            for dep, digest in entry.get("dependencies", {}).items():
+                if _file_hash(dep) != digest:
+                    return None
+            if not environ_matches(entry.get("environ", {})):
+                return None
+            problems = entry.get("problems", [])
+            if not isinstance(problems, list) or not all(isinstance(p, str) for p in problems):
+                return None
+            _require(isinstance(entry, dict) and isinstance(entry.get("models"), list))
+            return [model_report_from_json(m) for m in entry["models"]], problems
+        except Exception:
             return None
 
     def put(self, slot_key: tuple[str, str] | None, models: list[ModelReport],
-            dependencies: set[str], problems: Sequence[str] = ()) -> bool:
+            dependencies: set[str], problems: Sequence[str] = (),
+            environ: dict[str, str | None] | None = None) -> bool:
         """Store the reports of one file; False if they cannot be cached (errors, evidence
         that JSON cannot hold, an unreadable dependency)."""
         if slot_key is None or any(m.error is not None for m in models):
@@ -405,6 +558,7 @@ class ResultCache:
             return False
         try:
             text = json.dumps({"dependencies": hashes, "problems": list(problems),
+                               "environ": dict(environ or {}),
                                "models": [model_report_to_json(m) for m in models]})
         except (TypeError, ValueError):
             return False
@@ -412,10 +566,9 @@ class ResultCache:
             self._ensure_directory()
             slot, key = slot_key
             for stale in self.results.glob(f"{slot}-*.json"):
-                stale.unlink(missing_ok=True)
-            # Written whole, then renamed: a concurrent run never reads half an entry.
-            import tempfile
-
+                stale.unlink(missing_ok=True)  # unlink removes a symlink, never its target
+            # Written whole, then renamed: a concurrent run never reads half an entry. mkstemp
+            # opens with O_EXCL, and rename replaces a symlink instead of writing through it.
             fd, tmp = tempfile.mkstemp(dir=self.results, suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as stream:
                 stream.write(text)
@@ -423,37 +576,3 @@ class ResultCache:
         except OSError:
             return False  # a read-only checkout still lints, only slower
         return True
-
-
-# --- the driver ---------------------------------------------------------------------------
-
-def run_check(specs: Sequence[str], settings: Settings, *, use_cache: bool = True,
-              skip_no_model: bool = False, cache: ResultCache | None = None) -> Report:
-    """`archlint check`: expand the paths, answer each file from the cache where possible,
-    lint the rest. torch is imported only if some file has to be linted."""
-    if not specs:
-        raise ConfigError("no files given. Usage: archlint check mymodel.py [file.py::Model ...]")
-    files = expand_paths(specs, skip_no_model=skip_no_model)
-    if use_cache and cache is None:
-        cache = ResultCache.for_settings(settings)
-    report = Report()
-    problems: list[str] = []
-    driver = None
-    for path, names, explicit in files:
-        slot_key = cache.key(path, names, explicit, settings) if use_cache else None
-        hit = cache.get(slot_key) if use_cache else None
-        if hit is not None:
-            models, stored_problems = hit
-            problems += [p for p in stored_problems if p not in problems]
-            report.models.extend(models)
-            continue
-        if driver is None:
-            from . import driver  # the first file that needs linting pays for importing torch
-            problems += [p for p in driver.load_rules().problems if p not in problems]
-        with recording_imports() as record:
-            models = driver.check_file(path, names, explicit, settings)
-        if use_cache:
-            cache.put(slot_key, models, record.project_dependencies(path), driver.load_rules().problems)
-        report.models.extend(models)
-    report.problems = problems
-    return report

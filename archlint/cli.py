@@ -37,14 +37,13 @@ def main() -> None:
 
 def _settings(first_spec: str, config_path, select, ignore, fail_on, batch_size, input_shapes):
     """[tool.archlint] from --config or the pyproject.toml nearest the first path, then flags."""
-    from .config import load_settings, parse_shape, settings_from_table
+    from .config import load_config_file, load_settings, parse_shape
+    from .prefilter import split_spec
 
     if config_path:
-        import tomllib
-        data = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
-        settings = settings_from_table(data.get("tool", {}).get("archlint", {}), config_path)
+        settings = load_config_file(os.path.abspath(config_path))
     else:
-        first = Path(first_spec.partition("::")[0])
+        first = Path(split_spec(first_spec)[0])
         settings = load_settings(first if first.exists() else Path.cwd())
     settings = settings.with_overrides(
         select=[c.strip().upper() for c in select.split(",") if c.strip()] if select else None,
@@ -69,7 +68,7 @@ def lint_options(command):
         click.option("--fail-on", type=click.Choice(["info", "warning", "error"]),
                      help="Lowest severity that makes the exit status 1 (default: warning)."),
         click.option("--exit-zero", is_flag=True, help="Exit 0 even when findings are reported."),
-        click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+        click.option("--config", "config_path", type=click.Path(dir_okay=False),
                      help="Read [tool.archlint] from this pyproject.toml instead of the nearest one."),
         click.option("--debug", is_flag=True, help="Show Python tracebacks for errors."),
     ]
@@ -82,7 +81,7 @@ def lint_options(command):
 @click.argument("paths", nargs=-1, required=True)
 @lint_options
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="text", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the report to FILE.")
+@click.option("-o", "--output", help="Write the report to FILE.")
 @click.option("--statistics", is_flag=True, help="Count findings per rule at the end.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the findings and the summary line.")
 @click.option("--baseline", "baseline_path", type=click.Path(dir_okay=False),
@@ -97,47 +96,80 @@ def lint_options(command):
 def check(paths, input_shapes, batch_size, select, ignore, fail_on, fmt, output, exit_zero,
           statistics, quiet, config_path, debug, baseline_path, write_baseline, no_cache, skip_no_model):
     """Lint the models that PATHS build (file.py, file.py::Name, or a folder)."""
-    from .cache import run_check
+    from . import driver, safe_io
     from .reports import render
 
     try:
+        # Every path is made absolute before any user code runs: a file may chdir at import.
+        output = os.path.abspath(output) if output else None
+        if baseline_path or write_baseline:
+            from .baseline import DEFAULT_PATH
+            baseline_path = os.path.abspath(baseline_path or DEFAULT_PATH)
+        if output:
+            safe_io.check_target(output, paths, what="report")
+        if write_baseline:
+            safe_io.check_target(baseline_path, paths, what="baseline")
+            if os.path.exists(baseline_path):
+                from .baseline import Baseline
+                Baseline.read(baseline_path)  # merged into later: refuse what is not a baseline now
         settings = _settings(paths[0], config_path, select, ignore, fail_on, batch_size, input_shapes)
         # The HTML report draws each model's layers, which the cache does not keep.
-        report = run_check(list(paths), settings, use_cache=not no_cache and fmt != "html",
-                           skip_no_model=skip_no_model)
+        report = driver.check_paths(list(paths), settings, use_cache=not no_cache and fmt != "html",
+                                    skip_no_model=skip_no_model)
         if write_baseline:
-            _write_baseline(report, baseline_path)
+            _write_baseline(report, baseline_path, paths, debug)
             return
         if baseline_path:
             _apply_baseline(report, baseline_path, quiet)
+        if fmt in ("sarif", "html") and not report.rules:
+            from .registry import load_rules  # documented in the output; a cached run has not loaded them
+
+            report.rules = list(load_rules().rules)
+        text = render(fmt, report, color=(fmt == "text" and not output and _use_color(sys.stdout)),
+                      statistics=statistics, quiet=quiet)
+        if debug:
+            _show_debug(report)
+        if output:
+            safe_io.write_text(output, text, paths, what="report")
+        else:
+            sys.stdout.write(text)
     except ArchlintError as exc:
         _fail(str(exc), debug)
         return
-    if debug:
-        for model in report.errors:
-            traceback.print_exception(model.error)
-    if fmt in ("sarif", "html") and not report.rules:
-        from .registry import load_rules  # documented in the output; a cached run has not loaded them
-
-        report.rules = list(load_rules().rules)
-    stream = open(output, "w", encoding="utf-8") if output else sys.stdout
-    try:
-        text = render(fmt, report, color=(fmt == "text" and not output and _use_color(sys.stdout)),
-                      statistics=statistics, quiet=quiet)
-        stream.write(text)
-    finally:
-        if output:
-            stream.close()
+    except Exception as exc:  # a bug in archlint: one paragraph, the traceback with --debug
+        _internal(exc, debug)
+        return
     if output and not quiet:
         click.echo(f"archlint: wrote {output}", err=True)
     code = report.exit_code(settings.fail_on)
     sys.exit(0 if exit_zero and code == 1 else code)
 
 
+def _internal(exc: BaseException, debug: bool) -> None:
+    from .errors import first_line
+
+    _fail(f"internal error: {first_line(exc)}. This is a bug in archlint; run with --debug for "
+          "the traceback and report it.", debug)
+
+
+def _show_debug(report) -> None:
+    """Tracebacks of the targets that failed, and what the user's code printed."""
+    for model in report.models:
+        if model.error is not None:
+            details = getattr(model.error, "details", "")
+            if details:
+                click.echo(details.rstrip("\n"), err=True)
+            else:
+                traceback.print_exception(model.error)
+        if getattr(model, "output", ""):
+            click.echo(f"archlint: output of {model.target}:", err=True)
+            click.echo(model.output.rstrip("\n"), err=True)
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("-o", "--output", default="archlint-report.html", show_default=True,
-              type=click.Path(dir_okay=False, writable=True), help="Write the page to FILE.")
+              help="Write the page to FILE.")
 @lint_options
 @click.pass_context
 def report(ctx, paths, output, **options):
@@ -154,12 +186,21 @@ def report(ctx, paths, output, **options):
     sys.exit(code)
 
 
-def _write_baseline(report, path: str | None) -> None:
+def _write_baseline(report, path: str, inputs, debug: bool) -> None:
     from . import baseline
 
-    path = path or baseline.DEFAULT_PATH
-    count = baseline.write(report, path)
-    click.echo(f"archlint: wrote {path}: {count} finding{'' if count == 1 else 's'} accepted", err=True)
+    change = baseline.update(report, path, inputs)
+    shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
+
+    def n(count: int, word: str = "finding") -> str:
+        return f"{count} {word}{'' if count == 1 else 's'}"
+
+    click.echo(f"archlint: wrote {shown}: {n(change.accepted)} accepted "
+               f"({change.added} new, {change.removed} no longer found"
+               + (f"; {n(change.kept, 'entry')} of targets not linted kept" if change.kept else "")
+               + ")", err=True)
+    if debug:
+        _show_debug(report)
     for model in report.errors:
         click.echo(f"archlint: error: {model.target}: {model.error}", err=True)
     sys.exit(2 if report.errors else 0)
@@ -183,7 +224,7 @@ def _apply_baseline(report, path: str, quiet: bool) -> None:
 @click.argument("old")
 @click.argument("new")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "html"]), default="text", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the diff to FILE.")
+@click.option("-o", "--output", help="Write the diff to FILE.")
 @click.option("--input-shape", "input_shapes", multiple=True,
               help="Example input shape for both versions, e.g. 1,3,224,224.")
 @click.option("--batch-size", type=int, help="Per-device training batch size (N001 uses it).")
@@ -202,17 +243,26 @@ def diff(old, new, fmt, output, input_shapes, batch_size, select, ignore, fail_o
     finding at or above --fail-on is introduced.
     """
     from . import diff as model_diff
+    from . import safe_io
 
     try:
+        inputs = [p for p in (old, new) if not p.startswith(model_diff.GIT_PREFIX)]
+        output = os.path.abspath(output) if output else None
+        if output:
+            safe_io.check_target(output, inputs, what="diff")
         first = new if not new.startswith(model_diff.GIT_PREFIX) else old
         settings = _settings(first if not first.startswith(model_diff.GIT_PREFIX) else ".",
                              config_path, select, ignore, fail_on, batch_size, input_shapes)
         text, result = model_diff.run(old, new, settings, fmt)
+        if output:
+            safe_io.write_text(output, text, inputs, what="diff")
     except ArchlintError as exc:
         _fail(str(exc), debug)
         return
+    except Exception as exc:
+        _internal(exc, debug)
+        return
     if output:
-        Path(output).write_text(text, encoding="utf-8")
         click.echo(f"archlint: wrote {output}", err=True)
     else:
         click.echo(text, nl=False)

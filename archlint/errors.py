@@ -23,7 +23,7 @@ class ArchlintError(Exception):
 
     `message` says what happened; the other fields say where and what to do, and `str()` joins
     them into the paragraph users see:
-      kind    "config" | "usage" | "load" | "no-model" | "build" | "trace" | "shape" | "isolation"
+      kind    "config" | "usage" | "load" | "no-model" | "build" | "trace" | "shape" | "isolation" | "output"
       path, line   the user's line the error is about
       layer   the qualified name of the layer involved
       shapes  the input shapes the layer or model received
@@ -60,6 +60,13 @@ class ArchlintError(Exception):
         return type(self)(f"{prefix}: {self.message}", path=None, line=None, layer=self.layer,
                           shapes=self.shapes, hint=self.hint, cause=self.cause, kind=self.kind)
 
+    def __reduce__(self):
+        # Errors cross the process boundary pickled (archlint/isolation.py); the default
+        # reduction would call __init__ with the rendered text and lose the fields.
+        fields = {"path": self.path, "line": self.line, "layer": self.layer, "shapes": self.shapes,
+                  "hint": self.hint, "cause": self.cause, "kind": self.kind}
+        return (_rebuild, (type(self), self.message, fields, getattr(self, "details", "")))
+
     def to_dict(self) -> dict:
         data = {"kind": self.kind, "message": str(self)}
         for key in ("path", "line", "layer", "shapes", "cause"):
@@ -67,6 +74,13 @@ class ArchlintError(Exception):
             if value not in (None, "", []):
                 data[key] = value
         return data
+
+
+def _rebuild(cls, message, fields, details):
+    error = cls(message, **fields)
+    if details:
+        error.details = details
+    return error
 
 
 class ConfigError(ArchlintError):
@@ -93,3 +107,36 @@ class TraceError(ArchlintError):
 
 class ShapeError(ArchlintError):
     kind = "shape"
+
+
+class IsolationError(ArchlintError):
+    """The child process that built and traced a file ended without an answer: it ran past the
+    time limit ("timeout"), past the memory limit ("memory"), exited by itself ("exited") or
+    was killed by a signal ("killed")."""
+
+    kind = "isolation"
+
+
+def caused_by(exc: BaseException | None, kind: type) -> BaseException | None:
+    """The first exception of type `kind` in `exc`'s chain (causes and contexts), else None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, kind):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def too_deep(exc: BaseException) -> "TraceError | None":
+    """A clear error for a RecursionError anywhere in `exc`'s chain, else None."""
+    found = caused_by(exc, RecursionError)
+    if found is not None:
+        error = TraceError("the model is nested too deeply for Python's recursion limit while "
+                           "it was copied or traced.",
+                           hint="Flatten deeply nested containers (nn.Sequential inside "
+                                "nn.Sequential ...), or lint an inner part with file.py::NAME.sub.",
+                           cause="recursion")
+        error.__cause__ = found
+        return error
+    return None

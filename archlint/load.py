@@ -98,7 +98,11 @@ class _SkipMetaValueWrites(torch.overrides.TorchFunctionMode):
         kwargs = kwargs or {}
         try:
             return func(*args, **kwargs)
-        except RuntimeError as exc:
+        except BaseException as exc:
+            if _mixes_devices((args, kwargs)) or _has_meta((args, kwargs)):
+                _mark_meta_failure(exc)
+            if not isinstance(exc, RuntimeError):
+                raise
             # A constructor that runs its layers once on a real dummy input to measure a feature
             # size (timm's HybridEmbed, YOLO's strides) mixes real inputs with meta weights: run
             # it on meta, where shapes come out right. Reading values afterwards still fails,
@@ -109,6 +113,30 @@ class _SkipMetaValueWrites(torch.overrides.TorchFunctionMode):
                 return args[0]  # meta values written into a real tensor: there are none
             args, kwargs = torch.utils._pytree.tree_map(_on_meta, (args, kwargs))
             return func(*args, **kwargs)
+
+
+def _has_meta(value: Any) -> bool:
+    return any(isinstance(t, torch.Tensor) and t.is_meta for t in torch.utils._pytree.tree_leaves(value))
+
+
+def _mark_meta_failure(exc: BaseException) -> None:
+    """Remember that `exc` came from an operation on meta tensors: only such a failure means
+    the module needs real weights and may be imported a second time."""
+    try:
+        exc.__archlint_meta_failure__ = True
+    except (AttributeError, TypeError):
+        pass
+
+
+def failed_on_meta(exc: BaseException | None) -> bool:
+    """Did `exc` (or an exception it was raised from or during) come from a meta operation?"""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if getattr(exc, "__archlint_meta_failure__", False):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _mixes_devices(value: Any) -> bool:
@@ -195,19 +223,26 @@ def import_file(path: str | os.PathLike) -> ModuleType:
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        with building(on_meta):
-            spec.loader.exec_module(module)
+        cwd = os.getcwd()
+        try:
+            with building(on_meta):
+                spec.loader.exec_module(module)
+        finally:
+            # A module that chdirs at import must not move the paths archlint shows and writes.
+            if os.getcwd() != cwd:
+                os.chdir(cwd)
         module.__archlint_meta__ = on_meta
         return module
 
     try:
         try:
             return run(on_meta=True)
-        except SyntaxError:
-            raise
-        except Exception:
-            # Module-level code that computes with the model's weights needs real ones.
-            return run(on_meta=False)
+        except Exception as exc:
+            # Module-level code that computes with the model's weights needs real ones. Any
+            # other failure would only happen again, with the module's side effects twice.
+            if not failed_on_meta(exc):
+                raise
+        return run(on_meta=False)
     except SyntaxError as exc:
         where = f"{sources.display_path(exc.filename or str(path))}:{exc.lineno}"
         raise LoadError(

@@ -6,6 +6,7 @@ passes, and a file that cannot build an nn.Module has to be skipped in milliseco
 from __future__ import annotations
 
 import ast
+import fnmatch
 import os
 from pathlib import Path
 from typing import Iterable
@@ -42,23 +43,66 @@ _SKIP_DIRS = {".git", ".hg", ".venv", "venv", "env", "__pycache__", "node_module
               "dist", ".tox", ".archlint_cache", "site-packages"}
 
 
-def expand_paths(specs: Iterable[str], skip_no_model: bool = False) -> list[tuple[str, list[str], bool]]:
+def split_spec(spec: str) -> tuple[str, str]:
+    """(path, target name) of `file.py` or `file.py::name`. A file whose own name holds `::`
+    is a path, not a target: the split is at the last `::` that leaves an existing path."""
+    if "::" not in spec or os.path.exists(spec):
+        return spec, ""
+    path, _, name = spec.rpartition("::")
+    if not os.path.exists(path):
+        first, _, rest = spec.partition("::")
+        if os.path.exists(first):
+            return first, rest
+    return path, name
+
+
+def is_excluded(path: str, patterns: Iterable[str], root: str) -> bool:
+    """Does a glob of `exclude` match `path` (relative to `root`, in POSIX form)? A pattern
+    without a slash matches any one part ("legacy", "test_*.py"); "**/" matches any folders."""
+    try:
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root)).replace(os.sep, "/")
+    except ValueError:
+        return False
+    parts = rel.split("/")
+    for pattern in patterns:
+        pattern = pattern.strip().rstrip("/")
+        if pattern.startswith("./"):
+            pattern = pattern[2:]
+        if not pattern:
+            continue
+        candidates = {pattern, pattern[3:] if pattern.startswith("**/") else pattern}
+        for p in candidates:
+            if fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(rel, p + "/*"):
+                return True
+            if "/" not in p and any(fnmatch.fnmatchcase(part, p) for part in parts):
+                return True
+    return False
+
+
+def expand_paths(specs: Iterable[str], skip_no_model: bool = False, exclude: Iterable[str] = (),
+                 exclude_root: str | None = None) -> list[tuple[str, list[str], bool]]:
     """(file, target names, given explicitly) for each `file.py`, `file.py::name` or folder.
 
     Files found in folders are kept only if their syntax says they might build a model. With
     `skip_no_model` (what a pre-commit hook wants: it passes every changed .py file), files named
     without `::name` are treated the same way, and count as not explicit, so a file in which no
-    model is found is skipped instead of being an error."""
+    model is found is skipped instead of being an error. `exclude` globs (relative to
+    `exclude_root`) leave out files found in folders."""
     result: dict[str, tuple[list[str], bool]] = {}
+    exclude = list(exclude)
+    exclude_root = exclude_root or os.getcwd()
     for spec in specs:
-        path, _, name = spec.partition("::")
+        path, name = split_spec(spec)
         p = Path(path)
         if p.is_dir():
             for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
+                dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith(".")
+                                 and not (exclude and is_excluded(os.path.join(root, d), exclude, exclude_root)))
                 for f in sorted(files):
                     if f.endswith(".py"):
                         full = str(Path(root) / f)
+                        if exclude and is_excluded(full, exclude, exclude_root):
+                            continue
                         if full not in result and file_might_build_model(full):
                             result[full] = ([], False)
             continue

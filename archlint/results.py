@@ -40,6 +40,9 @@ class ModelReport:
     # Set for a model archlint found but could not build (its constructor needs arguments):
     # listed, with why, in every output instead of being passed over.
     skipped: str | None = None
+    # What the user's code wrote to stdout and stderr while the file was loaded and traced
+    # (in its child process): kept off archlint's own output, shown with --debug.
+    output: str = ""
 
     @property
     def summary(self) -> dict[str, Any]:

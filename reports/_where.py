@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from archlint.findings import Finding, Location
 
@@ -46,7 +47,8 @@ def _inside(path: Path, root: Path) -> bool:
 
 def _uri(path: Path, root: Path) -> str:
     try:
-        return path.relative_to(root).as_posix()
+        # A URI reference (RFC 3986): spaces, %, #, ?, commas, colons and newlines percent-encoded.
+        return quote(path.relative_to(root).as_posix(), safe="/")
     except ValueError:
         return path.as_uri()
 

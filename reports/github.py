@@ -10,6 +10,7 @@ Actions runner reads them: `%`, CR and LF everywhere, and `:` and `,` inside pro
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 
 from archlint.findings import Severity
 
@@ -60,7 +61,7 @@ def render(report: Any, **_: Any) -> str:
                 message += f"\nfix: {finding.fix.description}"
                 if finding.fix.code:
                     message += "\n" + finding.fix.code.rstrip()
-            lines.append(command(_COMMANDS[finding.severity], message, file=where.uri,
+            lines.append(command(_COMMANDS[finding.severity], message, file=unquote(where.uri),  # a path here, not a URI
                                  line=where.line, endLine=max(where.end_line, where.line),
                                  title=f"{finding.code} {finding.name}"))
     findings = report.findings

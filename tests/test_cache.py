@@ -7,7 +7,8 @@ import textwrap
 
 import pytest
 
-from archlint.cache import ResultCache, is_project_file, run_check
+from archlint.cache import ResultCache, is_project_file
+from archlint.driver import check_paths
 from archlint.config import Settings
 from archlint.prefilter import expand_paths, file_might_build_model
 
@@ -129,6 +130,7 @@ def test_skip_no_model_drops_plain_files_but_not_named_targets(write_model):
 
 
 def test_second_run_answers_from_the_cache_without_torch(write_model, tmp_path):
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'p'\n")  # the project root
     write_model(BLOCKS, "blocks.py")
     net = write_model(NET, "net.py")
     plain = write_model(PLAIN, "util.py")
@@ -156,8 +158,8 @@ def test_cached_report_equals_fresh_one(write_model, tmp_path):
     write_model(BLOCKS, "blocks.py")
     net = write_model(NET, "net.py")
     cache = ResultCache(tmp_path / "c")
-    fresh = run_check([str(net)], K001, cache=cache)
-    cached = run_check([str(net)], K001, cache=cache)
+    fresh = check_paths([str(net)], K001, use_cache=True, cache=cache)
+    cached = check_paths([str(net)], K001, use_cache=True, cache=cache)
     assert [m.from_cache for m in cached.models] == [True]
     assert cached.models[0].summary == fresh.models[0].summary
     assert cached.findings == fresh.findings
@@ -170,14 +172,14 @@ def test_a_changed_project_module_invalidates_every_file_that_imports_it(write_m
     blocks = write_model(BLOCKS, "blocks.py")
     net, other = write_model(NET, "net.py"), write_model(OTHER, "other.py")
     cache = ResultCache(tmp_path / "c")
-    first = run_check([str(net), str(other)], K001, cache=cache)
+    first = check_paths([str(net), str(other)], K001, use_cache=True, cache=cache)
     assert len(first.findings) == 2
-    assert all(m.from_cache for m in run_check([str(net), str(other)], K001, cache=cache).models)
+    assert all(m.from_cache for m in check_paths([str(net), str(other)], K001, use_cache=True, cache=cache).models)
 
     blocks.write_text(blocks.read_text().replace("nn.Conv2d(WIDTH, WIDTH, 7, padding=3)",
                                                  "nn.Conv2d(WIDTH, WIDTH, 3, padding=1)"))
     _unload_project_modules()
-    again = run_check([str(net), str(other)], K001, cache=cache)
+    again = check_paths([str(net), str(other)], K001, use_cache=True, cache=cache)
     assert [m.from_cache for m in again.models] == [False, False]
     assert again.findings == []
 
@@ -186,15 +188,15 @@ def test_settings_and_content_are_part_of_the_key(write_model, tmp_path):
     write_model(BLOCKS, "blocks.py")
     net = write_model(NET, "net.py")
     cache = ResultCache(tmp_path / "c")
-    run_check([str(net)], K001, cache=cache)
+    check_paths([str(net)], K001, use_cache=True, cache=cache)
     other_settings = Settings(select=["K001"], rule_options={"K001": {"min-kernel": 9}})
-    changed = run_check([str(net)], other_settings, cache=cache)
+    changed = check_paths([str(net)], other_settings, use_cache=True, cache=cache)
     assert not changed.models[0].from_cache and changed.findings == []
     # fail-on decides the exit status, not the findings: same entry.
-    assert run_check([str(net)], Settings(select=["K001"], fail_on=K001.fail_on.ERROR),
-                     cache=cache).models[0].from_cache
+    assert check_paths([str(net)], Settings(select=["K001"], fail_on=K001.fail_on.ERROR),
+                       use_cache=True, cache=cache).models[0].from_cache
     net.write_text(net.read_text() + "\n# a comment\n")
-    assert not run_check([str(net)], K001, cache=cache).models[0].from_cache
+    assert not check_paths([str(net)], K001, use_cache=True, cache=cache).models[0].from_cache
     # One entry per file and run settings: the stale one was replaced.
     assert len(list((tmp_path / "c").glob("results-v*/*.json"))) == 2
 
@@ -203,12 +205,12 @@ def test_errors_are_not_cached_and_no_cache_writes_nothing(write_model, tmp_path
     broken = write_model("import torch\nfrom torch import nn\nimport not_installed_pkg\n"
                          "model = nn.Sequential(nn.Conv2d(3, 3, 3))\n", "broken.py")
     cache = ResultCache(tmp_path / "c")
-    report = run_check([str(broken)], K001, cache=cache)
+    report = check_paths([str(broken)], K001, use_cache=True, cache=cache)
     assert report.errors and not list((tmp_path / "c").glob("results-v*/*.json"))
 
     net = write_model("import torch\nfrom torch import nn\nmodel = nn.Sequential(nn.Conv2d(3, 3, 3))\n"
                       "example_input = torch.randn(1, 3, 8, 8)\n", "tiny.py")
-    run_check([str(net)], K001, use_cache=False)
+    check_paths([str(net)], K001, use_cache=False)
     assert not (tmp_path / ".archlint_cache").exists()
 
 
@@ -225,8 +227,8 @@ def test_a_data_file_read_while_importing_is_a_dependency(write_model, tmp_path)
         example_input = torch.randn(1, 16, 16, 16)
     """, "sized.py")
     cache = ResultCache(tmp_path / "c")
-    assert len(run_check([str(net)], K001, cache=cache).findings) == 1
-    assert run_check([str(net)], K001, cache=cache).models[0].from_cache
+    assert len(check_paths([str(net)], K001, use_cache=True, cache=cache).findings) == 1
+    assert check_paths([str(net)], K001, use_cache=True, cache=cache).models[0].from_cache
     (tmp_path / "width.json").write_text('{"kernel": 3}')
-    again = run_check([str(net)], K001, cache=cache)
+    again = check_paths([str(net)], K001, use_cache=True, cache=cache)
     assert not again.models[0].from_cache and again.findings == []

@@ -28,7 +28,14 @@ def meta_copy(model: nn.Module, in_place: bool = False) -> nn.Module:
             meta = type(tensor)(meta, requires_grad=tensor.requires_grad)
         memo[id(tensor)] = meta
     if not in_place:
-        return copy.deepcopy(model, memo)
+        # deepcopy recurses a few frames per level of nesting: a Sequential 150 levels deep
+        # overflows the default limit of 1000 although its copy is small.
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 20000))
+        try:
+            return copy.deepcopy(model, memo)
+        finally:
+            sys.setrecursionlimit(limit)
     for module in model.modules():
         for table in (module._parameters, module._buffers):
             for key, tensor in table.items():

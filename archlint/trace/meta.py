@@ -8,6 +8,7 @@ traced through the fallback it really runs here.
 from __future__ import annotations
 
 import copy
+import sys
 from typing import Any
 
 import torch

@@ -28,7 +28,7 @@ import os
 import re
 import sys
 import sysconfig
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -450,7 +450,8 @@ def run_check(specs: Sequence[str], settings: Settings, *, use_cache: bool = Tru
         if driver is None:
             from . import driver  # the first file that needs linting pays for importing torch
             problems += [p for p in driver.load_rules().problems if p not in problems]
-        with recording_imports() as record:
+        # Recording costs a realpath per import: only worth it when the result is stored.
+        with recording_imports() if use_cache else nullcontext() as record:
             models = driver.check_file(path, names, explicit, settings)
         if use_cache:
             cache.put(slot_key, models, record.project_dependencies(path), driver.load_rules().problems)

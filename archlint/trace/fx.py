@@ -11,6 +11,7 @@ from torch import nn
 from .. import sources
 from ..graph.ops import Kind, op_name
 from ..sources import Frame
+from . import leaves
 from .interpreter import arg_repr, augmented_writes, propagate
 from .meta import ModuleState
 from .records import Op, Trace
@@ -23,7 +24,16 @@ _KINDS = {"placeholder": Kind.INPUT, "call_module": Kind.MODULE, "call_function"
 class LeafTracer(fx.Tracer):
     """fx's default: torch.nn layers are leaves, everything else is traced through. Each node
     remembers the call stack that made it (file and line only: fx's own stack traces format
-    every frame's source text, a third of the trace time of a deep net)."""
+    every frame's source text, a third of the trace time of a deep net). Libraries' own fx
+    registries (timm's) add leaves and functions not to trace into."""
+
+    def __init__(self):
+        super().__init__(autowrap_functions=leaves.autowrap_functions())
+        self._extra_leaves = leaves.leaf_types()
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return (super().is_leaf_module(m, module_qualified_name)
+                or leaves.is_extra_leaf(m, self._extra_leaves))
 
     def trace(self, root, concrete_args=None):
         self._outermost = sys._getframe()

@@ -59,16 +59,24 @@ def scope(node: fx.Node) -> str:
     return path if isinstance(path, str) else ""
 
 
-def trace_fx(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
-    tracer = LeafTracer()
+def trace_fx(model: nn.Module, inputs: Sequence[torch.Tensor], tracer: LeafTracer | None = None,
+             concrete_args: dict | None = None) -> Trace:
+    tracer = tracer or LeafTracer()
     # Symbolic tracing runs tensor factories with constant sizes for real (`torch.zeros(10**11)`,
     # `torch.ones(4)`): made on meta they cost nothing and meet the meta inputs.
     state = ModuleState(model)
+    constants = {}
     try:
         with torch.device("meta"):
-            graph = tracer.trace(model)
+            graph = tracer.trace(model, concrete_args)
+        # Tensors forward made (`x + torch.ones(4)`) are kept on the root as fx's constants,
+        # which the restore below would drop with the attributes forward assigned.
+        constants = {n.target: getattr(tracer.root, n.target) for n in graph.nodes
+                     if n.op == "get_attr" and n.target.startswith("_tensor_constant")}
     finally:
         state.restore()  # before the GraphModule copies the attributes forward assigned
+    for name, value in constants.items():
+        setattr(tracer.root, name, value)
     gm = fx.GraphModule(tracer.root, graph)
     records = propagate(gm, inputs)
     ops = []

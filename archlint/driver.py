@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from typing import Sequence
 
 from .cache import ResultCache, recording_environ, recording_imports
@@ -131,7 +132,8 @@ def _lint_isolated(path: str, names: Sequence[str], explicit: bool, settings: Se
     from . import isolation, portable
 
     def work():
-        with recording_imports() as imports, recording_environ() as environ:
+        # Recording costs a realpath per import: only worth it when the result is stored.
+        with (recording_imports() if record else nullcontext()) as imports, recording_environ() as environ:
             models = check_file(path, names, explicit, settings)
         for model in models:
             _keep_debug_details(model)

@@ -23,6 +23,7 @@ from torch import nn
 from .findings import Finding, Fix
 from .graph.ops import Kind
 from .spans import is_expression as _is_expression
+from .trace import shapes
 
 
 def _namespace() -> dict:
@@ -57,7 +58,7 @@ def _build(code: str) -> object:
 def _run(module: nn.Module, shape, dtype=torch.float32):
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return module(torch.empty(tuple(shape), dtype=dtype, device="meta"))
+        return shapes.run(module, torch.empty(tuple(shape), dtype=dtype, device="meta"))
 
 
 def _constructor_lines(code: str) -> list[str] | None:

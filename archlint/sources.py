@@ -47,13 +47,19 @@ class Frame:
         return linecache.getline(self.path, self.line).rstrip("\n")
 
 
+_internal: dict[str, bool] = {}  # per file: asked for every frame of every traced node
+
+
 def is_internal(path: str) -> bool:
-    return (
-        path.startswith(_TORCH_DIR)
-        or path.startswith(_ARCHLINT_DIR)
-        or path.startswith("<")
-        or "importlib" in path
-    )
+    known = _internal.get(path)
+    if known is None:
+        known = _internal[path] = (
+            path.startswith(_TORCH_DIR)
+            or path.startswith(_ARCHLINT_DIR)
+            or path.startswith("<")
+            or "importlib" in path
+        )
+    return known
 
 
 def display_path(path: str) -> str:
@@ -90,8 +96,9 @@ def _frames_from(frame, module: nn.Module) -> tuple[Frame, ...]:
     while frame is not None:
         code = frame.f_code
         # Skip the constructor chain of the module itself (its own __init__ and super().__init__).
-        in_own_constructor = code.co_name == "__init__" and frame.f_locals.get("self") is module
-        if not in_own_constructor and not is_internal(code.co_filename):
+        # f_locals builds a dict of the frame's variables: only read it when it can matter.
+        if not is_internal(code.co_filename) and not (
+                code.co_name == "__init__" and frame.f_locals.get("self") is module):
             frames.append(Frame(code.co_filename, frame.f_lineno))
         frame = frame.f_back
     return tuple(frames)

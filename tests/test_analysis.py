@@ -139,18 +139,38 @@ def test_source_lines_of_construction_and_call(write_model):
     assert (conv.called_at.path, conv.called_at.line) == ("lines.py", 10)
 
 
-def test_export_rung_when_fx_cannot_follow_the_forward():
+def test_meta_fx_rung_when_the_forward_branches_on_shapes():
     class ShapeCheck(nn.Module):
         def __init__(self):
             super().__init__()
             self.conv = nn.Conv2d(3, 8, 3, padding=1)
 
         def forward(self, x):
-            if x.shape[-1] % 8:  # fx proxies cannot be branched on; export can
+            if x.shape[-1] % 8:  # plain fx proxies cannot be branched on; meta-backed ones can
                 raise ValueError("width must be a multiple of 8")
-            return self.conv(x)
+            batch = len(x)
+            return self.conv(x).view(batch, 8, -1)
 
     report = archlint.lint(ShapeCheck(), input_shape=(1, 3, 32, 32))
+    assert report.tracer == "torch.fx (meta)"
+    conv = layer(report, "conv")
+    assert conv.out_shape == (1, 8, 32, 32) and conv.macs == 8 * 32 * 32 * 27
+    assert next(l for l in report.graph if l.op == "view").out_shape == (1, 8, 1024)
+    assert any("torch.fx could not trace" in n for n in report.notes)
+
+
+def test_export_rung_when_no_fx_tracer_can_follow_the_forward():
+    class TypeCheck(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+        def forward(self, x):
+            if not isinstance(x, torch.Tensor):  # an fx proxy is not a tensor; export's are
+                raise TypeError("expected a tensor")
+            return self.conv(x)
+
+    report = archlint.lint(TypeCheck(), input_shape=(1, 3, 32, 32))
     assert report.tracer == "torch.export"
     conv = layer(report, "conv")
     assert conv.out_shape == (1, 8, 32, 32) and conv.macs == 8 * 32 * 32 * 27

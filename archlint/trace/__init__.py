@@ -3,8 +3,10 @@
 A ladder, cheapest rung first, and the rung used is recorded:
 
 1. ``torch.fx`` symbolic tracing with torch.nn layers as leaves (`fx`, milliseconds);
-2. ``torch.export.export(strict=False)`` when fx cannot follow the code (`export`);
-3. for a model neither can take whole (detection post-processing), its parts (`parts`).
+2. the same with proxies that carry meta values, when the forward branches on shapes
+   (`meta_fx`, "torch.fx (meta)");
+3. ``torch.export.export(strict=False)`` when fx cannot follow the code (`export`, seconds);
+4. for a model none can take whole (detection post-processing), its parts (`parts`).
 
 Whatever the rung, one interpreter (`interpreter`) runs the graph on meta tensors and records
 shapes, MACs, in-place writes and aliasing. A failure becomes one paragraph (`diagnose`).
@@ -22,6 +24,7 @@ from .export import is_layer, trace_export
 from .fx import trace_fx
 from .interpreter import NodeFailed
 from .meta import ModuleState, meta_copy
+from .meta_fx import trace_meta_fx
 from .records import Op, TensorMeta, Trace
 
 __all__ = ["trace", "meta_copy", "is_layer", "Op", "TensorMeta", "Trace", "NodeFailed"]
@@ -42,6 +45,16 @@ def trace(model: nn.Module, inputs: Sequence[torch.Tensor], inputs_desc: str = "
         raise
     except Exception as exc:  # fx cannot follow this forward: climb a rung
         fx_problem = exc
+    finally:
+        state.restore()
+    try:
+        result = trace_meta_fx(model, inputs)
+    except Exception:  # any failure here is export's to report, as before this rung existed
+        pass
+    else:
+        result.notes.append(f"torch.fx could not trace the model ({first_line(fx_problem, 200)}); "
+                            "traced with torch.fx on meta-backed proxies")
+        return result
     finally:
         state.restore()
     try:

@@ -11,6 +11,7 @@ from torch import nn
 from .. import sources
 from ..graph.ops import Kind, op_name
 from ..sources import Frame
+from . import leaves
 from .interpreter import arg_repr, augmented_writes, propagate
 from .meta import ModuleState
 from .records import Op, Trace
@@ -23,7 +24,16 @@ _KINDS = {"placeholder": Kind.INPUT, "call_module": Kind.MODULE, "call_function"
 class LeafTracer(fx.Tracer):
     """fx's default: torch.nn layers are leaves, everything else is traced through. Each node
     remembers the call stack that made it (file and line only: fx's own stack traces format
-    every frame's source text, a third of the trace time of a deep net)."""
+    every frame's source text, a third of the trace time of a deep net). Libraries' own fx
+    registries (timm's) add leaves and functions not to trace into."""
+
+    def __init__(self):
+        super().__init__(autowrap_functions=leaves.autowrap_functions())
+        self._extra_leaves = leaves.leaf_types()
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return (super().is_leaf_module(m, module_qualified_name)
+                or leaves.is_extra_leaf(m, self._extra_leaves))
 
     def trace(self, root, concrete_args=None):
         self._outermost = sys._getframe()
@@ -49,16 +59,24 @@ def scope(node: fx.Node) -> str:
     return path if isinstance(path, str) else ""
 
 
-def trace_fx(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
-    tracer = LeafTracer()
+def trace_fx(model: nn.Module, inputs: Sequence[torch.Tensor], tracer: LeafTracer | None = None,
+             concrete_args: dict | None = None) -> Trace:
+    tracer = tracer or LeafTracer()
     # Symbolic tracing runs tensor factories with constant sizes for real (`torch.zeros(10**11)`,
     # `torch.ones(4)`): made on meta they cost nothing and meet the meta inputs.
     state = ModuleState(model)
+    constants = {}
     try:
         with torch.device("meta"):
-            graph = tracer.trace(model)
+            graph = tracer.trace(model, concrete_args)
+        # Tensors forward made (`x + torch.ones(4)`) are kept on the root as fx's constants,
+        # which the restore below would drop with the attributes forward assigned.
+        constants = {n.target: getattr(tracer.root, n.target) for n in graph.nodes
+                     if n.op == "get_attr" and n.target.startswith("_tensor_constant")}
     finally:
         state.restore()  # before the GraphModule copies the attributes forward assigned
+    for name, value in constants.items():
+        setattr(tracer.root, name, value)
     gm = fx.GraphModule(tracer.root, graph)
     records = propagate(gm, inputs)
     ops = []

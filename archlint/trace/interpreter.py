@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..graph import macs
 from ..graph.ops import NORM_TYPES, Kind, op_name
+from . import shapes
 from .records import Op, TensorMeta
 
 _AUGMENTED = {"+": "add", "-": "sub", "*": "mul", "/": "truediv", "@": "matmul",
@@ -92,8 +93,13 @@ class Propagator(fx.Interpreter):
         module = self.fetch_attr(target)
         if (isinstance(module, self._SAME_SHAPE_MODULES) and len(args) == 1 and not kwargs
                 and isinstance(args[0], torch.Tensor)):
-            return torch.empty_like(args[0])
-        return super().call_module(target, args, kwargs)
+            return shapes.same_shape(args[0])
+        out = shapes.module_output(module, args, kwargs)
+        return out if out is not None else super().call_module(target, args, kwargs)
+
+    def call_method(self, target, args, kwargs):
+        out = shapes.method_output(target, args, kwargs)
+        return out if out is not None else super().call_method(target, args, kwargs)
 
     def get_attr(self, target, args, kwargs):
         # A parameter passed straight into a layer (timm's attention-pool `self.q(self.latent)`)
@@ -119,7 +125,10 @@ class Propagator(fx.Interpreter):
             # time (cpu), as keyword or positional arguments.
             args, kwargs = torch.utils._pytree.tree_map(_to_meta_device, (args, kwargs))
         if op_name(target) in self._SAME_SHAPE_FUNCTIONS and args and isinstance(args[0], torch.Tensor):
-            return torch.empty_like(args[0])
+            return shapes.same_shape(args[0])
+        out = shapes.function_output(target, args, kwargs)
+        if out is not None:
+            return out
         # fx hands lists over as immutable_list; a wrapped user function that edits its list
         # argument in place (torchvision's swin3d `_get_window_and_shift_size`) runs eagerly fine.
         return super().call_function(target, _mutable(args), _mutable(kwargs))

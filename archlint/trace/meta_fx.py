@@ -1,0 +1,180 @@
+"""Rung 2: torch.fx with proxies backed by meta values, for forwards that branch on shapes.
+
+Plain fx cannot follow `if x.shape[-1] != self.dim:`, `if H % p:` or `len(x)`: a proxy has
+no shape. Here every proxy also carries the meta tensor its op produces (computed as the node
+is recorded, as torch.fx.experimental.meta_tracer does), so `.shape`, `.size()`, `.dim()`,
+`.ndim`, `.dtype` and `len()` are concrete values, the branch is decided, and the graph keeps
+only the operations the forward really ran for this input. Still fx speed: timm's Swin, or a
+same-padding conv, no longer needs torch.export (1-5 s). A proxy whose value could not be
+computed falls back to plain fx behaviour, and data-dependent branches still fail, so the
+ladder climbs to export for them.
+
+`.device` reports the CPU, as the export rung's fake tensors do, so device checks take the
+CPU path.
+"""
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from typing import Any, Sequence
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from . import shapes
+from .fx import LeafTracer, trace_fx
+
+_CPU = torch.device("cpu")
+
+
+class MetaProxy(fx.Proxy):
+    """A proxy that knows its meta value (`_meta`, None when it could not be computed)."""
+
+    _meta: Any = None
+
+    @property
+    def shape(self):
+        return self._meta.shape if isinstance(self._meta, torch.Tensor) else self._fallback("shape")
+
+    @property
+    def ndim(self):
+        return self._meta.ndim if isinstance(self._meta, torch.Tensor) else self._fallback("ndim")
+
+    @property
+    def dtype(self):
+        return self._meta.dtype if isinstance(self._meta, torch.Tensor) else self._fallback("dtype")
+
+    @property
+    def is_cuda(self):
+        return False if isinstance(self._meta, torch.Tensor) else self._fallback("is_cuda")
+
+    @property
+    def device(self):
+        return _CPU if isinstance(self._meta, torch.Tensor) else self._fallback("device")
+
+    def _fallback(self, name: str):
+        return self.tracer.create_proxy("call_function", getattr, (self, name), {})
+
+    def size(self, dim: int | None = None):
+        if isinstance(self._meta, torch.Tensor):
+            return self._meta.size() if dim is None else self._meta.size(dim)
+        return self.tracer.create_proxy("call_method", "size", (self,) if dim is None else (self, dim), {})
+
+    def dim(self):
+        if isinstance(self._meta, torch.Tensor):
+            return self._meta.dim()
+        return self.tracer.create_proxy("call_method", "dim", (self,), {})
+
+    def numel(self):
+        if isinstance(self._meta, torch.Tensor):
+            return self._meta.numel()
+        return self.tracer.create_proxy("call_method", "numel", (self,), {})
+
+    def __len__(self):
+        if isinstance(self._meta, (torch.Tensor, tuple, list)):
+            return len(self._meta)
+        return super().__len__()
+
+    def __iter__(self):
+        # Unpacking a proxy of known length (`a, b = x.chunk(2)`, `for t in x.unbind(1)`).
+        if isinstance(self._meta, (torch.Tensor, tuple, list)):
+            return iter([self[i] for i in range(len(self._meta))])
+        return super().__iter__()
+
+
+def _meta_of(value: Any) -> Any:
+    if isinstance(value, MetaProxy):
+        if value._meta is None:
+            raise LookupError("unknown")
+        return value._meta
+    if isinstance(value, fx.Proxy):
+        raise LookupError("unknown")
+    if isinstance(value, torch.device):
+        return torch.device("meta")
+    return value
+
+
+@contextmanager
+def _modules_unpatched():
+    """While fx traces, Module.__call__ and __getattr__ record nodes; computing a value runs
+    the real layers, whose own calls must not land in the graph."""
+    from torch.fx import _symbolic_trace as symbolic
+
+    patched = nn.Module.__call__, nn.Module.__getattr__
+    nn.Module.__call__, nn.Module.__getattr__ = symbolic._orig_module_call, symbolic._orig_module_getattr
+    try:
+        yield
+    finally:
+        nn.Module.__call__, nn.Module.__getattr__ = patched
+
+
+def _compute(tracer: "MetaLeafTracer", kind: str, target: Any, args: tuple, kwargs: dict) -> Any:
+    args, kwargs = fx.node.map_aggregate((args, kwargs), _meta_of)
+    if kind == "call_function":
+        out = shapes.function_output(target, args, kwargs)
+        return out if out is not None else target(*args, **kwargs)
+    if kind == "call_method":
+        out = shapes.method_output(target, args, kwargs)
+        return out if out is not None else getattr(args[0], target)(*args[1:], **kwargs)
+    if kind == "call_module":
+        module = tracer.root.get_submodule(target)
+        out = shapes.module_output(module, args, kwargs)
+        return out if out is not None else module(*args, **kwargs)
+    if kind == "get_attr":
+        value = tracer.root
+        for atom in target.split("."):
+            value = getattr(value, atom)
+        return value
+    return None
+
+
+class MetaLeafTracer(LeafTracer):
+    """LeafTracer whose proxies carry meta values; `inputs` feed the placeholders in order."""
+
+    def __init__(self, inputs: Sequence[Any]):
+        super().__init__()
+        self._inputs = list(inputs)
+        self._placeholders = 0
+
+    def proxy(self, node: fx.Node) -> MetaProxy:
+        return MetaProxy(node, self)
+
+    def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, proxy_factory_fn=None):
+        proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
+        if not isinstance(proxy, MetaProxy):
+            return proxy
+        if kind == "placeholder":
+            if self._placeholders < len(self._inputs):
+                proxy._meta = self._inputs[self._placeholders]
+            self._placeholders += 1
+            return proxy
+        try:
+            with torch.no_grad(), _modules_unpatched():
+                proxy._meta = _compute(self, kind, target, args, kwargs)
+        except Exception:  # unknown: this proxy behaves as plain fx's
+            proxy._meta = None
+        return proxy
+
+    def getattr(self, attr, attr_val, parameter_proxy_cache):
+        proxy = super().getattr(attr, attr_val, parameter_proxy_cache)
+        if isinstance(proxy, MetaProxy) and proxy._meta is None and isinstance(attr_val, torch.Tensor):
+            proxy._meta = attr_val
+        return proxy
+
+
+def _defaults_beyond(model: nn.Module, n_inputs: int) -> dict[str, Any]:
+    """forward's parameters past the given inputs, at their defaults: `mask=None` is None."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    extra = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][n_inputs:]
+    return {p.name: p.default for p in extra if p.default is not inspect.Parameter.empty}
+
+
+def trace_meta_fx(model: nn.Module, inputs: Sequence[torch.Tensor]):
+    result = trace_fx(model, inputs, tracer=MetaLeafTracer(inputs),
+                      concrete_args=_defaults_beyond(model, len(inputs)) or None)
+    result.tracer = "torch.fx (meta)"
+    return result

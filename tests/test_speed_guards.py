@@ -1,0 +1,185 @@
+"""Speed guards (issue 14): a plain CNN is linted without importing torch._dynamo or sympy,
+and the closed-form shapes that make that possible agree with torch's own meta kernels.
+
+The first op a process runs through torch's Python references imports torch._dynamo and sympy
+(1-2 s): one common op left without a closed form brings the whole cost back, silently. Timings
+are measured by bench/bench_speed.py, never here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archlint.trace import shapes
+
+from .helpers import write_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEAVY = ("torch._dynamo", "sympy")
+
+CHILD = r"""
+import json, sys
+from archlint.cli import main
+sys.argv = ["archlint", "check", "--no-cache", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+print(json.dumps({name: name in sys.modules for name in %r}))
+""" % (HEAVY,)
+
+
+def imported_after_check(*paths: str) -> dict[str, bool]:
+    out = subprocess.run([sys.executable, "-c", CHILD, *paths], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+FUNCTIONAL_CNN = '''
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 16, 3, padding=1)
+            self.b = nn.Conv2d(16, 16, 3, stride=2, padding=1, bias=False)
+            self.bn = nn.BatchNorm2d(16)
+            self.act = nn.SiLU(inplace=True)
+            self.drop = nn.Dropout(0.1)
+            self.fc = nn.Linear(32, 10)
+
+        def forward(self, x):
+            x = F.relu(self.a(x))
+            y = self.act(self.bn(self.b(x)))
+            y = y + F.max_pool2d(x, 2) * 0.5
+            y = torch.cat([y, torch.sigmoid(y)], dim=1)
+            y = F.gelu(y).mean((2, 3))
+            return self.fc(self.drop(y)).softmax(-1)
+
+    model = Net()
+    example_input = torch.randn(2, 3, 32, 32)
+'''
+
+
+def test_a_small_cnn_is_linted_without_dynamo_or_sympy():
+    assert imported_after_check("examples/small_cnn.py") == {name: False for name in HEAVY}
+
+
+def test_functional_forms_of_the_common_ops_need_no_dynamo(tmp_path):
+    path = write_model(tmp_path, FUNCTIONAL_CNN)
+    assert imported_after_check(str(path)) == {name: False for name in HEAVY}
+
+
+# --- the closed forms agree with torch ---------------------------------------------------------
+
+def meta(*shape, dtype=torch.float32):
+    return torch.empty(shape, dtype=dtype, device="meta")
+
+
+MODULE_CASES = [
+    (nn.Conv2d(3, 8, 3), meta(1, 3, 17, 17)),
+    (nn.Conv2d(3, 8, 5, stride=2, padding=2, dilation=1), meta(2, 3, 33, 31)),
+    (nn.Conv2d(8, 8, 3, stride=3, padding=4, dilation=2, groups=4), meta(1, 8, 20, 9)),
+    (nn.Conv2d(3, 8, 3, padding="same", dilation=2), meta(1, 3, 10, 10)),
+    (nn.Conv2d(3, 8, (1, 7), padding=(0, 3)), meta(3, 12, 12)),
+    (nn.Conv1d(4, 6, 3, stride=2), meta(2, 4, 50)),
+    (nn.Conv3d(2, 4, 3, padding=1), meta(1, 2, 5, 6, 7)),
+    (nn.Linear(16, 4), meta(2, 7, 16)),
+    (nn.Linear(16, 4, bias=False), meta(16)),
+    (nn.ReLU(), meta(2, 3)), (nn.GELU(approximate="tanh"), meta(4, 5)), (nn.Hardswish(), meta(1, 2, 3)),
+    (nn.Softmax(dim=1), meta(2, 5)), (nn.Dropout(0.3), meta(3, 3)),
+    (nn.MaxPool2d(3, 2, 1), meta(1, 4, 15, 15)),
+    (nn.MaxPool2d(3, 2, ceil_mode=True), meta(1, 4, 14, 14)),
+    (nn.MaxPool2d(2, 2, 1, dilation=1, ceil_mode=True), meta(1, 4, 7, 7)),
+    (nn.AvgPool2d(3, 2, 1, ceil_mode=True), meta(1, 4, 8, 9)),
+    (nn.MaxPool1d(4), meta(2, 3, 17)), (nn.AvgPool3d(2), meta(1, 1, 4, 5, 6)),
+    (nn.AdaptiveAvgPool2d(1), meta(2, 8, 7, 7)), (nn.AdaptiveAvgPool2d((None, 3)), meta(8, 7, 7)),
+    (nn.BatchNorm2d(8), meta(2, 8, 4, 4)), (nn.GroupNorm(2, 8), meta(2, 8, 4)),
+    (nn.LayerNorm(6), meta(2, 3, 6)),
+]
+
+
+@pytest.mark.parametrize("module,x", MODULE_CASES, ids=lambda v: repr(v)[:40])
+def test_module_closed_forms_match_torch(module, x):
+    module = module.to("meta")
+    expected = module(x)
+    got = shapes.module_output(module, (x,), {})
+    assert got is not None
+    assert (got.shape, got.dtype, got.stride()) == (expected.shape, expected.dtype, expected.stride())
+
+
+def test_an_input_a_layer_rejects_is_left_to_torch():
+    assert shapes.module_output(nn.Conv2d(4, 8, 3).to("meta"), (meta(1, 3, 8, 8),), {}) is None
+    assert shapes.module_output(nn.Conv2d(3, 8, 5).to("meta"), (meta(1, 3, 4, 4),), {}) is None
+    assert shapes.module_output(nn.Linear(5, 2).to("meta"), (meta(2, 4),), {}) is None
+    assert shapes.module_output(nn.MaxPool2d(2, padding=2).to("meta"), (meta(1, 1, 8, 8),), {}) is None
+    assert shapes.module_output(nn.BatchNorm2d(8).to("meta"), (meta(1, 8, 1, 1),), {}) is None
+    half = meta(1, 3, 8, 8, dtype=torch.float16)
+    assert shapes.module_output(nn.Conv2d(3, 8, 3).to("meta"), (half,), {}) is None
+    channels_last = meta(1, 3, 8, 8).to(memory_format=torch.channels_last)
+    assert shapes.module_output(nn.Conv2d(3, 8, 3).to("meta"), (channels_last,), {}) is None
+
+
+def test_an_in_place_layer_writes_its_input():
+    x = meta(2, 3)
+    before = x._version
+    assert shapes.module_output(nn.ReLU(inplace=True), (x,), {}) is x
+    assert x._version > before
+
+
+x4 = meta(2, 8, 6, 6)
+FUNCTION_CASES = [
+    (F.relu, (x4,), {}), (F.relu, (meta(3),), {"inplace": False}), (F.gelu, (x4,), {}),
+    (F.leaky_relu, (x4, 0.2), {}), (torch.sigmoid, (x4,), {}), (F.softmax, (x4, 1), {}),
+    (F.dropout, (x4, 0.5, False), {}), (F.dropout, (x4,), {"p": 0.2, "training": True}),
+    (torch.add, (x4, meta(8, 1, 1)), {}), (torch.mul, (meta(1, 6), meta(5, 1)), {}),
+    (torch.add, (x4, 1), {"alpha": 2}),
+    (torch.mean, (x4, (2, 3)), {}), (torch.mean, (x4,), {"dim": -1, "keepdim": True}),
+    (torch.mean, (x4,), {}), (torch.sum, (x4, 1), {}),
+    (torch.cat, ([x4, meta(2, 3, 6, 6)],), {"dim": 1}), (torch.cat, ((x4, x4), -1), {}),
+    (F.linear, (meta(3, 5), meta(7, 5), meta(7)), {}),
+    (F.conv2d, (x4, meta(4, 4, 3, 3)), {"stride": 2, "groups": 2}),
+    (F.conv1d, (meta(1, 2, 9), meta(3, 2, 2), None, 1, 1, 2), {}),
+    (F.max_pool2d, (x4, 3, 2, 1), {}), (F.avg_pool2d, (x4, 2), {"ceil_mode": True}),
+    (F.adaptive_avg_pool2d, (x4, 1), {}), (F.adaptive_avg_pool2d, (x4, (2, 3)), {}),
+]
+
+
+@pytest.mark.parametrize("fn,args,kwargs", FUNCTION_CASES, ids=lambda v: getattr(v, "__name__", "")[:20])
+def test_function_closed_forms_match_torch(fn, args, kwargs):
+    expected = fn(*args, **kwargs)
+    got = shapes.function_output(fn, args, kwargs)
+    assert got is not None
+    assert (got.shape, got.dtype, got.stride()) == (expected.shape, expected.dtype, expected.stride())
+
+
+METHOD_CASES = [("mean", (x4, (2, 3)), {}), ("mean", (x4,), {"dim": 1, "keepdim": True}),
+                ("sum", (x4,), {}), ("softmax", (x4, -1), {}), ("relu", (x4,), {}),
+                ("add", (x4, x4), {}), ("mul", (x4, 2.0), {})]
+
+
+@pytest.mark.parametrize("name,args,kwargs", METHOD_CASES, ids=lambda v: v if isinstance(v, str) else "")
+def test_method_closed_forms_match_torch(name, args, kwargs):
+    expected = getattr(args[0], name)(*args[1:], **kwargs)
+    got = shapes.method_output(name, args, kwargs)
+    assert got is not None
+    assert (got.shape, got.dtype, got.stride()) == (expected.shape, expected.dtype, expected.stride())
+
+
+def test_what_torch_would_reject_is_left_to_torch():
+    assert shapes.function_output(torch.add, (meta(2, 3), meta(4, 3)), {}) is None
+    assert shapes.function_output(torch.add, (meta(2, 3), meta(2, 3, dtype=torch.float16)), {}) is None
+    assert shapes.function_output(torch.cat, ([meta(2, 3), meta(3, 4)], 1), {}) is None
+    assert shapes.function_output(torch.mean, (meta(2, 3), 2), {}) is None
+    assert shapes.function_output(torch.mean, (meta(2, 3, dtype=torch.long),), {}) is None
+    assert shapes.method_output("add_", (meta(1, 3), meta(2, 3)), {}) is None
+    assert shapes.function_output(F.linear, (meta(3, 4), meta(7, 5)), {}) is None

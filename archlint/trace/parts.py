@@ -89,7 +89,18 @@ class _KeepAllBoxes(TorchDispatchMode):
             return torch.arange(args[0].shape[0], device="meta")
         if func is torch.ops.aten._unique2.default and args[0].is_meta:
             return _all_unique(args[0], *args[1:], **(kwargs or {}))
-        return func(*args, **(kwargs or {}))
+        if func is torch.ops.aten._local_scalar_dense.default and getattr(args[0], "_archlint_truth", None) is not None:
+            return args[0]._archlint_truth
+        out = func(*args, **(kwargs or {}))
+        if func in _ALL_ANY and args[0].is_meta and isinstance(out, torch.Tensor) and out.numel() == 1:
+            # `if not valid.all():` (MMDetection's proposal filter): every element counts as
+            # non-zero, as for nonzero, so every box is valid and the filter keeps them all.
+            out._archlint_truth = True
+        return out
+
+
+_ALL_ANY = {torch.ops.aten.all.default, torch.ops.aten.all.dim, torch.ops.aten.any.default,
+            torch.ops.aten.any.dim}
 
 
 def _all_unique(x, sorted=True, return_inverse=False, return_counts=False):

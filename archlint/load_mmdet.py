@@ -8,8 +8,8 @@ without importing it; `load_config_targets` turns it into one `Target`.
 
 Three things make the built detector lintable like any module:
 - MMDetection imports mmcv's compiled ops (`mmcv._ext`), which mmcv-lite lacks. Linting runs
-  on meta tensors, where compiled kernels could not run anyway, so `install_ops` puts a
-  stand-in `mmcv._ext` in place (`prepare`) that computes the few ops the R-CNN and RetinaNet families
+  on meta tensors, where compiled kernels could not run anyway, so `prepare` puts a
+  stand-in `mmcv._ext` in place that computes the few ops the R-CNN and RetinaNet families
   call (RoIAlign, NMS, deformable convs) with `torchvision.ops`, which have meta kernels and
   are ordinary dispatcher ops to the tracers. Every other op raises, naming itself.
 - Nothing may fetch weights (the only network is the package registry): every `init_cfg` and
@@ -264,6 +264,10 @@ def tensor_mode(model: nn.Module) -> nn.Module:
     model.__class__ = type(cls.__name__, (cls,), {
         "forward": forward, "__module__": cls.__module__, "__qualname__": cls.__qualname__,
         "__archlint_tensor_mode__": True, "__doc__": cls.__doc__})
+    if model.training:
+        # MMDetection trains with norm_eval (BatchNorm kept in eval mode) and frozen stages;
+        # both take effect in train(), which its runner calls and building does not.
+        model.train()
     return model
 
 
@@ -319,7 +323,7 @@ def _build(cfg: Any, shown: str):
         from mmdet.registry import MODELS
     except ModuleNotFoundError as exc:
         raise LoadError(f"{shown}: building an MMDetection config needs module {exc.name!r}. "
-                        "Install mmdet, mmengine and mmcv-lite (bench/setup_mmdet.sh).") from exc
+                        "Install mmdet, mmengine and mmcv-lite (scripts/setup_mmdet.sh).") from exc
     from mmengine.config import ConfigDict
 
     # ConfigDict again, at every depth: detectors read their configs by attribute (train_cfg.rpn).
@@ -339,9 +343,7 @@ def _build(cfg: Any, shown: str):
         else:
             raise BuildError(f"{shown}: building {model_cfg.get('type')} from cfg.model raised "
                              f"{type(last).__name__}: {last}") from last
-        # MMDetection trains with norm_eval (BatchNorm kept in eval mode) and frozen stages;
-        # both take effect in train(), which building does not call.
-        return tensor_mode(model).train()
+        return tensor_mode(model)
 
     return build
 
@@ -359,7 +361,7 @@ def load_config_targets(path: Path, names: Sequence[str] = ()):
         cfg = Config.fromfile(str(path))
     except ModuleNotFoundError as exc:
         raise LoadError(f"{shown}: looks like an mmengine config, and reading it needs module "
-                        f"{exc.name!r}. Install mmengine (bench/setup_mmdet.sh).") from exc
+                        f"{exc.name!r}. Install mmengine (scripts/setup_mmdet.sh).") from exc
     except Exception as exc:
         raise LoadError(f"{shown}: reading the config failed: {type(exc).__name__}: {exc}") from exc
     model_cfg = cfg.get("model")

@@ -180,7 +180,12 @@ def _has_tensor(value: Any) -> bool:
 
 def plan_parts(model: nn.Module, inputs: Sequence[Any]) -> Plan:
     """Trace what can be traced of `model` (a meta copy), top down."""
-    meta = meta_copy(model).eval()
+    meta = meta_copy(model)
+    # Each module's own mode, as the model trains: a BatchNorm kept in eval mode inside a
+    # training model (MMDetection's norm_eval) is frozen, and rules must tell it from one that
+    # uses batch statistics. The eager run and the traces need eval mode; the rules get these.
+    modes = {m: m.training for m in meta.modules()}
+    meta.eval()
     captured, failure = capture_inputs(meta, inputs)
     plan = Plan(failure=failure)
     attempts = [0]
@@ -222,6 +227,10 @@ def plan_parts(model: nn.Module, inputs: Sequence[Any]) -> Plan:
                 plan.skipped.append((path, f"cannot be traced on its own ({_reason(problem)})"))
 
     visit("", meta, 1)
+    for module, training in modes.items():
+        module.training = training
+    for part in plan.parts:
+        part.traced.model.training = model.training  # the shell stands for the whole model
     return plan
 
 

@@ -101,6 +101,15 @@ def test_parts_keep_each_batchnorm_s_own_mode_for_the_rules(norm_eval, fires):
     assert model.training and model.backbone.body[1].training is not norm_eval
 
 
+def test_a_part_fed_feature_maps_is_not_taken_for_an_image_to_image_model():
+    # A detector's neck linted alone (FPN: pool for P6, upsample top-down) maps 256-channel
+    # features to features of the same size; that is no image being reconstructed.
+    neck = nn.Sequential(nn.Conv2d(256, 256, 3, padding=1), nn.MaxPool2d(2),
+                         nn.Upsample(scale_factor=2), nn.Conv2d(256, 256, 3, padding=1))
+    [f] = archlint.lint(neck, input_shape=(1, 256, 32, 32), select=["D001"]).findings
+    assert f.severity.name == "INFO" and not f.evidence["generative_model"]
+
+
 # --- with MMDetection --------------------------------------------------------------------------------
 
 
@@ -166,6 +175,7 @@ def test_two_stage_config_lints_in_parts_down_to_its_roi_heads(configs, tmp_path
     assert {"backbone", "neck", "rpn_head", "roi_head.bbox_head", "roi_head.mask_head"} <= linted
     assert model.coverage["params"] == 1.0
     assert "N001" not in codes(model)
+    assert all(f.severity.name == "INFO" for f in model.findings if f.module == "neck")
 
 
 def test_a_file_that_builds_the_detector_through_the_registry(configs, tmp_path):

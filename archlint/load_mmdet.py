@@ -286,7 +286,7 @@ def _pipeline(cfg: Any) -> list:
     return []
 
 
-def test_input(cfg: Any) -> tuple[tuple[int, int, int, int], str] | None:
+def pipeline_input(cfg: Any) -> tuple[tuple[int, int, int, int], str] | None:
     """(1, 3, H, W) from the test pipeline's Resize scale (W, H), padded as the model's data
     preprocessor pads, and a sentence saying so; None if the pipeline gives no fixed size."""
     for step in _pipeline(cfg):
@@ -370,7 +370,7 @@ def load_config_targets(path: Path, names: Sequence[str] = ()):
                         "detector to build.")
     kind = str(model_cfg["type"]).rsplit(".", 1)[-1]
     module = types.ModuleType(f"archlint_config_{path.stem}")
-    found = test_input(cfg)
+    found = pipeline_input(cfg)
     if found is not None:
         module.example_input = torch.empty(found[0], device="meta")
         module.__archlint_input_source__ = found[1]

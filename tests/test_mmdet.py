@@ -194,3 +194,14 @@ def test_a_file_that_builds_the_detector_through_the_registry(configs, tmp_path)
     model = _check(path, **{"input-shape": [[1, 3, 128, 128]]})
     assert model.target.endswith("::model")
     assert model.tracer == "torch.fx" and model.coverage["params"] == 1.0
+
+
+def test_deformable_convs_run_on_torchvision_s_kernel(configs, tmp_path):
+    # DCNv2 (modulated) in stages 2-4 of a ResNet-50 (MMDetection's basic blocks take no DCN):
+    # mmcv-lite has no kernel for it; archlint's stand-in maps it onto torchvision's.
+    path = _small(configs, tmp_path, "retinanet/retinanet_r50_fpn_1x_coco.py",
+                  "model['backbone'].update(depth=50, dcn=dict(type='DCNv2', deform_groups=1, "
+                  "fallback_on_stride=False), stage_with_dcn=(False, True, True, True))\n"
+                  "model['neck'].update(in_channels=[256, 512, 1024, 2048])\n")
+    model = _check(path)
+    assert model.tracer in ("torch.fx", "torch.export") and model.coverage["params"] == 1.0

@@ -99,7 +99,8 @@ def for_target(model: nn.Module, module: ModuleType | None = None, name: str | N
     if module is not None:
         found = _as_tensors(getattr(module, "example_input", None))
         if found:
-            return ExampleInputs(meta_like(found), "example_input in the file")
+            return ExampleInputs(meta_like(found), getattr(module, "__archlint_input_source__",
+                                                           "example_input in the file"))
     if config_shapes:
         return ExampleInputs(from_shapes(config_shapes), "input-shape in pyproject.toml")
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)

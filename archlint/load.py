@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from . import no_download, sources
+from . import load_mmdet, no_download, sources
 from .errors import BuildError, LoadError, NoModelError
 from .prefilter import file_might_build_model  # noqa: F401  (re-exported; torch-free)
 
@@ -429,6 +429,10 @@ def _unbuildable(reason: str) -> Callable[[], nn.Module]:
 
 def load_targets(path: str | os.PathLike, names: Sequence[str] = ()) -> list[Target]:
     path = Path(path).resolve()
+    if path.suffix == ".py" and load_mmdet.looks_like_config(path):
+        return load_mmdet.load_config_targets(path, names)
+    if load_mmdet.mentions_openmmlab(path):
+        load_mmdet.prepare()  # before the file imports mmdet.models
     module = import_file(path)
     if names:
         return [resolve_target(module, path, n) for n in names]
@@ -444,7 +448,7 @@ def load_targets(path: str | os.PathLike, names: Sequence[str] = ()) -> list[Tar
 
 
 def build_target(target: Target) -> nn.Module:
-    model = target.build()
+    model = load_mmdet.tensor_mode(target.build())  # unchanged unless an MMDetection detector
     if target.submodule:
         try:
             model = model.get_submodule(target.submodule)

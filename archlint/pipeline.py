@@ -53,8 +53,16 @@ def _trace_in_eval(meta_model: nn.Module, inputs: ExampleInputs, in_training: Ar
     """Some models only run in eval mode with a batch of one (BatchNorm after global pooling
     needs two values per channel in training) or without targets (detection models). Trace
     those in eval mode and say so; if that fails too, its error is the one to show."""
+    modes = {m: m.training for m in meta_model.modules()}
     meta_model.eval()
-    traced = trace(meta_model, inputs.tensors, inputs.describe())
+    try:
+        traced = trace(meta_model, inputs.tensors, inputs.describe())
+    except ArchlintError:
+        # The model may be the one archlint built (traced in place); its parts are linted
+        # next, and rules must see each module's own mode there (a norm_eval BatchNorm).
+        for module, training in modes.items():
+            module.training = training
+        raise
     first = in_training.message.split(". ")[0][:240]
     traced.notes.append(f"traced in eval mode: in training mode the forward failed ({first})")
     return traced

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-_MODEL_LIBRARIES = {"torchvision", "timm"}
+_MODEL_LIBRARIES = {"torchvision", "timm", "mmdet"}
 
 
 def file_might_build_model(path: str | os.PathLike) -> bool:

@@ -138,6 +138,15 @@ def norm_call(module: nn.Module) -> str:
     return f"nn.{type(module).__name__}({', '.join(parts)})"
 
 
+def frozen_batchnorm(module: nn.Module, model_training: bool) -> bool:
+    """A BatchNorm in eval mode inside a model that trains (MMDetection's norm_eval), or in a
+    model traced in eval mode with parameters that do not train (frozen stages)."""
+    if module.training:
+        return False
+    params = list(module.parameters())
+    return model_training or bool(params) and not any(p.requires_grad for p in params)
+
+
 def built_where(layer) -> str:
     frame = layer.frame("built")
     return str(frame.location()) if frame else layer.qualname

@@ -89,7 +89,18 @@ class _KeepAllBoxes(TorchDispatchMode):
             return torch.arange(args[0].shape[0], device="meta")
         if func is torch.ops.aten._unique2.default and args[0].is_meta:
             return _all_unique(args[0], *args[1:], **(kwargs or {}))
-        return func(*args, **(kwargs or {}))
+        if func is torch.ops.aten._local_scalar_dense.default and getattr(args[0], "_archlint_truth", None) is not None:
+            return args[0]._archlint_truth
+        out = func(*args, **(kwargs or {}))
+        if func in _ALL_ANY and args[0].is_meta and isinstance(out, torch.Tensor) and out.numel() == 1:
+            # `if not valid.all():` (MMDetection's proposal filter): every element counts as
+            # non-zero, as for nonzero, so every box is valid and the filter keeps them all.
+            out._archlint_truth = True
+        return out
+
+
+_ALL_ANY = {torch.ops.aten.all.default, torch.ops.aten.all.dim, torch.ops.aten.any.default,
+            torch.ops.aten.any.dim}
 
 
 def _all_unique(x, sorted=True, return_inverse=False, return_counts=False):
@@ -169,7 +180,12 @@ def _has_tensor(value: Any) -> bool:
 
 def plan_parts(model: nn.Module, inputs: Sequence[Any]) -> Plan:
     """Trace what can be traced of `model` (a meta copy), top down."""
-    meta = meta_copy(model).eval()
+    meta = meta_copy(model)
+    # Each module's own mode, as the model trains: a BatchNorm kept in eval mode inside a
+    # training model (MMDetection's norm_eval) is frozen, and rules must tell it from one that
+    # uses batch statistics. The eager run and the traces need eval mode; the rules get these.
+    modes = {m: m.training for m in meta.modules()}
+    meta.eval()
     captured, failure = capture_inputs(meta, inputs)
     plan = Plan(failure=failure)
     attempts = [0]
@@ -211,6 +227,10 @@ def plan_parts(model: nn.Module, inputs: Sequence[Any]) -> Plan:
                 plan.skipped.append((path, f"cannot be traced on its own ({_reason(problem)})"))
 
     visit("", meta, 1)
+    for module, training in modes.items():
+        module.training = training
+    for part in plan.parts:
+        part.traced.model.training = model.training  # the shell stands for the whole model
     return plan
 
 

@@ -137,6 +137,8 @@ def _is_generative(graph) -> bool:
     image = graph.input_shapes[0] if graph.input_shapes else None
     if image is None or len(image) < 3 or all(s == 1 for s in image[2:]):
         return True  # generated from a latent vector
+    if image[1] > 4:
+        return False  # fed feature maps, not an image (a detector's neck linted as a part)
     outputs = [p.out_shape for out in graph.outputs for p in graph.predecessors(out)]
     return any(o is not None and len(o) == len(image) and o[1] == image[1] and tuple(o[2:]) == tuple(image[2:])
                for o in outputs)

@@ -7,7 +7,7 @@ from archlint.findings import Fix, Severity
 from archlint.graph.ops import BATCH_NORM_TYPES, CONV_TYPES
 from archlint.rule import Example, Option, Rule
 
-from ..helpers import built_where, conv_call, norm_call
+from ..helpers import built_where, conv_call, frozen_batchnorm, norm_call
 
 
 _WS_CLASS = '''
@@ -45,8 +45,9 @@ class BatchNormTinyBatch(Rule):
         4096 images over 512 accelerators is 8.
 
         Left alone: SyncBatchNorm (its statistics span every device, so the global batch counts),
-        FrozenBatchNorm2d (fixed statistics), and a BatchNorm put in eval mode inside a model that
-        trains (frozen on purpose).
+        FrozenBatchNorm2d (fixed statistics), a BatchNorm put in eval mode inside a model that
+        trains (frozen on purpose, as MMDetection's `norm_eval=True` does), and, in a model
+        traced in eval mode, a BatchNorm whose parameters do not require grad.
 
         One finding per model, not one per layer: ResNet-50 has 53 BatchNorms, and they share
         one cause (the batch size) and one remedy. The finding points at the first BatchNorm,
@@ -147,8 +148,8 @@ class BatchNormTinyBatch(Rule):
             if id(module) in seen or isinstance(module, nn.SyncBatchNorm):
                 continue
             seen.add(id(module))
-            if not module.training and graph.model.training:
-                continue  # frozen on purpose inside a model that trains
+            if frozen_batchnorm(module, graph.model.training):
+                continue  # frozen on purpose: fixed statistics, whatever the batch
             layers.append(layer)
         if layers:
             yield self._finding(graph, layers, batch, ctx["min-batch"])

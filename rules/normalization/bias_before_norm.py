@@ -10,7 +10,7 @@ from archlint.graph.ops import (ANY_CONV_TYPES, BATCH_NORM_TYPES, CONV_TYPES, IN
                                 TRANSPOSED_CONV_TYPES, Kind)
 from archlint.rule import Rule
 
-from ..helpers import conv_call, human
+from ..helpers import conv_call, frozen_batchnorm, human
 
 
 class BiasBeforeNorm(Rule):
@@ -168,7 +168,7 @@ def _cancels_bias(norm_layer, channel_dim: int, rank: int, model_training: bool 
     a bias that varies only along that dimension is removed exactly."""
     module = norm_layer.module
     if isinstance(module, BATCH_NORM_TYPES):
-        if model_training and not module.training and module.track_running_stats:
+        if frozen_batchnorm(module, model_training) and module.track_running_stats:
             return False  # frozen: it subtracts a fixed mean, and the bias still trains
         return channel_dim == 1 and rank >= 2
     if isinstance(module, INSTANCE_NORM_TYPES):

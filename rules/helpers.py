@@ -13,7 +13,7 @@ from collections import defaultdict
 from torch import nn
 
 from archlint.graph import Layer
-from archlint.graph.ops import CALLS, CONV_TYPES, Kind, is_conv
+from archlint.graph.ops import CALLS, CONV_TYPES, Kind, is_alpha_dropout, is_conv, is_dropout
 from archlint.graph.windows import pad_amounts
 
 
@@ -220,6 +220,22 @@ def kept_pad_text(graph, window) -> str:
         return ""
     pad = graph.layer(window.pad_layer)
     return f", keeping the {pad.op if pad.kind == Kind.MODULE else 'F.' + pad.op} in front"
+
+
+def dropout_rate(layer, model_training: bool = True, alpha: bool = False) -> float | None:
+    """The drop probability of a dropout layer or call, None if it is not one. A call traced
+    with training=False in a model that trains was switched off on purpose; in a model traced
+    in eval mode, `training=self.training` reads False too, and the dropout is real. Alpha dropout
+    (SELU's) only with `alpha`."""
+    if not is_dropout(layer) or (is_alpha_dropout(layer) and not alpha):
+        return None
+    if layer.kind == Kind.MODULE:
+        return float(layer.module.p)
+    training = layer.kwargs.get("training", layer.args[2] if len(layer.args) > 2 else True)
+    if training is False and model_training:
+        return None
+    p = layer.kwargs.get("p", layer.args[1] if len(layer.args) > 1 else 0.5)
+    return float(p) if isinstance(p, (int, float)) else None
 
 
 # --- the storage model of the I rules --------------------------------------------------------

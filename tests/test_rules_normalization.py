@@ -1,10 +1,15 @@
-"""N001-N004 beyond their own examples: BatchNorm on tiny batches, biases a norm cancels, shared
-norm modules, dropout before BatchNorm."""
+"""N001-N006 beyond their own examples: BatchNorm on tiny batches, biases a norm cancels, shared
+norm modules, dropout before BatchNorm, dropout rates that read like keep_prob."""
 from __future__ import annotations
 
 import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
 
-from .helpers import at, only, source_findings
+from archlint.findings import Severity
+
+from .helpers import at, findings, only, source_findings, torchvision_model
 
 
 CONV_BN_HELPER = """
@@ -340,3 +345,49 @@ def test_n004_follows_functional_dropout_through_a_residual_add(tmp_path, monkey
     f = findings[0]
     assert f.evidence["batchnorm"] == "bn" and f.evidence["p"] == 0.25
     assert f.evidence["train_scale"] == pytest.approx(1 / 0.75, rel=1e-3)
+
+
+# --- N006 dropout-keep-prob -------------------------------------------------------------------
+
+def test_n006_dropout_09_zeroes_90_percent_and_the_fix_keeps_90():
+    torch.manual_seed(0)
+    x = torch.ones(64, 1000)
+    kept = (nn.Dropout(0.9).train()(x) != 0).float().mean().item()
+    assert 0.08 < kept < 0.12  # keep_prob=0.9 was meant; 90% are dropped
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Dropout(0.9), nn.Linear(16, 4))
+    [f] = findings(model, (2, 16), "N006")
+    assert f.severity == Severity.WARNING and f.evidence["p"] == 0.9
+    assert f.fix.code == "nn.Dropout(p=0.1)"
+    kept = (eval(f.fix.code, {"nn": nn}).train()(x) != 0).float().mean().item()
+    assert 0.88 < kept < 0.92
+
+
+def test_n006_functional_dropout_and_the_option():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.fc(F.dropout(x, 0.8, training=self.training))
+
+    [f] = findings(Net(), (2, 16), "N006")
+    assert f.evidence["suggested_p"] == pytest.approx(0.2) and f.fix.code is None
+    assert "p=0.2" in f.fix.description
+    assert findings(Net(), (2, 16), "N006", **{"max-p": 0.8}) == []
+
+
+def test_n006_half_is_information_on_conv_maps_and_quiet_on_features_and_tokens():
+    conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Dropout(0.5), nn.Conv2d(8, 8, 3, padding=1))
+    [f] = findings(conv, (2, 3, 16, 16), "N006")
+    assert f.severity == Severity.INFO and f.evidence["feature_map"]
+    tokens = nn.Sequential(nn.Linear(32, 32), nn.Dropout(0.5), nn.Linear(32, 32))
+    assert findings(tokens, (2, 10, 32), "N006") == []
+    assert findings(nn.Sequential(nn.Linear(32, 32), nn.Dropout(0.5)), (2, 32), "N006") == []
+    assert findings(nn.Sequential(nn.Linear(32, 32), nn.Dropout(0.3)), (2, 32), "N006") == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vgg16", "alexnet", "efficientnet_b0", "mobilenet_v3_large", "densenet121", "vit_b_16"])
+def test_n006_quiet_on_classic_classifiers(name):
+    assert findings(torchvision_model(name), (1, 3, 224, 224), "N006") == []

@@ -1,5 +1,5 @@
-"""A001-A003 beyond their own examples: linear layers with no nonlinearity between, softmax
-outputs, deep stacks without skips."""
+"""A001-A004 beyond their own examples: linear layers with no nonlinearity between, softmax
+outputs, deep stacks without skips, scores squashed by ReLU, Sigmoid or Tanh."""
 from __future__ import annotations
 
 import pytest
@@ -11,7 +11,7 @@ from torch import nn
 from archlint.findings import Severity
 from archlint.rules.architecture.deep_plain_stack import longest_plain_chains
 
-from .helpers import found, lint
+from .helpers import found, lint, torchvision_model
 
 
 def test_a001_linear_bottleneck_and_depthwise_pointwise_are_quiet():
@@ -180,3 +180,64 @@ def test_a003_is_linear_in_graph_size():
     large, chains = timed(1000)
     assert chains[0][0] == 1
     assert large < max(0.5, 30 * small)  # ten times the graph, nowhere near a hundred times the time
+
+
+# --- A004 squashed-logits ---------------------------------------------------------------------
+
+def test_a004_sigmoid_scores_cap_cross_entropy_and_relu_scores_get_no_gradient():
+    # Ten sigmoid scores lie in (0, 1): even the best case, 1 for the target and 0 elsewhere,
+    # leaves cross-entropy at log(1 + 9/e) ~ 1.46.
+    best = torch.tensor([[1.0] + [0.0] * 9])
+    assert F.cross_entropy(best, torch.tensor([0])).item() == pytest.approx(1.4612, abs=1e-3)
+    squashed = torch.sigmoid(torch.tensor([[20.0] + [-20.0] * 9]))
+    assert F.cross_entropy(squashed, torch.tensor([0])).item() > 1.46
+    # A ReLU'd target score that went negative gets no gradient to recover.
+    z = torch.tensor([[-1.0, 2.0, 0.5]], requires_grad=True)
+    F.cross_entropy(F.relu(z), torch.tensor([0])).backward()
+    assert z.grad[0, 0] == 0
+
+
+def test_a004_severities_and_the_fix():
+    relu = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 10), nn.ReLU())
+    [f] = found(lint(relu, (2, 8), select=["A004"]))
+    assert f.severity == Severity.WARNING and f.evidence["classes"] == 10 and f.module == "3"
+    assert "without the ReLU" in f.fix.code and f.fix.checked == "compiles"
+    tanh = nn.Sequential(nn.Linear(8, 6), nn.Tanh())             # a policy's actions look like this
+    assert [f.severity for f in found(lint(tanh, (2, 8), select=["A004"]))] == [Severity.INFO]
+    binary = nn.Sequential(nn.Linear(8, 1), nn.Sigmoid())
+    [f] = found(lint(binary, (2, 8), select=["A004"]))
+    assert f.severity == Severity.INFO and "BCEWithLogitsLoss" in f.fix.description
+    regression = nn.Sequential(nn.Linear(8, 1), nn.ReLU())       # one non-negative value
+    assert not found(lint(regression, (2, 8), select=["A004"]))
+
+
+def test_a004_quiet_on_gan_generators_and_conv_head_counts():
+    generator = nn.Sequential(nn.ConvTranspose2d(16, 8, 4, 2, 1), nn.ReLU(),
+                              nn.ConvTranspose2d(8, 3, 4, 2, 1), nn.Tanh())
+    assert not found(lint(generator, (2, 16, 4, 4), select=["A004"]))
+    # DCGAN's discriminator: conv -> Sigmoid on N x 1 x 1 x 1, flattened: a binary head
+    discriminator = nn.Sequential(nn.Conv2d(3, 8, 4, 2, 1), nn.LeakyReLU(0.2),
+                                  nn.Conv2d(8, 1, 4, 1, 0), nn.Sigmoid(), nn.Flatten())
+    [f] = found(lint(discriminator, (2, 3, 8, 8), select=["A004"]))
+    assert f.severity == Severity.INFO and f.evidence["classes"] == 1
+    segmentation = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.Sigmoid())  # masks: not (N, classes)
+    assert not found(lint(segmentation, (2, 3, 8, 8), select=["A004"]))
+
+
+def test_a004_quiet_when_the_logits_are_returned_too():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            logits = self.fc(x)
+            return logits, torch.sigmoid(logits)
+
+    assert not found(lint(Net(), (2, 8), select=["A004"]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_large", "efficientnet_b0", "vit_b_16", "vgg16"])
+def test_a004_quiet_on_reference_classifiers(name):
+    assert not found(lint(torchvision_model(name), (1, 3, 224, 224), select=["A004"]))

@@ -1,5 +1,6 @@
-"""A001-A004 beyond their own examples: linear layers with no nonlinearity between, softmax
-outputs, deep stacks without skips, scores squashed by ReLU, Sigmoid or Tanh."""
+"""A001-A005 beyond their own examples: linear layers with no nonlinearity between, softmax
+outputs, deep stacks without skips, scores squashed by ReLU, Sigmoid or Tanh, deep sigmoid/tanh
+stacks."""
 from __future__ import annotations
 
 import pytest
@@ -241,3 +242,63 @@ def test_a004_quiet_when_the_logits_are_returned_too():
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_large", "efficientnet_b0", "vit_b_16", "vgg16"])
 def test_a004_quiet_on_reference_classifiers(name):
     assert not found(lint(torchvision_model(name), (1, 3, 224, 224), select=["A004"]))
+
+
+# --- A005 saturating-stack --------------------------------------------------------------------
+
+def _mlp(act, depth=8, width=64, norm=False):
+    layers = []
+    for _ in range(depth):
+        layers += [nn.Linear(width, width)] + ([nn.LayerNorm(width)] if norm else []) + [act()]
+    return nn.Sequential(*layers)
+
+
+def _weight_grad_norms(model, width=64):
+    torch.manual_seed(1)
+    model(torch.randn(32, width)).sum().backward()
+    return [m.weight.grad.norm().item() for m in model if isinstance(m, nn.Linear)]
+
+
+def test_a005_gradient_at_the_first_layer_of_a_deep_tanh_mlp_is_far_smaller_than_at_the_last():
+    torch.manual_seed(0)
+    grads = _weight_grad_norms(_mlp(nn.Tanh))  # PyTorch's default init
+    assert grads[0] < grads[-1] / 10
+    torch.manual_seed(0)
+    grads = _weight_grad_norms(_mlp(nn.Sigmoid))
+    assert grads[0] < grads[-1] / 1e4
+    [f] = found(lint(_mlp(nn.Tanh), (32, 64), select=["A005"]))
+    assert f.evidence["saturating_depth"] == 8 and (f.evidence["first"], f.evidence["last"]) == ("0", "14")
+    assert f.fix.code == "nn.Sequential(nn.Linear(64, 64), nn.LayerNorm(64))" and f.fix.checked == "runs"
+
+
+def test_a005_norms_other_activations_skips_and_short_stacks_are_quiet():
+    assert not found(lint(_mlp(nn.Tanh, norm=True), (32, 64), select=["A005"]))
+    assert not found(lint(_mlp(nn.Tanh, depth=5), (32, 64), select=["A005"]))
+    assert found(lint(_mlp(nn.Tanh, depth=5), (32, 64), select=["A005"], rules={"A005": {"min-depth": 5}}))
+    mixed = nn.Sequential(*(list(_mlp(nn.Tanh, depth=4)) + [nn.Linear(64, 64), nn.ReLU()] + list(_mlp(nn.Tanh, depth=4))))
+    assert not found(lint(mixed, (32, 64), select=["A005"]))
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 64)
+
+        def forward(self, x):
+            return x + torch.tanh(self.fc(x))
+
+    assert not found(lint(nn.Sequential(*[Residual() for _ in range(8)]), (32, 64), select=["A005"]))
+
+
+def test_a005_conv_stack_with_sigmoid():
+    layers = [nn.Conv2d(3, 8, 3, padding=1), nn.Sigmoid()]
+    for _ in range(6):
+        layers += [nn.Conv2d(8, 8, 3, padding=1), nn.Sigmoid()]
+    [f] = found(lint(nn.Sequential(*layers), (2, 3, 8, 8), select=["A005"]))
+    assert f.evidence["saturating_depth"] == 7
+    assert f.fix.code == "nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenet_v3_large", "resnet50", "vit_b_16"])
+def test_a005_quiet_on_reference_models_with_sigmoid_gates(name):
+    assert not found(lint(torchvision_model(name), (1, 3, 224, 224), select=["A005"]))

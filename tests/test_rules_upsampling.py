@@ -6,6 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+import archlint
+
 from archlint.rules.upsampling.checkerboard_upsampling import phase_counts
 
 from .helpers import findings, timm_model, torchvision_model
@@ -93,3 +95,9 @@ def test_u001_quiet_on_a_dcgan_generator():
 def test_u001_quiet_on_reference_models(source, name):
     model = torchvision_model(name) if source == "torchvision" else timm_model(name)
     assert findings(model, (1, 3, 224, 224), "U001") == []
+
+
+def test_the_new_rules_are_quiet_on_a_dcgan_generator():
+    report = archlint.lint(dcgan_generator(), input_shape=(2, 100, 1, 1),
+                           select=["U001", "N005", "N006", "A004", "A005", "P004"])
+    assert report.findings == []

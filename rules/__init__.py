@@ -8,6 +8,7 @@
     receptive      R: receptive field
     params         P: parameter counts and hardware efficiency
     architecture   A: nonlinearity, outputs, depth without skips
+    upsampling     U: transposed convs and resizing
 
 A rule's module is named after its slug (`kernels/large_kernel.py` holds K001 large-kernel) and
 carries the class with its docs, options, examples and `check`, and the helpers only it uses;

@@ -6,14 +6,17 @@ Op families and predicates live in `archlint.graph.ops`, window geometry in
 """
 from __future__ import annotations
 
+import ast
 import re
 import weakref
 from collections import defaultdict
+from functools import lru_cache
 
 from torch import nn
 
 from archlint.graph import Layer
-from archlint.graph.ops import CALLS, CONV_TYPES, Kind, is_conv
+from archlint.graph.ops import (CALLS, CONV_TYPES, Kind, is_alpha_dropout, is_conv, is_dropout,
+                                is_identity, is_pool, is_shape_op, is_weighted)
 from archlint.graph.windows import pad_amounts
 
 
@@ -229,6 +232,57 @@ def kept_pad_text(graph, window) -> str:
         return ""
     pad = graph.layer(window.pad_layer)
     return f", keeping the {pad.op if pad.kind == Kind.MODULE else 'F.' + pad.op} in front"
+
+
+def dropout_rate(layer, model_training: bool = True, alpha: bool = False) -> float | None:
+    """The drop probability of a dropout layer or call, None if it is not one. A call traced
+    with training=False in a model that trains was switched off on purpose; in a model traced
+    in eval mode, `training=self.training` reads False too, and the dropout is real. Alpha dropout
+    (SELU's) only with `alpha`."""
+    if not is_dropout(layer) or (is_alpha_dropout(layer) and not alpha):
+        return None
+    if layer.kind == Kind.MODULE:
+        return float(layer.module.p)
+    training = layer.kwargs.get("training", layer.args[2] if len(layer.args) > 2 else True)
+    if training is False and model_training:
+        return None
+    p = layer.kwargs.get("p", layer.args[1] if len(layer.args) > 1 else 0.5)
+    return float(p) if isinstance(p, (int, float)) else None
+
+
+# --- classifier heads (A002, A004) --------------------------------------------------------
+
+def reshapes_only(layer: Layer) -> bool:
+    return is_shape_op(layer) or is_identity(layer) or is_dropout(layer)
+
+
+def classifier_of(graph, softmax: Layer) -> Layer | None:
+    """The Linear or conv whose scores the softmax normalizes (through pooling and reshapes)."""
+    for p in graph.previous_layers(softmax, through=lambda l: reshapes_only(l) or is_pool(l)):
+        if is_weighted(p):
+            return p
+    return None
+
+
+@lru_cache(maxsize=128)
+def _guarded_lines(path: str) -> tuple[tuple[int, int], ...]:
+    """Line ranges of `if` blocks whose condition reads `training` (eval-only code)."""
+    try:
+        tree = ast.parse(open(path, encoding="utf-8").read())
+    except (OSError, SyntaxError, ValueError):
+        return ()
+    ranges = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.If, ast.IfExp)) and "training" in ast.unparse(node.test):
+            ranges.append((node.lineno, node.end_lineno or node.lineno))
+    return tuple(ranges)
+
+
+def only_at_inference(layer: Layer) -> bool:
+    frame = layer.call_frame
+    if frame is None or not frame.is_user_code:
+        return False
+    return any(a <= frame.line <= b for a, b in _guarded_lines(frame.path))
 
 
 # --- the storage model of the I rules --------------------------------------------------------

@@ -1,5 +1,6 @@
-"""A001-A003 beyond their own examples: linear layers with no nonlinearity between, softmax
-outputs, deep stacks without skips."""
+"""A001-A005 beyond their own examples: linear layers with no nonlinearity between, softmax
+outputs, deep stacks without skips, scores squashed by ReLU, Sigmoid or Tanh, deep sigmoid/tanh
+stacks."""
 from __future__ import annotations
 
 import pytest
@@ -11,7 +12,7 @@ from torch import nn
 from archlint.findings import Severity
 from archlint.rules.architecture.deep_plain_stack import longest_plain_chains
 
-from .helpers import found, lint
+from .helpers import found, lint, torchvision_model
 
 
 def test_a001_linear_bottleneck_and_depthwise_pointwise_are_quiet():
@@ -180,3 +181,124 @@ def test_a003_is_linear_in_graph_size():
     large, chains = timed(1000)
     assert chains[0][0] == 1
     assert large < max(0.5, 30 * small)  # ten times the graph, nowhere near a hundred times the time
+
+
+# --- A004 squashed-logits ---------------------------------------------------------------------
+
+def test_a004_sigmoid_scores_cap_cross_entropy_and_relu_scores_get_no_gradient():
+    # Ten sigmoid scores lie in (0, 1): even the best case, 1 for the target and 0 elsewhere,
+    # leaves cross-entropy at log(1 + 9/e) ~ 1.46.
+    best = torch.tensor([[1.0] + [0.0] * 9])
+    assert F.cross_entropy(best, torch.tensor([0])).item() == pytest.approx(1.4612, abs=1e-3)
+    squashed = torch.sigmoid(torch.tensor([[20.0] + [-20.0] * 9]))
+    assert F.cross_entropy(squashed, torch.tensor([0])).item() > 1.46
+    # A ReLU'd target score that went negative gets no gradient to recover.
+    z = torch.tensor([[-1.0, 2.0, 0.5]], requires_grad=True)
+    F.cross_entropy(F.relu(z), torch.tensor([0])).backward()
+    assert z.grad[0, 0] == 0
+
+
+def test_a004_severities_and_the_fix():
+    relu = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 10), nn.ReLU())
+    [f] = found(lint(relu, (2, 8), select=["A004"]))
+    assert f.severity == Severity.WARNING and f.evidence["classes"] == 10 and f.module == "3"
+    assert "without the ReLU" in f.fix.code and f.fix.checked == "compiles"
+    tanh = nn.Sequential(nn.Linear(8, 6), nn.Tanh())             # a policy's actions look like this
+    assert [f.severity for f in found(lint(tanh, (2, 8), select=["A004"]))] == [Severity.INFO]
+    binary = nn.Sequential(nn.Linear(8, 1), nn.Sigmoid())
+    [f] = found(lint(binary, (2, 8), select=["A004"]))
+    assert f.severity == Severity.INFO and "BCEWithLogitsLoss" in f.fix.description
+    regression = nn.Sequential(nn.Linear(8, 1), nn.ReLU())       # one non-negative value
+    assert not found(lint(regression, (2, 8), select=["A004"]))
+
+
+def test_a004_quiet_on_gan_generators_and_conv_head_counts():
+    generator = nn.Sequential(nn.ConvTranspose2d(16, 8, 4, 2, 1), nn.ReLU(),
+                              nn.ConvTranspose2d(8, 3, 4, 2, 1), nn.Tanh())
+    assert not found(lint(generator, (2, 16, 4, 4), select=["A004"]))
+    # DCGAN's discriminator: conv -> Sigmoid on N x 1 x 1 x 1, flattened: a binary head
+    discriminator = nn.Sequential(nn.Conv2d(3, 8, 4, 2, 1), nn.LeakyReLU(0.2),
+                                  nn.Conv2d(8, 1, 4, 1, 0), nn.Sigmoid(), nn.Flatten())
+    [f] = found(lint(discriminator, (2, 3, 8, 8), select=["A004"]))
+    assert f.severity == Severity.INFO and f.evidence["classes"] == 1
+    segmentation = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.Sigmoid())  # masks: not (N, classes)
+    assert not found(lint(segmentation, (2, 3, 8, 8), select=["A004"]))
+
+
+def test_a004_quiet_when_the_logits_are_returned_too():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            logits = self.fc(x)
+            return logits, torch.sigmoid(logits)
+
+    assert not found(lint(Net(), (2, 8), select=["A004"]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_large", "efficientnet_b0", "vit_b_16", "vgg16"])
+def test_a004_quiet_on_reference_classifiers(name):
+    assert not found(lint(torchvision_model(name), (1, 3, 224, 224), select=["A004"]))
+
+
+# --- A005 saturating-stack --------------------------------------------------------------------
+
+def _mlp(act, depth=8, width=64, norm=False):
+    layers = []
+    for _ in range(depth):
+        layers += [nn.Linear(width, width)] + ([nn.LayerNorm(width)] if norm else []) + [act()]
+    return nn.Sequential(*layers)
+
+
+def _weight_grad_norms(model, width=64):
+    torch.manual_seed(1)
+    model(torch.randn(32, width)).sum().backward()
+    return [m.weight.grad.norm().item() for m in model if isinstance(m, nn.Linear)]
+
+
+def test_a005_gradient_at_the_first_layer_of_a_deep_tanh_mlp_is_far_smaller_than_at_the_last():
+    torch.manual_seed(0)
+    grads = _weight_grad_norms(_mlp(nn.Tanh))  # PyTorch's default init
+    assert grads[0] < grads[-1] / 10
+    torch.manual_seed(0)
+    grads = _weight_grad_norms(_mlp(nn.Sigmoid))
+    assert grads[0] < grads[-1] / 1e4
+    [f] = found(lint(_mlp(nn.Tanh), (32, 64), select=["A005"]))
+    assert f.evidence["saturating_depth"] == 8 and (f.evidence["first"], f.evidence["last"]) == ("0", "14")
+    assert f.fix.code == "nn.Sequential(nn.Linear(64, 64), nn.LayerNorm(64))" and f.fix.checked == "runs"
+
+
+def test_a005_norms_other_activations_skips_and_short_stacks_are_quiet():
+    assert not found(lint(_mlp(nn.Tanh, norm=True), (32, 64), select=["A005"]))
+    assert not found(lint(_mlp(nn.Tanh, depth=5), (32, 64), select=["A005"]))
+    assert found(lint(_mlp(nn.Tanh, depth=5), (32, 64), select=["A005"], rules={"A005": {"min-depth": 5}}))
+    mixed = nn.Sequential(*(list(_mlp(nn.Tanh, depth=4)) + [nn.Linear(64, 64), nn.ReLU()] + list(_mlp(nn.Tanh, depth=4))))
+    assert not found(lint(mixed, (32, 64), select=["A005"]))
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 64)
+
+        def forward(self, x):
+            return x + torch.tanh(self.fc(x))
+
+    assert not found(lint(nn.Sequential(*[Residual() for _ in range(8)]), (32, 64), select=["A005"]))
+
+
+def test_a005_conv_stack_with_sigmoid():
+    layers = [nn.Conv2d(3, 8, 3, padding=1), nn.Sigmoid()]
+    for _ in range(6):
+        layers += [nn.Conv2d(8, 8, 3, padding=1), nn.Sigmoid()]
+    [f] = found(lint(nn.Sequential(*layers), (2, 3, 8, 8), select=["A005"]))
+    assert f.evidence["saturating_depth"] == 7
+    assert f.fix.code == "nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenet_v3_large", "resnet50", "vit_b_16"])
+def test_a005_quiet_on_reference_models_with_sigmoid_gates(name):
+    assert not found(lint(torchvision_model(name), (1, 3, 224, 224), select=["A005"]))

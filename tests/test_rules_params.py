@@ -1,5 +1,5 @@
-"""P001-P003 beyond their own examples: dense heads on flattened maps, channel counts that are not
-multiples of 8, parameters forward never uses."""
+"""P001-P004 beyond their own examples: dense heads on flattened maps, channel counts that are not
+multiples of 8, parameters forward never uses, results forward never uses."""
 from __future__ import annotations
 
 import pytest
@@ -9,7 +9,7 @@ from torch import nn
 
 from archlint.findings import Severity
 
-from .helpers import conv_bn_relu, found, lint, modules, torchvision_model
+from .helpers import conv_bn_relu, found, lint, modules, timm_model, torchvision_model
 
 
 def test_p001_evidence_and_threshold():
@@ -169,3 +169,61 @@ def test_p001_on_vgg16_and_alexnet(name, layer, share):
     assert f.module == layer and f.evidence["share"] == pytest.approx(share, abs=0.01)
     assert f.evidence["model_params_after"] < f.evidence["model_params"] / 2
     assert not found(report, "A003") and not found(report, "D003")  # 16 layers; the last pool feeds the head
+
+
+# --- P004 dead-compute ------------------------------------------------------------------------
+
+class _DeadBranch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.branch = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 1))
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.branch(x)  # noqa: F841 (the dead branch)
+        return self.head(x)
+
+
+def test_p004_a_dead_branch_is_reported_once_with_its_macs_and_params():
+    model = _DeadBranch()
+    x = torch.randn(1, 3, 8, 8)
+    before = model(x)
+    with torch.no_grad():  # the branch's weights do not change the output: its result is unused
+        for p in model.branch.parameters():
+            p.add_(torch.randn_like(p))
+    assert torch.equal(model(x), before)
+    [f] = found(lint(model, (1, 3, 8, 8), select=["P004"]), "P004")
+    assert f.module == "branch.0"
+    assert f.evidence["macs"] == 8 * 8 * (8 * 9 * 8 + 8 * 8)
+    assert f.evidence["params"] == sum(p.numel() for p in model.branch.parameters())
+    assert f.evidence["modules"] == ["branch.0", "branch.1", "branch.2"]
+
+
+def test_p004_in_place_writes_views_and_buffers_count_as_used():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.bn = nn.BatchNorm2d(8)
+            self.head = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            x = self.conv(x)
+            self.bn(x)            # updates the running statistics only
+            x[:, :2].mul_(0.5)    # writes x through a view
+            return self.head(x)
+
+    assert not found(lint(Net(), (2, 3, 8, 8), select=["P004"]), "P004")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source, name", [
+    ("torchvision", "resnet18"), ("torchvision", "mobilenet_v2"), ("torchvision", "mobilenet_v3_large"),
+    ("torchvision", "efficientnet_b0"), ("torchvision", "convnext_tiny"), ("torchvision", "vit_b_16"),
+    ("torchvision", "densenet121"), ("torchvision", "regnet_y_400mf"), ("timm", "resnet50d"),
+    ("timm", "convnext_nano")])
+def test_p004_quiet_on_reference_models(source, name):
+    model = torchvision_model(name) if source == "torchvision" else timm_model(name)
+    assert not found(lint(model, (1, 3, 224, 224), select=["P004"]), "P004")

@@ -1,16 +1,14 @@
 """A002 softmax-output: a model that returns softmax probabilities instead of logits."""
 from __future__ import annotations
 
-import ast
-from functools import lru_cache
-
 from torch import nn
 
 from archlint.findings import Fix, Severity
 from archlint.graph import Layer
-from archlint.graph.ops import (is_dropout, is_identity, is_pool, is_shape_op, is_softmax,
-                                is_weighted)
+from archlint.graph.ops import is_softmax
 from archlint.rule import Rule
+
+from ..helpers import classifier_of, only_at_inference, reshapes_only
 
 
 class SoftmaxOutput(Rule):
@@ -99,12 +97,12 @@ class SoftmaxOutput(Rule):
 
     def check(self, graph, ctx):
         for out in graph.outputs:
-            returned = graph.previous_layers(out, through=_reshapes_only)
+            returned = graph.previous_layers(out, through=reshapes_only)
             returned_names = {l.name for l in returned}
             for softmax in returned:
-                if not is_softmax(softmax) or _only_at_inference(softmax):
+                if not is_softmax(softmax) or only_at_inference(softmax):
                     continue
-                classifier = _classifier_of(graph, softmax)
+                classifier = classifier_of(graph, softmax)
                 if classifier is None or classifier.name in returned_names:
                     continue
                 yield self._report(softmax, classifier)
@@ -141,36 +139,3 @@ class SoftmaxOutput(Rule):
 
 def _is_log(layer: Layer) -> bool:
     return isinstance(layer.module, nn.LogSoftmax) or "log" in layer.op.lower()
-
-
-def _reshapes_only(layer: Layer) -> bool:
-    return is_shape_op(layer) or is_identity(layer) or is_dropout(layer)
-
-
-def _classifier_of(graph, softmax: Layer) -> Layer | None:
-    """The Linear or conv whose scores the softmax normalizes (through pooling and reshapes)."""
-    for p in graph.previous_layers(softmax, through=lambda l: _reshapes_only(l) or is_pool(l)):
-        if is_weighted(p):
-            return p
-    return None
-
-
-@lru_cache(maxsize=128)
-def _guarded_lines(path: str) -> tuple[tuple[int, int], ...]:
-    """Line ranges of `if` blocks whose condition reads `training` (eval-only code)."""
-    try:
-        tree = ast.parse(open(path, encoding="utf-8").read())
-    except (OSError, SyntaxError, ValueError):
-        return ()
-    ranges = []
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.If, ast.IfExp)) and "training" in ast.unparse(node.test):
-            ranges.append((node.lineno, node.end_lineno or node.lineno))
-    return tuple(ranges)
-
-
-def _only_at_inference(layer: Layer) -> bool:
-    frame = layer.call_frame
-    if frame is None or not frame.is_user_code:
-        return False
-    return any(a <= frame.line <= b for a, b in _guarded_lines(frame.path))

@@ -4,11 +4,10 @@ from __future__ import annotations
 from torch import nn
 
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import (BATCH_NORM_TYPES, INSTANCE_NORM_TYPES, Kind, is_alpha_dropout,
-                                is_batch_norm, is_dropout)
+from archlint.graph.ops import BATCH_NORM_TYPES, INSTANCE_NORM_TYPES, Kind, is_batch_norm
 from archlint.rule import Rule
 
-from ..helpers import built_where
+from ..helpers import built_where, dropout_rate
 
 
 # Norms that standardize each sample on its own: the same statistics at train and eval time.
@@ -78,7 +77,7 @@ class DropoutBeforeBatchNorm(Rule):
 
     def check(self, graph, ctx):
         for layer in graph:
-            p = _dropout_rate(layer, graph.model.training)
+            p = dropout_rate(layer, graph.model.training)
             if not p or p >= 1:
                 continue
             reached = graph.next_layers(
@@ -104,18 +103,3 @@ class DropoutBeforeBatchNorm(Rule):
                           "batchnorms_reached": len(bns), "last_batchnorm": last_bn.qualname},
                 fix=Fix("move the dropout after the last BatchNorm", code),
             )
-
-
-def _dropout_rate(layer, model_training: bool = True) -> float | None:
-    """The drop probability of a dropout layer or call, None if it is not one. A call traced
-    with training=False in a model that trains was switched off on purpose; in a model traced
-    in eval mode, `training=self.training` reads False too, and the dropout is real."""
-    if not is_dropout(layer) or is_alpha_dropout(layer):
-        return None
-    if layer.kind == Kind.MODULE:
-        return float(layer.module.p)
-    training = layer.kwargs.get("training", layer.args[2] if len(layer.args) > 2 else True)
-    if training is False and model_training:
-        return None
-    p = layer.kwargs.get("p", layer.args[1] if len(layer.args) > 1 else 0.5)
-    return float(p) if isinstance(p, (int, float)) else None

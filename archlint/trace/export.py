@@ -18,7 +18,7 @@ from torch import nn
 from ..graph.ops import Kind, op_name
 from .fx import call_frames, scope
 from .interpreter import arg_repr, propagate
-from .meta import fake_cpu_copy, fake_cpu_inputs, fake_mode
+from .meta import fake_cpu_inputs, fake_cpu_weights, fake_mode
 from .records import Op, Trace
 
 
@@ -118,10 +118,10 @@ def trace_export(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
     # is then run on `model`, the meta copy (same structure), where fused CPU kernels such as
     # LSTM's decompose into the matrix products MACs are counted from.
     mode = fake_mode()
-    fake_model = fake_cpu_copy(model, mode)
     # Under no_grad throughout, a `with torch.no_grad():` in forward changes nothing, so export
     # does not wrap that region into a higher-order op whose layers the graph cannot show.
-    with warnings.catch_warnings(), _quiet_torch_logs(), _inline_autograd_functions(), torch.no_grad():
+    with warnings.catch_warnings(), _quiet_torch_logs(), _inline_autograd_functions(), \
+            torch.no_grad(), fake_cpu_weights(model, mode) as fake_model:
         warnings.simplefilter("ignore")
         ep = torch.export.export(fake_model, fake_cpu_inputs(tuple(inputs), mode), strict=False)
     gm = ep.graph_module

@@ -8,8 +8,9 @@ traced through the fallback it really runs here.
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -98,18 +99,30 @@ def _fake_cpu(tensor: torch.Tensor, mode) -> torch.Tensor:
     return FakeTensor(mode, meta, torch.device("cpu"))
 
 
-def fake_cpu_copy(model: nn.Module, mode) -> nn.Module:
-    """A copy of `model` whose parameters and buffers are fake CPU tensors of `mode`, weight
-    sharing kept. The original (usually the meta copy) is not touched."""
-    memo: dict[int, Any] = {}
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        if id(tensor) in memo:
-            continue
-        fake = _fake_cpu(tensor, mode)
-        if isinstance(tensor, nn.Parameter):
-            fake = nn.Parameter(fake, requires_grad=tensor.requires_grad)
-        memo[id(tensor)] = fake
-    return copy.deepcopy(model, memo)
+@contextmanager
+def fake_cpu_weights(model: nn.Module, mode) -> Iterator[nn.Module]:
+    """`model` with its parameters and buffers swapped for fake CPU tensors of `mode` (weight
+    sharing kept) while active, and its own tensors put back after. Swapping in place rather
+    than copying: a copy of a detector's backbone per traced part cost minutes."""
+    fakes: dict[int, Any] = {}
+    saved = []
+    for module in model.modules():
+        for table in (module._parameters, module._buffers):
+            for key, tensor in list(table.items()):
+                if tensor is None:
+                    continue
+                if id(tensor) not in fakes:
+                    fake = _fake_cpu(tensor, mode)
+                    if isinstance(tensor, nn.Parameter):
+                        fake = nn.Parameter(fake, requires_grad=tensor.requires_grad)
+                    fakes[id(tensor)] = fake
+                saved.append((table, key, tensor))
+                table[key] = fakes[id(tensor)]
+    try:
+        yield model
+    finally:
+        for table, key, tensor in saved:
+            table[key] = tensor
 
 
 def fake_cpu_inputs(inputs: Any, mode) -> Any:

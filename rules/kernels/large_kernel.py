@@ -154,7 +154,13 @@ def _passes(layer) -> bool:
 
 def _image_to_image(graph) -> bool:
     """Every output of the model is an image: a 4-D map with at most 4 channels."""
-    shapes = [(o.in_shapes or o.out_shapes or [None])[0] for o in graph.outputs]
+    shapes = []
+    for o in graph.outputs:
+        shape = (o.in_shapes or o.out_shapes or [None])[0]
+        if shape is None:  # an export trace's output node: the shapes of what it returns
+            shapes += [p.out_shape for p in graph.predecessors(o)]
+        else:
+            shapes.append(shape)
     return bool(shapes) and all(s is not None and len(s) == 4 and s[1] <= 4 for s in shapes)
 
 
@@ -163,6 +169,7 @@ def _reads_image(graph, layer) -> bool:
     if layer.module.in_channels > 4:
         return False
     before = graph.previous_layers(layer, through=lambda l: not is_weighted(l) and l.kind != Kind.INPUT)
+    before = [l for l in before if l.kind != Kind.ATTR]  # its own weight and bias (torch.export)
     return bool(before) and all(l.kind == Kind.INPUT for l in before)
 
 

@@ -302,3 +302,26 @@ def test_a005_conv_stack_with_sigmoid():
 @pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenet_v3_large", "resnet50", "vit_b_16"])
 def test_a005_quiet_on_reference_models_with_sigmoid_gates(name):
     assert not found(lint(torchvision_model(name), (1, 3, 224, 224), select=["A005"]))
+
+
+def test_a003_quiet_on_a_plain_stack_inside_a_global_residual_and_fires_without_it():
+    # SRVGGNetCompact / VDSR: a deliberately plain stack whose output is added to the
+    # upsampled input; the same stack without the global residual is still a deep plain stack.
+    class Compact(nn.Module):
+        def __init__(self, residual: bool):
+            super().__init__()
+            layers = [nn.Conv2d(3, 8, 3, padding=1), nn.PReLU(8)]
+            for _ in range(24):
+                layers += [nn.Conv2d(8, 8, 3, padding=1), nn.PReLU(8)]
+            layers += [nn.Conv2d(8, 12, 3, padding=1)]
+            self.body = nn.Sequential(*layers)
+            self.up = nn.PixelShuffle(2)
+            self.residual = residual
+
+        def forward(self, x):
+            out = self.up(self.body(x))
+            return out + F.interpolate(x, scale_factor=2, mode="nearest") if self.residual else out
+
+    assert found(lint(Compact(True), (1, 3, 16, 16), select=["A003"])) == []
+    [f] = found(lint(Compact(False), (1, 3, 16, 16), select=["A003"]))
+    assert f.evidence["plain_depth"] == 26

@@ -204,3 +204,81 @@ def test_k004_one_finding_for_convs_built_by_one_line(write_model):
     assert [f.module for f in found] == ["0.conv", "3"]
     assert found[0].evidence["same_convs"] == ["1.conv", "2.conv"]
     assert "also 1.conv, 2.conv, built by the same line" in found[0].message
+
+
+# --- issue 10: K001/K002 precision on real code (docs/precision.md) ---------------------------
+
+class _InstanceNormTranslator(nn.Module):
+    """Image-to-image net: 7x7 stem on RGB and 7x7 back to RGB (CycleGAN-style), with a
+    5x5 mid conv that is a real K001 case, so the rule must still speak there, in the
+    model's own InstanceNorm + LeakyReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 7, padding=3)
+        self.norm1 = nn.InstanceNorm2d(16)
+        self.act1 = nn.LeakyReLU(0.2)
+        self.mid = nn.Conv2d(16, 16, 5, padding=2)
+        self.norm2 = nn.InstanceNorm2d(16)
+        self.act2 = nn.LeakyReLU(0.2)
+        self.out = nn.Conv2d(16, 3, 7, padding=3)
+
+    def forward(self, x):
+        y = self.act1(self.norm1(self.stem(x)))
+        y = self.act2(self.norm2(self.mid(y)))
+        return torch.tanh(self.out(y))
+
+
+def test_k001_quiet_on_image_space_stem_and_output_fix_uses_the_models_norm():
+    found = findings(_InstanceNormTranslator(), (1, 3, 32, 32), "K001")
+    assert modules(found) == ["mid"]  # stem (3->16) and output (16->3) are image-space projections
+    [f] = found
+    assert "InstanceNorm2d+LeakyReLU" in f.fix.description and "BatchNorm" not in f.fix.code
+    stack = eval(f.fix.code, {"nn": nn})
+    assert isinstance(stack[1], nn.InstanceNorm2d) and isinstance(stack[2], nn.LeakyReLU)
+    assert stack[2].negative_slope == 0.2
+
+
+def test_k001_quiet_on_norm_free_sr_net_and_still_fires_on_a_batchnorm_classifier_stem():
+    sr = nn.Sequential(nn.Conv2d(1, 32, 9, padding=4), nn.ReLU(), nn.Conv2d(32, 16, 5, padding=2),
+                       nn.ReLU(), nn.Conv2d(16, 1, 5, padding=2))
+    assert findings(sr, (1, 1, 32, 32), "K001") == []
+    classifier = nn.Sequential(nn.Conv2d(3, 32, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(32),
+                               nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+    [f] = findings(classifier, (1, 3, 64, 64), "K001")
+    assert f.module == "0" and "BatchNorm2d+ReLU" in f.fix.description
+
+
+def test_k001_quiet_on_a_conv_token_embedding_before_layernorm():
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Conv2d(3, 32, 7, stride=4, padding=3)   # CvT: overlapping, stride 4
+            self.embed2 = nn.Conv2d(32, 32, 5, stride=2, padding=2)  # stride 2 but LayerNorm after
+            self.norm = nn.LayerNorm(32)
+            self.head = nn.Linear(32, 10)
+
+        def forward(self, x):
+            t = self.embed2(self.embed(x)).flatten(2).transpose(1, 2)
+            return self.head(self.norm(t).mean(1))
+
+    assert findings(Tokens(), (1, 3, 64, 64), "K001") == []
+
+
+def test_k002_quiet_on_fixed_blur_kernel_and_single_output_position():
+    class Disc(nn.Module):
+        def __init__(self):
+            super().__init__()
+            k = torch.tensor([1.0, 3.0, 3.0, 1.0])
+            k = k[:, None] * k[None, :]
+            self.register_buffer("blur", (k / k.sum())[None, None].repeat(8, 1, 1, 1))
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.learned = nn.Conv2d(8, 8, 4, padding=1)   # a trained even kernel: still reported
+            self.final = nn.Conv2d(8, 1, 4)                 # 4x4 on a 4x4 map: one position
+
+        def forward(self, x):
+            x = F.conv2d(F.pad(self.conv(x), (2, 1, 2, 1)), self.blur, groups=8)
+            x = F.adaptive_avg_pool2d(self.learned(x), 4)
+            return self.final(x)
+
+    assert modules(findings(Disc(), (1, 3, 16, 16), "K002")) == ["learned"]

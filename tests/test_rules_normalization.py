@@ -315,7 +315,7 @@ def test_n004_cases(tmp_path, monkeypatch, middle, fires):
 
 
 @pytest.mark.parametrize("training", ["self.training", "False"])
-def test_n004_follows_functional_dropout_through_a_residual_add(tmp_path, monkeypatch, training):
+def test_n004_follows_functional_dropout(tmp_path, monkeypatch, training):
     monkeypatch.chdir(tmp_path)
     source = """
     import torch
@@ -332,7 +332,7 @@ def test_n004_follows_functional_dropout_through_a_residual_add(tmp_path, monkey
 
         def forward(self, x):
             y = F.dropout(self.conv1(x), p=0.25, training=TRAINING)
-            return self.bn(self.conv2(x + y))
+            return self.bn(self.conv2(y))
 
 
     model = Net()
@@ -416,6 +416,72 @@ def test_n005_height_and_width_and_the_functional_call():
     [f] = findings(model, (2, 3, 12, 16), "N005")
     assert f.evidence["axes"] == ["H", "W"]
 
+
+# --- issue 10: N004 / N002 precision on real code (docs/precision.md) -------------------------
+
+N004_BLOCKS = """
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.qkv = nn.Conv2d(c, 3 * c, 1, bias=False)
+        self.attn_drop = nn.Dropout(0.3)                      # on attention weights: quiet
+        self.branch = nn.Sequential(nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c), nn.GELU(),
+                                    nn.Conv2d(c, c, 1), nn.Dropout(0.3))   # end of a residual branch: quiet
+        self.head_drop = nn.Dropout(0.1)                      # low p before conv+BN: quiet
+        self.head = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(x).flatten(2).chunk(3, dim=1)
+        a = self.attn_drop((q.transpose(1, 2) @ k).softmax(-1))
+        x = (v @ a.transpose(1, 2)).view(b, c, h, w) + x
+        x = self.branch(x) + x
+        return self.head(self.head_drop(x))
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.Sequential(Block(8), Block(8))
+        self.drop = nn.Dropout(0.5)                           # straight into conv+BN: fires
+        self.tail = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+
+    def forward(self, x):
+        return self.tail(self.drop(self.blocks(x)))
+
+
+model = Net()
+example_input = torch.randn(1, 8, 8, 8)
+"""
+
+
+def test_n004_quiet_on_merges_attention_weights_and_low_p_fires_on_plain_dropout(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    [f] = only(source_findings(N004_BLOCKS, tmp_path, ["N004"]), "N004")
+    assert f.module == "drop" and f.evidence["p"] == 0.5 and f.evidence["batchnorm"] == "tail.1"
+
+
+def test_n004_quiet_on_dropout_feeding_a_skip_concatenation(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = """
+    import torch
+    from torch import nn
+
+
+    class Up(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = nn.Sequential(nn.ConvTranspose2d(8, 8, 4, 2, 1, bias=False), nn.BatchNorm2d(8), nn.Dropout(0.5))
+            self.after = nn.Sequential(nn.ReLU(), nn.Conv2d(16, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))
+
+        def forward(self, x, skip):
+            return self.after(torch.cat([skip, self.up(x)], 1))
+
+
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
@@ -451,3 +517,35 @@ def test_n005_quiet_on_channels_last_tokens_and_whole_map_norms():
 def test_n005_quiet_on_convnext_vit_and_swin(source, name):
     model = torchvision_model(name) if source == "torchvision" else timm_model(name)
     assert findings(model, (1, 3, 224, 224), "N005") == []
+
+
+            self.down = nn.Conv2d(8, 8, 4, 2, 1)
+            self.level = Up()
+
+        def forward(self, x):
+            return self.level(self.down(x), x)
+
+
+    model = Net()
+    example_input = torch.randn(1, 8, 16, 16)
+    """
+    assert only(source_findings(source, tmp_path, ["N004"]), "N004") == []
+
+
+def test_n002_fix_names_the_line_and_does_not_promise_a_beta_on_an_affine_false_norm(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = """
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.InstanceNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.InstanceNorm2d(8, affine=True), nn.ReLU(),
+    )
+    example_input = torch.randn(1, 3, 16, 16)
+    """
+    plain, affine = sorted(only(source_findings(source, tmp_path, ["N002"]), "N002"), key=lambda f: f.module)
+    assert plain.fix.description.startswith("add bias=False on line ")
+    assert "beta" not in plain.fix.description and "affine=False" in plain.fix.description
+    assert not plain.evidence["norm_has_shift"]
+    assert "beta" in affine.fix.description and affine.evidence["norm_has_shift"]

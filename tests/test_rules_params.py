@@ -144,7 +144,9 @@ def test_p003_branch_not_taken_is_only_information():
 
     [f] = found(lint(Net(), shape=(2, 8), select=["P003"]))
     assert f.module == "aux" and f.severity == Severity.INFO and f.evidence["mentioned_outside_init"]
-    assert "find_unused_parameters=True" in f.fix.code
+    # the advice is to build the layer only where it is used, not DDP's find_unused_parameters first
+    assert "self.aux = None" in f.fix.code and "find_unused_parameters=True" not in f.fix.code
+    assert f.fix.description.startswith("build self.aux only in the configuration")
 
 
 def test_p003_unused_bias_suggests_bias_false():
@@ -227,3 +229,19 @@ def test_p004_in_place_writes_views_and_buffers_count_as_used():
 def test_p004_quiet_on_reference_models(source, name):
     model = torchvision_model(name) if source == "torchvision" else timm_model(name)
     assert not found(lint(model, (1, 3, 224, 224), select=["P004"]), "P004")
+
+
+def test_p003_unused_layer_mentioned_in_forward_advises_not_building_it():
+    class Net(nn.Module):
+        def __init__(self, use_proj: bool = False):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+            self.proj = nn.Linear(8, 8)
+            self.use_proj = use_proj
+
+        def forward(self, x):
+            return self.proj(self.fc(x)) if self.use_proj else self.fc(x)
+
+    [f] = found(lint(Net(), shape=(2, 8), select=["P003"]))
+    assert f.severity == Severity.INFO and f.fix.checked == "advice"
+    assert "self.proj = None" in f.fix.code and "only in the configuration" in f.fix.description

@@ -73,3 +73,15 @@ def test_resnet50_receptive_field_is_427():
     pool = report.graph.layer([l.name for l in report.graph.layers if l.qualname == "avgpool"][0])
     [last] = report.graph.predecessors(pool)
     assert last.rf.size == (427, 427) and report.findings == []
+
+
+def test_r001_quiet_on_a_patchgan_discriminator_and_fires_on_a_dense_segmenter():
+    # PatchGAN: one real/fake score per 70x70-ish patch, the short field is the design.
+    patchgan = nn.Sequential(nn.Conv2d(3, 16, 4, 2, 1), nn.LeakyReLU(0.2),
+                             nn.Conv2d(16, 32, 4, 2, 1), nn.InstanceNorm2d(32), nn.LeakyReLU(0.2),
+                             nn.Conv2d(32, 1, 4, 1, 1))
+    assert findings(patchgan, (1, 3, 128, 128), "R001") == []
+    segmenter = nn.Sequential(nn.Conv2d(3, 16, 4, 2, 1), nn.LeakyReLU(0.2),
+                              nn.Conv2d(16, 32, 4, 2, 1), nn.InstanceNorm2d(32), nn.LeakyReLU(0.2),
+                              nn.Conv2d(32, 5, 4, 1, 1))  # 5 classes per position: same field, reported
+    assert [f.code for f in findings(segmenter, (1, 3, 128, 128), "R001")] == ["R001"]

@@ -220,3 +220,21 @@ def test_squeezenet_stem_drops_the_last_row_and_column():
     # A genuine finding: 3x3/s2 without padding on 224 ends its last window at 222.
     [f] = findings(torchvision_model("squeezenet1_1"), (1, 3, 224, 224), "S001")
     assert f.module == "features.0" and f.evidence["dropped"] == {"row": [223], "column": [223]}
+
+
+def test_s001_sees_an_explicit_pad_through_pointwise_layers_and_still_fires_without_one():
+    # DeepLabV3Plus's MobileNetV2: F.pad on the block input, then 1x1 expansion + BN + ReLU6,
+    # then the depthwise 3x3/s2 with padding=0 reads the padded map: every image pixel is read.
+    class Block(nn.Module):
+        def __init__(self, padded: bool):
+            super().__init__()
+            self.expand = nn.Sequential(nn.Conv2d(8, 16, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6())
+            self.dw = nn.Conv2d(16, 16, 3, 2, 0, groups=16, bias=False)
+            self.padded = padded
+
+        def forward(self, x):
+            return self.dw(self.expand(F.pad(x, (1, 1, 1, 1)) if self.padded else x))
+
+    assert findings(Block(True), (1, 8, 64, 64), "S001") == []
+    [f] = findings(Block(False), (1, 8, 64, 64), "S001")  # 64 -> 31: row and column 63 never read
+    assert f.module == "dw"

@@ -217,10 +217,32 @@ def window_of(layer, graph=None) -> Window | None:
     return window
 
 
+def _pointwise(layer) -> bool:
+    """Maps each position on its own (a 1x1/s1 conv, a norm, an activation, dropout): a pad
+    in front of it still pads the conv after it (DeepLab's MobileNetV2 pads the input of the
+    1x1 expansion, and the depthwise 3x3 with padding=0 reads that padded map)."""
+    module = layer.module
+    if layer.kind == Kind.MODULE and isinstance(module, nn.modules.conv._ConvNd):
+        return (not module.transposed and all(k == 1 for k in module.kernel_size)
+                and all(s == 1 for s in module.stride) and not isinstance(module.padding, str)
+                and all(p == 0 for p in module.padding))
+    return (ops.is_norm(layer) or ops.is_dropout(layer) or ops.is_identity(layer)
+            or (layer.kind == Kind.MODULE and isinstance(module, ops.ACTIVATION_TYPES)))
+
+
 def _fold_explicit_pad(window: Window, layer, graph) -> Window:
-    feeding = [p for p in graph.predecessors(layer) if p.out_shape is not None
-               and _spatial(p.out_shape) == window.size_in]
-    if len(feeding) != 1 or not ops.is_pad(feeding[0]):
+    current = layer
+    for _ in range(8):
+        feeding = [p for p in graph.predecessors(current) if p.out_shape is not None
+                   and _spatial(p.out_shape) == window.size_in]
+        if len(feeding) != 1:
+            return window
+        if ops.is_pad(feeding[0]):
+            break
+        if not _pointwise(feeding[0]):
+            return window
+        current = feeding[0]
+    else:
         return window
     pad = feeding[0]
     amounts = pad_amounts(pad, window.ndim)

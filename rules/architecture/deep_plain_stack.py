@@ -5,7 +5,7 @@ from torch import nn
 
 from archlint.findings import Fix, Severity
 from archlint.graph import Layer
-from archlint.graph.ops import Kind, is_weighted
+from archlint.graph.ops import Kind, is_merge, is_weighted
 from archlint.rule import Option, Rule
 
 from ..helpers import data_dependent, is_depthwise, tensor_inputs
@@ -75,7 +75,7 @@ class DeepPlainStack(Rule):
     def check(self, graph, ctx):
         limit = ctx["max-plain-depth"]
         for count, first, last in longest_plain_chains(graph):
-            if count > limit:
+            if count > limit and not _global_residual(graph, first, last):
                 yield self._report(graph, count, first, last, limit)
 
     def _report(self, graph, count, first, last, limit):
@@ -87,6 +87,32 @@ class DeepPlainStack(Rule):
             evidence={"plain_depth": count, "limit": limit, "first": first.qualname, "last": last.qualname},
             fix=Fix("wrap groups of two or three layers in residual blocks (y = x + F(x))", code),
         )
+
+
+def _sources(graph, layer: Layer) -> set[str]:
+    """The nearest weighted layers or inputs at or above `layer`."""
+    if is_weighted(layer) or layer.kind == Kind.INPUT:
+        return {layer.name}
+    return {l.name for l in graph.previous_layers(layer, through=lambda l: not is_weighted(l) and l.kind != Kind.INPUT)}
+
+
+def _global_residual(graph, first: Layer, last: Layer) -> bool:
+    """The whole plain chain is one residual branch: its output is merged (added) with the
+    tensor it started from (VDSR, SRVGGNetCompact: out = body(x) + upsample(x)), so the
+    gradient reaches every layer through the identity too."""
+    start = set()
+    for p in graph.predecessors(first):
+        start |= _sources(graph, p)
+    if not start:
+        return False
+    merges = [l for l in graph.next_layers(last, through=lambda l: not is_merge(l) and not is_weighted(l)
+                                          and l.kind != Kind.OUTPUT) if is_merge(l)]
+    for merge in merges:
+        for p in graph.predecessors(merge):
+            src = _sources(graph, p)
+            if src and last.name not in src and src <= start:
+                return True
+    return False
 
 
 def _counts_as_layer(layer: Layer) -> bool:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import Kind
+from archlint.graph.ops import CALLS, Kind
 from archlint.rule import Rule
 
 from ..helpers import (conv_call, conv_channels, conv_weights, conv_windows, kept_pad_text,
@@ -18,7 +18,10 @@ class EvenKernel(Rule):
         Finds forward convolutions that slide one step at a time along an axis whose (dilated)
         kernel has an even size: 2, 4, 6. Convs whose stride matches the kernel (a 4x4/s4
         patchify stem, a 2x2/s2 downsampler) are left alone: their windows tile the input and
-        have no center to lose.
+        have no center to lose. So are convs with a single output position (a discriminator's
+        final 4x4 conv on a 4x4 map) and functional convs whose weight is a fixed buffer, not a
+        parameter (StyleGAN's 4x4 blur / FIR kernels: the half-pixel shift is what the
+        resampling filter is designed for).
         """
     why = """
         An odd kernel has a center tap, so with padding (k-1)/2 each output pixel lines up with
@@ -70,6 +73,10 @@ class EvenKernel(Rule):
             axes = [a for a in range(w.ndim) if w.stride[a] == 1 and w.span(a) % 2 == 0]
             if not axes:
                 continue
+            if all(n == 1 for n in w.size_out):
+                continue  # one output position (a discriminator's 4x4 conv on a 4x4 map): no grid to be off
+            if _fixed_filter(graph, layer):
+                continue  # a fixed blur / FIR kernel (a buffer, not trained): its even size is the design
             shift = [(w.span(a) - 1) / 2 - w.pad_before[a] for a in range(w.ndim)]
             kernel = list(w.kernel)
             padding = list(w.pad_before)
@@ -100,3 +107,20 @@ class EvenKernel(Rule):
                         "centered, and the size is kept",
                         code),
             )
+
+
+def _fixed_filter(graph, layer) -> bool:
+    """A functional conv whose weight is built only from buffers (no trained parameter)."""
+    if layer.kind == Kind.MODULE or len(layer.inputs) < 2:
+        return False
+    try:
+        weight = graph.layer(layer.inputs[1])
+    except (KeyError, IndexError):
+        return False
+    if weight.kind == Kind.ATTR:
+        found = [weight]
+    elif weight.kind in CALLS:
+        found = graph.previous_layers(weight, through=lambda l: l.kind in CALLS)
+    else:
+        return False
+    return bool(found) and all(l.kind == Kind.ATTR and not l.params for l in found)

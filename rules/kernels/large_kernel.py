@@ -6,8 +6,17 @@ from torch import nn
 from archlint.findings import Fix, Severity
 from archlint.rule import Option, Rule
 
+from archlint.graph.ops import (ACTIVATION_TYPES, CALLS, Kind, is_identity, is_norm, is_pad,
+                                is_shape_op, is_weighted)
+
 from ..helpers import (conv_call, conv_weights, explicit_pad, human, is_standard_conv,
-                       kept_pad_text, square)
+                       kept_pad_text, norm_call, square)
+
+# Functional activations and the module that replaces each in a fix.
+_ACTIVATION_CALLS = {"relu": "nn.ReLU(inplace=True)", "relu_": "nn.ReLU(inplace=True)",
+                     "leaky_relu": "nn.LeakyReLU(0.2, inplace=True)", "silu": "nn.SiLU()",
+                     "gelu": "nn.GELU()", "hardswish": "nn.Hardswish()", "mish": "nn.Mish()",
+                     "elu": "nn.ELU()", "relu6": "nn.ReLU6(inplace=True)"}
 
 
 class LargeKernel(Rule):
@@ -22,6 +31,12 @@ class LargeKernel(Rule):
         So are patchify convs whose stride equals the kernel (a ViT's 16x16/16 patch
         embedding): they cut the image into tokens that do not overlap, which no stack of 3x3
         convs reproduces.
+        Projections into and out of image space in image-to-image nets (GAN generators,
+        super-resolution, style transfer, diffusion UNets: every output is a map with at most 4
+        channels) are left alone: the stem that reads the <= 4-channel image and the conv that
+        writes it are cheap single linear maps by design, and in such a net with no
+        normalization at all (SRCNN, ESPCN) the kernel sizes are the studied design. So are
+        convolutional token embeddings (stride >= 4, or a LayerNorm right after: CvT, PVT).
         """
     why = """
         A stack of (k-1)/2 3x3 convs sees the same k x k window as one k x k conv, but puts a
@@ -35,7 +50,9 @@ class LargeKernel(Rule):
     how_to_fix = """
         Replace the conv by (k-1)/2 3x3 convs with a normalization and activation between each
         (the first one carries the stride). The finding's fix prints the replacement for the
-        layer's own channels and stride.
+        layer's own channels and stride, with the norm and activation that follow the conv in
+        the model (InstanceNorm, GroupNorm or none; LeakyReLU, SiLU...), never a BatchNorm the
+        model does not have.
         """
     references = (
         "CS231n, Convolutional Networks: 'Prefer a stack of small filter CONV to one large receptive field CONV layer' (https://cs231n.github.io/convolutional-networks/)",
@@ -73,6 +90,8 @@ class LargeKernel(Rule):
     )
 
     def check(self, graph, ctx):
+        image_net = _image_to_image(graph)
+        norm_free = not any(is_norm(l) for l in graph)
         for layer in graph.modules(nn.Conv2d):
             conv = layer.module
             k = square(conv.kernel_size)
@@ -80,6 +99,11 @@ class LargeKernel(Rule):
                 continue
             if square(conv.stride) == k:
                 continue  # patchify (ViT's 16x16/16 embedding): windows do not overlap, nothing to stack
+            if square(conv.stride) and square(conv.stride) >= 4 or _layer_norm_next(graph, layer):
+                continue  # convolutional token embedding (CvT's 7x7/4 + LayerNorm): the tokenizer's design
+            if image_net and (norm_free or _reads_image(graph, layer) or _writes_image(graph, layer)):
+                continue  # projection into / out of image space of an image-to-image net
+            norm, act = _norm_and_activation(graph, layer)
             depth = (k - 1 + 1) // 2  # ceil((k-1)/2) 3x3 convs span k (k odd) or k+1 (k even)
             c_in, c_out = conv.in_channels, conv.out_channels
             bias = conv.bias is not None
@@ -96,7 +120,7 @@ class LargeKernel(Rule):
                                  stride=stride if first else (1, 1), padding=(paddings[i],) * 2, dilation=(1, 1))
                 steps.append(f"    {call},")
                 if i < depth - 1:
-                    steps.append(f"    nn.BatchNorm2d({c_out}), nn.ReLU(inplace=True),")
+                    steps.append(f"    {norm + ', ' if norm else ''}{act},")
             code = "nn.Sequential(\n" + "\n".join(steps) + "\n)"
             yield self.finding(
                 layer,
@@ -106,8 +130,8 @@ class LargeKernel(Rule):
                 evidence={"kernel": k, "in_channels": c_in, "out_channels": c_out,
                           "params_now": now, "params_after": after, "stacked_3x3": depth,
                           "receptive_field_after": span},
-                fix=Fix(f"replace the {k}x{k} conv by {depth} stacked 3x3 convs with BatchNorm+ReLU "
-                        f"between{kept_pad_text(graph, layer.window) if layer.window else ''}", code),
+                fix=Fix(f"replace the {k}x{k} conv by {depth} stacked 3x3 convs with "
+                        f"{_short(norm) + '+' if norm else ''}{_short(act)} between{kept_pad_text(graph, layer.window) if layer.window else ''}", code),
             )
 
     @staticmethod
@@ -118,3 +142,97 @@ class LargeKernel(Rule):
         given = min(b + a for b, a in zip(*pad)) // 2 if pad else 0
         given = min(given, depth)
         return [0] * given + [1] * (depth - given)
+
+
+def _short(call: str) -> str:
+    return call.split("(")[0].removeprefix("nn.")
+
+
+def _passes(layer) -> bool:
+    return is_pad(layer) or is_identity(layer) or is_shape_op(layer)
+
+
+def _image_to_image(graph) -> bool:
+    """Every output of the model is an image: a 4-D map with at most 4 channels."""
+    shapes = []
+    for o in graph.outputs:
+        shape = (o.in_shapes or o.out_shapes or [None])[0]
+        if shape is None:  # an export trace's output node: the shapes of what it returns
+            shapes += [p.out_shape for p in graph.predecessors(o)]
+        else:
+            shapes.append(shape)
+    return bool(shapes) and all(s is not None and len(s) == 4 and s[1] <= 4 for s in shapes)
+
+
+def _reads_image(graph, layer) -> bool:
+    """The stem: a conv on <= 4 channels with no weighted layer between it and the input."""
+    if layer.module.in_channels > 4:
+        return False
+    before = graph.previous_layers(layer, through=lambda l: not is_weighted(l) and l.kind != Kind.INPUT)
+    before = [l for l in before if l.kind != Kind.ATTR]  # its own weight and bias (torch.export)
+    return bool(before) and all(l.kind == Kind.INPUT for l in before)
+
+
+def _writes_image(graph, layer) -> bool:
+    """The output conv: <= 4 channels out, no weighted layer between it and the output."""
+    if layer.module.out_channels > 4:
+        return False
+    after = graph.next_layers(layer, through=lambda l: not is_weighted(l) and l.kind != Kind.OUTPUT)
+    return bool(after) and all(l.kind == Kind.OUTPUT for l in after)
+
+
+def _layer_norm_next(graph, layer) -> bool:
+    nxt = graph.next_layers(layer, through=_passes)
+    return bool(nxt) and all(l.is_a(nn.LayerNorm) or l.op in ("layer_norm",) for l in nxt)
+
+
+def _norm_and_activation(graph, layer) -> tuple[str | None, str]:
+    """The norm and activation that follow `layer` in the model, as constructor calls: the
+    stacked replacement keeps the model's own choices. No norm after the conv gives none; an
+    activation nobody uses right after falls back to the model's most common one, then ReLU."""
+    norm = act = None
+    current = layer
+    for _ in range(6):
+        nxt = [l for l in graph.successors(current)]
+        if len(nxt) != 1:
+            break
+        current = nxt[0]
+        if _passes(current):
+            continue
+        if norm is None and act is None and current.kind == Kind.MODULE and is_norm(current):
+            norm = _norm_text(current.module)
+            if norm is None:
+                break
+            continue
+        act = _activation_text(current)
+        break
+    if act is None:
+        counts: dict[str, int] = {}
+        for l in graph:
+            text = _activation_text(l)
+            if text and text not in ("nn.Sigmoid()", "nn.Tanh()"):
+                counts[text] = counts.get(text, 0) + 1
+        act = max(counts, key=counts.get) if counts else "nn.ReLU(inplace=True)"
+    return norm, act
+
+
+def _norm_text(module) -> str | None:
+    if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
+        return norm_call(module)
+    if isinstance(module, nn.GroupNorm):
+        extra = "" if module.affine else ", affine=False"
+        return f"nn.GroupNorm({module.num_groups}, {module.num_channels}{extra})"
+    return None
+
+
+def _activation_text(layer) -> str | None:
+    if layer.kind == Kind.MODULE and isinstance(layer.module, ACTIVATION_TYPES):
+        module = layer.module
+        if isinstance(module, nn.PReLU):
+            return f"nn.PReLU({module.num_parameters})" if module.num_parameters > 1 else "nn.PReLU()"
+        if type(module).__module__.startswith("torch.nn"):
+            return f"nn.{module!r}"
+        return None
+    if layer.kind in CALLS:
+        return _ACTIVATION_CALLS.get(layer.op)
+    return None

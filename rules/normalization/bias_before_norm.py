@@ -142,13 +142,32 @@ class BiasBeforeNorm(Rule):
             message = (f"{len(unique)} {kind} layers built here ({layer.qualname}, ...) carry biases "
                        f"({human(n_bias)} values) that the {norm.op} right after each removes: "
                        f"they have no effect and get no gradient")
+        frame = layer.frame("built")
+        where = f" on line {frame.line}" if frame else ""
+        if _has_shift(norm.module):
+            shift = "the norm's own shift (beta) provides the offset"
+        else:
+            shift = (f"the {norm.op} has no learned shift (affine=False), and the output is the same "
+                     f"without the bias")
         return self.finding(
             layer, message,
             evidence={"bias_params": n_bias, "layers": [l.qualname for l, _ in unique],
-                      "norms": [n.qualname for _, n in unique], "norm_type": norm.op},
-            fix=Fix("build the layer without a bias (bias=False); the norm's beta provides the shift",
+                      "norms": [n.qualname for _, n in unique], "norm_type": norm.op,
+                      "norm_has_shift": _has_shift(norm.module)},
+            fix=Fix(f"add bias=False{where}; {shift}",
                     "\n".join(calls[:6]) + (f"\n# ... and {len(calls) - 6} more" if len(calls) > 6 else "")),
         )
+
+
+def _has_shift(norm: nn.Module | None) -> bool:
+    """Whether the norm adds a learned per-channel shift of its own (beta)."""
+    if norm is None:
+        return True
+    if hasattr(norm, "elementwise_affine"):  # LayerNorm
+        return bool(norm.elementwise_affine) and getattr(norm, "bias", None) is not None
+    if hasattr(norm, "affine"):
+        return bool(norm.affine)
+    return getattr(norm, "bias", None) is not None
 
 
 def _channel_dim(layer) -> int | None:

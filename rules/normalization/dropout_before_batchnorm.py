@@ -4,8 +4,9 @@ from __future__ import annotations
 from torch import nn
 
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import BATCH_NORM_TYPES, INSTANCE_NORM_TYPES, Kind, is_batch_norm
-from archlint.rule import Rule
+from archlint.graph.ops import (BATCH_NORM_TYPES, INSTANCE_NORM_TYPES, Kind, is_alpha_dropout,
+                                is_batch_norm, is_dropout, is_merge, is_softmax)
+from archlint.rule import Option, Rule
 
 from ..helpers import built_where, dropout_rate
 
@@ -24,8 +25,12 @@ class DropoutBeforeBatchNorm(Rule):
         output reaches a BatchNorm with no other normalization on the way (convs, linears,
         activations and additions pass the problem through). A GroupNorm, LayerNorm or
         InstanceNorm in between ends the search: they normalize every sample on its own, at
-        train and eval time alike. Dropout with p=0, AlphaDropout (built to keep the variance)
-        and stochastic depth are left alone.
+        train and eval time alike. So does a merge (an addition or concatenation): a dropout at
+        the end of a residual or attention branch is summed with the identity, which dilutes
+        the shift, and a dropout feeding a skip concatenation (pix2pix's generator noise) is
+        one input among several. Dropout with p <= 0.1 (the shift is at most 1.11x, reported
+        negligible), dropout on attention weights (right after a softmax), p=0, AlphaDropout
+        (built to keep the variance) and stochastic depth are left alone.
         """
     why = """
         In training, dropout zeroes a fraction p of the values and scales the rest by 1/(1-p);
@@ -45,6 +50,7 @@ class DropoutBeforeBatchNorm(Rule):
         "Li et al., Understanding the Disharmony between Dropout and Batch Normalization by Variance Shift, CVPR 2019",
         "Srivastava et al., Dropout: A Simple Way to Prevent Neural Networks from Overfitting, JMLR 2014",
     )
+    options = {"min-p": Option(0.1, "dropout with p at or below this is not reported")}
     bad = (
         """
         import torch
@@ -78,11 +84,13 @@ class DropoutBeforeBatchNorm(Rule):
     def check(self, graph, ctx):
         for layer in graph:
             p = dropout_rate(layer, graph.model.training)
-            if not p or p >= 1:
+            if not p or p >= 1 or p <= ctx["min-p"]:
                 continue
+            if any(is_softmax(l) for l in graph.predecessors(layer)):
+                continue  # attention-weight dropout: rows of probabilities, not features
             reached = graph.next_layers(
                 layer, through=lambda l: not (l.kind == Kind.MODULE and isinstance(l.module, (*BATCH_NORM_TYPES, *_PER_SAMPLE_NORMS)))
-                and l.kind != Kind.OUTPUT)
+                and l.kind != Kind.OUTPUT and not is_merge(l))
             bns = [l for l in reached if is_batch_norm(l)]
             if not bns:
                 continue

@@ -142,11 +142,18 @@ class UnusedParameters(Rule):
         if mentioned:
             message = (f"{what} holds {human(count)} trainable weights that the traced forward did not use; "
                        f"{type(parent).__name__} mentions self.{attr} outside __init__ (a branch this input "
-                       "did not take?), so DistributedDataParallel needs find_unused_parameters=True")
+                       "did not take?): a layer built but not used in a configuration costs memory, "
+                       "optimizer state and a DistributedDataParallel error")
             severity = Severity.INFO
-            fix = Fix("if the layer is used only in some calls, construct DDP with find_unused_parameters=True "
-                      "or freeze it while unused",
-                      "model = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)")
+            fix = Fix(f"build self.{attr} only in the configuration whose forward uses it (under the same "
+                      "condition as the branch that calls it), or not at all if no configuration does; "
+                      "find_unused_parameters=True in DistributedDataParallel only if it really is used "
+                      "in some calls and not others",
+                      f"# in {type(parent).__name__}.__init__:\n"
+                      f"# if <the condition under which forward uses self.{attr}>:\n"
+                      f"#     self.{attr} = ...  # as built now\n"
+                      "# else:\n"
+                      f"#     self.{attr} = None")
         else:
             message = (f"{what} holds {human(count)} trainable weights ({count / total:.1%} of the model) "
                        "that forward never uses: DistributedDataParallel will stop with 'Expected to have "

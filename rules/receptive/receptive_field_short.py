@@ -26,7 +26,9 @@ class ReceptiveFieldShort(Rule):
         are left alone: a squeeze-and-excitation or image-pooling branch mixed back into later
         maps, attention over the positions (ViT), or a fully connected layer over the flattened
         map (VGG, AlexNet). Global average pooling alone does not count: it averages local
-        features, each of which still sees only its own window.
+        features, each of which still sees only its own window. A model whose output is a map
+        of single-channel scores (a PatchGAN discriminator, one real/fake score per patch) is
+        left alone too: its small field is the design.
         """
     why = """
         A position of a feature map can only respond to the input pixels inside its receptive
@@ -110,6 +112,8 @@ class ReceptiveFieldShort(Rule):
         if any(_mixes_positions(graph, l) for l in graph if l.index > last.index):
             return
         pooled = any(l.rf is not None and l.rf.is_global for l in graph if l.index > last.index)
+        if not pooled and _patch_scores(graph):
+            return  # a PatchGAN discriminator: one score per patch, the small field is the design
         yield self._finding(last, self._origin(graph, last), image, ndim, pooled)
 
     @staticmethod
@@ -192,3 +196,11 @@ def _mixes_positions(graph, layer) -> bool:
         fields = [p.rf for p in sources if p.rf is not None]
         return bool(fields) and not any(f.is_global for f in fields)
     return False
+
+
+def _patch_scores(graph) -> bool:
+    """Every output is a map of single-channel scores over more than one position (a
+    PatchGAN discriminator's N x 1 x H' x W' real/fake map)."""
+    shapes = [(o.in_shapes or o.out_shapes or [None])[0] for o in graph.outputs]
+    return bool(shapes) and all(s is not None and len(s) >= 3 and s[1] == 1 and any(n > 1 for n in s[2:])
+                                for s in shapes)

@@ -1,15 +1,14 @@
-"""N001-N006 beyond their own examples: BatchNorm on tiny batches, biases a norm cancels, shared
-norm modules, dropout before BatchNorm, LayerNorm over the wrong axis, dropout rates that
-read like keep_prob."""
+"""N001-N004 beyond their own examples: BatchNorm on tiny batches, biases a norm cancels, shared
+norm modules, dropout before BatchNorm."""
 from __future__ import annotations
 
 import pytest
+
+from .helpers import at, only, source_findings
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from archlint.findings import Severity
-
 from .helpers import at, findings, only, source_findings, timm_model, torchvision_model
 
 
@@ -348,75 +347,6 @@ def test_n004_follows_functional_dropout(tmp_path, monkeypatch, training):
     assert f.evidence["train_scale"] == pytest.approx(1 / 0.75, rel=1e-3)
 
 
-# --- N006 dropout-keep-prob -------------------------------------------------------------------
-
-def test_n006_dropout_09_zeroes_90_percent_and_the_fix_keeps_90():
-    torch.manual_seed(0)
-    x = torch.ones(64, 1000)
-    kept = (nn.Dropout(0.9).train()(x) != 0).float().mean().item()
-    assert 0.08 < kept < 0.12  # keep_prob=0.9 was meant; 90% are dropped
-    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Dropout(0.9), nn.Linear(16, 4))
-    [f] = findings(model, (2, 16), "N006")
-    assert f.severity == Severity.WARNING and f.evidence["p"] == 0.9
-    assert f.fix.code == "nn.Dropout(p=0.1)"
-    kept = (eval(f.fix.code, {"nn": nn}).train()(x) != 0).float().mean().item()
-    assert 0.88 < kept < 0.92
-
-
-def test_n006_functional_dropout_and_the_option():
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc = nn.Linear(16, 4)
-
-        def forward(self, x):
-            return self.fc(F.dropout(x, 0.8, training=self.training))
-
-    [f] = findings(Net(), (2, 16), "N006")
-    assert f.evidence["suggested_p"] == pytest.approx(0.2) and f.fix.code is None
-    assert "p=0.2" in f.fix.description
-    assert findings(Net(), (2, 16), "N006", **{"max-p": 0.8}) == []
-
-
-def test_n006_half_is_information_on_conv_maps_and_quiet_on_features_and_tokens():
-    conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Dropout(0.5), nn.Conv2d(8, 8, 3, padding=1))
-    [f] = findings(conv, (2, 3, 16, 16), "N006")
-    assert f.severity == Severity.INFO and f.evidence["feature_map"]
-    tokens = nn.Sequential(nn.Linear(32, 32), nn.Dropout(0.5), nn.Linear(32, 32))
-    assert findings(tokens, (2, 10, 32), "N006") == []
-    assert findings(nn.Sequential(nn.Linear(32, 32), nn.Dropout(0.5)), (2, 32), "N006") == []
-    assert findings(nn.Sequential(nn.Linear(32, 32), nn.Dropout(0.3)), (2, 32), "N006") == []
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["vgg16", "alexnet", "efficientnet_b0", "mobilenet_v3_large", "densenet121", "vit_b_16"])
-def test_n006_quiet_on_classic_classifiers(name):
-    assert findings(torchvision_model(name), (1, 3, 224, 224), "N006") == []
-
-
-# --- N005 wrong-norm-axis ---------------------------------------------------------------------
-
-def test_n005_layernorm_over_the_width_standardizes_each_row_of_pixels():
-    torch.manual_seed(0)
-    x = torch.randn(2, 8, 16, 16) + torch.arange(8.0).view(1, 8, 1, 1)  # channels differ in mean
-    y = nn.LayerNorm(16, elementwise_affine=False)(x)
-    rows = y.mean(dim=-1)
-    assert torch.allclose(rows, torch.zeros_like(rows), atol=1e-5)  # every row of every channel: mean 0
-    assert y.mean(dim=(2, 3)).abs().max() < 1e-5  # and the channels' means are erased
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.LayerNorm(16))
-    [f] = findings(model, (2, 3, 16, 16), "N005")
-    assert f.evidence["axes"] == ["W"] and f.evidence["channels"] == 8
-    assert f.fix.code == "nn.GroupNorm(1, 8)" and f.fix.checked == "runs"
-    fixed = eval(f.fix.code, {"nn": nn})
-    assert fixed(x).shape == x.shape
-
-
-def test_n005_height_and_width_and_the_functional_call():
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.LayerNorm((12, 16)))
-    [f] = findings(model, (2, 3, 12, 16), "N005")
-    assert f.evidence["axes"] == ["H", "W"]
-
-
 # --- issue 10: N004 / N002 precision on real code (docs/precision.md) -------------------------
 
 N004_BLOCKS = """
@@ -485,6 +415,107 @@ def test_n004_quiet_on_dropout_feeding_a_skip_concatenation(tmp_path, monkeypatc
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
+            self.down = nn.Conv2d(8, 8, 4, 2, 1)
+            self.level = Up()
+
+        def forward(self, x):
+            return self.level(self.down(x), x)
+
+
+    model = Net()
+    example_input = torch.randn(1, 8, 16, 16)
+    """
+    assert only(source_findings(source, tmp_path, ["N004"]), "N004") == []
+
+
+def test_n002_fix_names_the_line_and_does_not_promise_a_beta_on_an_affine_false_norm(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = """
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.InstanceNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.InstanceNorm2d(8, affine=True), nn.ReLU(),
+    )
+    example_input = torch.randn(1, 3, 16, 16)
+    """
+    plain, affine = sorted(only(source_findings(source, tmp_path, ["N002"]), "N002"), key=lambda f: f.module)
+    assert plain.fix.description.startswith("add bias=False on line ")
+    assert "beta" not in plain.fix.description and "affine=False" in plain.fix.description
+    assert not plain.evidence["norm_has_shift"]
+    assert "beta" in affine.fix.description and affine.evidence["norm_has_shift"]
+
+
+
+
+def test_n006_dropout_09_zeroes_90_percent_and_the_fix_keeps_90():
+    torch.manual_seed(0)
+    x = torch.ones(64, 1000)
+    kept = (nn.Dropout(0.9).train()(x) != 0).float().mean().item()
+    assert 0.08 < kept < 0.12  # keep_prob=0.9 was meant; 90% are dropped
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Dropout(0.9), nn.Linear(16, 4))
+    [f] = findings(model, (2, 16), "N006")
+    assert f.severity == Severity.WARNING and f.evidence["p"] == 0.9
+    assert f.fix.code == "nn.Dropout(p=0.1)"
+    kept = (eval(f.fix.code, {"nn": nn}).train()(x) != 0).float().mean().item()
+    assert 0.88 < kept < 0.92
+
+
+def test_n006_functional_dropout_and_the_option():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.fc(F.dropout(x, 0.8, training=self.training))
+
+    [f] = findings(Net(), (2, 16), "N006")
+    assert f.evidence["suggested_p"] == pytest.approx(0.2) and f.fix.code is None
+    assert "p=0.2" in f.fix.description
+    assert findings(Net(), (2, 16), "N006", **{"max-p": 0.8}) == []
+
+
+def test_n006_half_is_information_on_conv_maps_and_quiet_on_features_and_tokens():
+    conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Dropout(0.5), nn.Conv2d(8, 8, 3, padding=1))
+    [f] = findings(conv, (2, 3, 16, 16), "N006")
+    assert f.severity == Severity.INFO and f.evidence["feature_map"]
+    tokens = nn.Sequential(nn.Linear(32, 32), nn.Dropout(0.5), nn.Linear(32, 32))
+    assert findings(tokens, (2, 10, 32), "N006") == []
+    assert findings(nn.Sequential(nn.Linear(32, 32), nn.Dropout(0.5)), (2, 32), "N006") == []
+    assert findings(nn.Sequential(nn.Linear(32, 32), nn.Dropout(0.3)), (2, 32), "N006") == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vgg16", "alexnet", "efficientnet_b0", "mobilenet_v3_large", "densenet121", "vit_b_16"])
+def test_n006_quiet_on_classic_classifiers(name):
+    assert findings(torchvision_model(name), (1, 3, 224, 224), "N006") == []
+
+
+def test_n005_layernorm_over_the_width_standardizes_each_row_of_pixels():
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 16, 16) + torch.arange(8.0).view(1, 8, 1, 1)  # channels differ in mean
+    y = nn.LayerNorm(16, elementwise_affine=False)(x)
+    rows = y.mean(dim=-1)
+    assert torch.allclose(rows, torch.zeros_like(rows), atol=1e-5)  # every row of every channel: mean 0
+    assert y.mean(dim=(2, 3)).abs().max() < 1e-5  # and the channels' means are erased
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.LayerNorm(16))
+    [f] = findings(model, (2, 3, 16, 16), "N005")
+    assert f.evidence["axes"] == ["W"] and f.evidence["channels"] == 8
+    assert f.fix.code == "nn.GroupNorm(1, 8)" and f.fix.checked == "runs"
+    fixed = eval(f.fix.code, {"nn": nn})
+    assert fixed(x).shape == x.shape
+
+
+def test_n005_height_and_width_and_the_functional_call():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.LayerNorm((12, 16)))
+    [f] = findings(model, (2, 3, 12, 16), "N005")
+    assert f.evidence["axes"] == ["H", "W"]
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
             self.conv = nn.Conv1d(4, 8, 3, padding=1)
 
         def forward(self, x):
@@ -517,35 +548,3 @@ def test_n005_quiet_on_channels_last_tokens_and_whole_map_norms():
 def test_n005_quiet_on_convnext_vit_and_swin(source, name):
     model = torchvision_model(name) if source == "torchvision" else timm_model(name)
     assert findings(model, (1, 3, 224, 224), "N005") == []
-
-
-            self.down = nn.Conv2d(8, 8, 4, 2, 1)
-            self.level = Up()
-
-        def forward(self, x):
-            return self.level(self.down(x), x)
-
-
-    model = Net()
-    example_input = torch.randn(1, 8, 16, 16)
-    """
-    assert only(source_findings(source, tmp_path, ["N004"]), "N004") == []
-
-
-def test_n002_fix_names_the_line_and_does_not_promise_a_beta_on_an_affine_false_norm(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    source = """
-    import torch
-    from torch import nn
-
-    model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.InstanceNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1), nn.InstanceNorm2d(8, affine=True), nn.ReLU(),
-    )
-    example_input = torch.randn(1, 3, 16, 16)
-    """
-    plain, affine = sorted(only(source_findings(source, tmp_path, ["N002"]), "N002"), key=lambda f: f.module)
-    assert plain.fix.description.startswith("add bias=False on line ")
-    assert "beta" not in plain.fix.description and "affine=False" in plain.fix.description
-    assert not plain.evidence["norm_has_shift"]
-    assert "beta" in affine.fix.description and affine.evidence["norm_has_shift"]

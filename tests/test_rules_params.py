@@ -1,5 +1,5 @@
-"""P001-P004 beyond their own examples: dense heads on flattened maps, channel counts that are not
-multiples of 8, parameters forward never uses, results forward never uses."""
+"""P001-P003 beyond their own examples: dense heads on flattened maps, channel counts that are not
+multiples of 8, parameters forward never uses."""
 from __future__ import annotations
 
 import pytest
@@ -9,6 +9,7 @@ from torch import nn
 
 from archlint.findings import Severity
 
+from .helpers import conv_bn_relu, found, lint, modules, torchvision_model
 from .helpers import conv_bn_relu, found, lint, modules, timm_model, torchvision_model
 
 
@@ -173,7 +174,21 @@ def test_p001_on_vgg16_and_alexnet(name, layer, share):
     assert not found(report, "A003") and not found(report, "D003")  # 16 layers; the last pool feeds the head
 
 
-# --- P004 dead-compute ------------------------------------------------------------------------
+def test_p003_unused_layer_mentioned_in_forward_advises_not_building_it():
+    class Net(nn.Module):
+        def __init__(self, use_proj: bool = False):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+            self.proj = nn.Linear(8, 8)
+            self.use_proj = use_proj
+
+        def forward(self, x):
+            return self.proj(self.fc(x)) if self.use_proj else self.fc(x)
+
+    [f] = found(lint(Net(), shape=(2, 8), select=["P003"]))
+    assert f.severity == Severity.INFO and f.fix.checked == "advice"
+    assert "self.proj = None" in f.fix.code and "only in the configuration" in f.fix.description
+
 
 class _DeadBranch(nn.Module):
     def __init__(self):
@@ -229,19 +244,3 @@ def test_p004_in_place_writes_views_and_buffers_count_as_used():
 def test_p004_quiet_on_reference_models(source, name):
     model = torchvision_model(name) if source == "torchvision" else timm_model(name)
     assert not found(lint(model, (1, 3, 224, 224), select=["P004"]), "P004")
-
-
-def test_p003_unused_layer_mentioned_in_forward_advises_not_building_it():
-    class Net(nn.Module):
-        def __init__(self, use_proj: bool = False):
-            super().__init__()
-            self.fc = nn.Linear(8, 8)
-            self.proj = nn.Linear(8, 8)
-            self.use_proj = use_proj
-
-        def forward(self, x):
-            return self.proj(self.fc(x)) if self.use_proj else self.fc(x)
-
-    [f] = found(lint(Net(), shape=(2, 8), select=["P003"]))
-    assert f.severity == Severity.INFO and f.fix.checked == "advice"
-    assert "self.proj = None" in f.fix.code and "only in the configuration" in f.fix.description

@@ -296,7 +296,9 @@ def summary(paths, depth, batch_size, optimizer, no_memory, input_shapes, fmt, o
 
     try:
         settings = _settings(paths[0], config_path, None, None, None, batch_size, input_shapes)
-        report = check_paths(list(paths), settings)
+        # In this process: the table reads the live modules (trainable or frozen parameters)
+        # and the memory measurement runs the model's forward again.
+        report = check_paths(list(paths), settings, isolate=False)
     except ArchlintError as exc:
         _fail(str(exc), debug)
         return

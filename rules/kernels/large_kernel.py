@@ -6,8 +6,8 @@ from torch import nn
 from archlint.findings import Fix, Severity
 from archlint.rule import Option, Rule
 
-from archlint.graph.ops import (ACTIVATION_TYPES, CALLS, Kind, is_identity, is_norm, is_pad,
-                                is_shape_op, is_weighted)
+from archlint.graph.ops import (ACTIVATION_TYPES, CALLS, FLATTEN_FUNCTIONS, Kind, is_call_of,
+                                is_identity, is_norm, is_pad, is_shape_op, is_weighted)
 
 from ..helpers import (conv_call, conv_weights, explicit_pad, human, is_standard_conv,
                        kept_pad_text, norm_call, square)
@@ -99,7 +99,7 @@ class LargeKernel(Rule):
                 continue
             if square(conv.stride) == k:
                 continue  # patchify (ViT's 16x16/16 embedding): windows do not overlap, nothing to stack
-            if square(conv.stride) and square(conv.stride) >= 4 or _layer_norm_next(graph, layer):
+            if (square(conv.stride) or 0) >= 4 and _becomes_tokens(graph, layer) or _layer_norm_next(graph, layer):
                 continue  # convolutional token embedding (CvT's 7x7/4 + LayerNorm): the tokenizer's design
             if image_net and (norm_free or _reads_image(graph, layer) or _writes_image(graph, layer)):
                 continue  # projection into / out of image space of an image-to-image net
@@ -179,6 +179,26 @@ def _writes_image(graph, layer) -> bool:
         return False
     after = graph.next_layers(layer, through=lambda l: not is_weighted(l) and l.kind != Kind.OUTPUT)
     return bool(after) and all(l.kind == Kind.OUTPUT for l in after)
+
+
+def _becomes_tokens(graph, layer) -> bool:
+    """The conv's output becomes a sequence of tokens (N, L, C) before any activation or pool
+    reads it: a tokenizer (CvT, PVT), not a CNN stem like AlexNet's 11x11/4 with its ReLU."""
+    current = layer
+    for _ in range(4):
+        nxt = graph.successors(current)
+        if len(nxt) != 1:
+            return False
+        current = nxt[0]
+        shape = current.out_shape
+        if shape is not None and len(shape) == 3:
+            return True
+        # Reshapes, norms and further convs of the embedding may come first; an activation or a
+        # pool means a CNN stem.
+        if not (is_shape_op(current) or is_call_of(current, FLATTEN_FUNCTIONS) or current.is_a(nn.Flatten)
+                or is_norm(current) or current.is_a(nn.Conv2d)):
+            return False
+    return False
 
 
 def _layer_norm_next(graph, layer) -> bool:

@@ -36,7 +36,8 @@ class LargeKernel(Rule):
         channels) are left alone: the stem that reads the <= 4-channel image and the conv that
         writes it are cheap single linear maps by design, and in such a net with no
         normalization at all (SRCNN, ESPCN) the kernel sizes are the studied design. So are
-        convolutional token embeddings (stride >= 4, or a LayerNorm right after: CvT, PVT).
+        convolutional token embeddings (stride >= 4 and turned into tokens before any activation
+        or pool, or a LayerNorm right after: CvT, PVT).
         """
     why = """
         A stack of (k-1)/2 3x3 convs sees the same k x k window as one k x k conv, but puts a

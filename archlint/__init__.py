@@ -5,7 +5,7 @@
     for finding in report.findings:
         print(finding.code, finding.module, finding.message)
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Names are imported on first use: `archlint check` must be able to skip files and answer from
 # its cache without paying for `import torch`, which `archlint.api` needs.

@@ -17,6 +17,17 @@ if TYPE_CHECKING:
     from .graph import ArchGraph
 
 
+def percent_text(share: float) -> str:
+    """A coverage share as people read it: never "100%" for a model not wholly seen, never
+    "0.0%" for one seen a little."""
+    value = share * 100
+    if 99.95 <= value < 100:
+        return "99.9%"
+    if 0 < value < 0.1:
+        return "<0.1%"
+    return f"{value:.0f}%" if value >= 10 or value == 0 else f"{value:.1f}%"
+
+
 @dataclass
 class ModelReport:
     target: str
@@ -58,11 +69,9 @@ class ModelReport:
         c = self.coverage
         if not c:
             return ""
-        share = c["params_reached"] / c["params_total"] * 100 if c["params_total"] else 100.0
-        shown = ("99.9" if 99.95 <= share < 100 else "<0.1" if 0 < share < 0.1
-                 else f"{share:.0f}" if share >= 10 or share == 0 else f"{share:.1f}")
-        return (f"coverage {shown}% of parameters, {c['modules_reached']}/{c['modules_total']} "
-                "weighted modules")
+        share = c["params_reached"] / c["params_total"] if c["params_total"] else 1.0
+        return (f"coverage {percent_text(share)} of parameters, {c['modules_reached']}/"
+                f"{c['modules_total']} weighted modules")
 
     def unreached_lines(self) -> list[str]:
         return [f"not reached: {u['module'] or 'the model'} ({u['params']:,} params): {u['why']}"

@@ -16,6 +16,7 @@ from typing import Iterable, Sequence
 
 from torch import nn
 
+from ..results import percent_text
 from .ops import Kind
 
 
@@ -55,18 +56,9 @@ class Coverage:
 
     def describe(self) -> str:
         """'100% of parameters (25.6M), 161/161 weighted modules'."""
-        return (f"{_percent(self.share)} of parameters ({_human(self.params_reached)} of "
+        return (f"{percent_text(self.share)} of parameters ({_human(self.params_reached)} of "
                 f"{_human(self.params_total)}), {self.modules_reached}/{self.modules_total} "
                 "weighted modules")
-
-
-def _percent(share: float) -> str:
-    value = share * 100
-    if 99.95 <= value < 100:
-        return "99.9%"
-    if 0 < value < 0.1:
-        return "<0.1%"
-    return f"{value:.0f}%" if value >= 10 or value == 0 else f"{value:.1f}%"
 
 
 def _human(n: int) -> str:

@@ -5,6 +5,8 @@ from archlint import sources
 from archlint.findings import Finding, Fix, Severity
 from archlint.rule import Example, Option, Rule
 
+from ..helpers import human
+
 
 # One model for both examples; only forward differs.
 _DETECTOR = """
@@ -66,7 +68,7 @@ class LowCoverage(Rule):
         coverage = graph.coverage
         if coverage is None or coverage.share * 100 >= ctx["min-coverage"]:
             return
-        missing = "; ".join(f"{name or 'the model'} ({_count(params)} params: {why})"
+        missing = "; ".join(f"{name or 'the model'} ({human(params)} params: {why})"
                             for name, params, why in coverage.unreached[:5])
         more = len(coverage.unreached) - 5
         if more > 0:
@@ -87,10 +89,3 @@ class LowCoverage(Rule):
                     f"(archlint check file.py::NAME.{first})" if first else
                     "make the model traceable or lint its parts as their own targets"),
         )
-
-
-def _count(n: int) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g}{unit}"
-    return str(n)

@@ -20,13 +20,39 @@ def modules(found) -> list[str]:
 
 
 def test_k001_fix_keeps_a_reflection_pad_in_front_and_the_size():
-    # A CycleGAN generator's stem: the pad supplies the 7x7's padding, so the 3x3s take none.
-    model = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(3, 16, 7), nn.ReLU())
-    [f] = findings(model, (1, 3, 32, 32), "K001")
+    # A CycleGAN-style body conv: the pad supplies the 7x7's padding, so the 3x3s take none.
+    model = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(16, 16, 7), nn.ReLU())
+    [f] = findings(model, (1, 16, 32, 32), "K001")
     assert "keeping the ReflectionPad2d in front" in f.fix.description
+    assert f.fix.checked == "runs"
     stack = eval(f.fix.code, {"nn": nn})
-    x = torch.randn(1, 3, 32, 32)
+    x = torch.randn(1, 16, 32, 32)
     assert nn.Sequential(nn.ReflectionPad2d(3), stack)(x).shape == model(x).shape
+
+
+def test_k001_stack_pads_as_much_as_the_conv_did():
+    # An unpadded 5x5 (LeNet's style) becomes two unpadded 3x3s: a drop-in, not a resize.
+    model = nn.Sequential(nn.Conv2d(32, 32, 5), nn.ReLU(), nn.Conv2d(32, 32, 5, padding=1))
+    found = findings(model, (1, 32, 32, 32), "K001")
+    assert [f.fix.checked for f in found] == ["runs", "runs"]
+    assert "nn.Conv2d(32, 32, 3)," in found[0].fix.code and "padding" not in found[0].fix.code
+    x = torch.randn(1, 32, 32, 32)
+    for f in found:
+        conv = model[int(f.module)]
+        stack = eval(f.fix.code, {"nn": nn})
+        assert stack(x).shape == conv(x).shape
+
+
+def test_k001_quiet_on_a_stride1_conv_whose_stack_costs_more_weights():
+    # pytorch-cifar's LeNet: 5x5 convs widening 3->6->16; two 3x3s each would hold more
+    # weights, and no result says the stack is better there.
+    lenet = nn.Sequential(nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2))
+    assert findings(lenet, (1, 3, 32, 32), "K001") == []
+    # ...while a strided RGB stem (ResNet-C) still fires, although its stack is larger too.
+    stem = nn.Sequential(nn.Conv2d(3, 64, 7, stride=2, padding=3), nn.BatchNorm2d(64), nn.ReLU())
+    [f] = findings(stem, (1, 3, 64, 64), "K001")
+    assert f.evidence["params_after"] > f.evidence["params_now"]
 
 
 def test_k002_stride1_even_kernels_shift_and_strided_ones_do_not():

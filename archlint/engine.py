@@ -75,9 +75,9 @@ def run_rules(graph: ArchGraph, rules: Iterable[type[Rule]], settings: Settings,
 
 
 def one_per_line(findings: list[Finding]) -> list[Finding]:
-    """One finding per rule and building line: the blocks a loop builds share their lines, and
-    twenty identical findings for one line are one problem. The first stands for the others;
-    its evidence counts them and names their modules."""
+    """One finding per rule and building line (calling line, for a functional op): the blocks a
+    loop builds share their lines, and twenty identical findings for one line are one problem.
+    The first stands for the others; its evidence counts them and names their modules."""
     groups: dict[tuple, list[Finding]] = {}
     for finding in findings:
         loc = finding.origin
@@ -89,7 +89,8 @@ def one_per_line(findings: list[Finding]) -> list[Finding]:
         if len(group) > 1:
             others = [f.module for f in group[1:]]
             shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-            first = replace(first, message=f"{first.message} (also {shown}, built by the same line)",
+            verb = "built" if first.built_at is not None or first.called_at is None else "called"
+            first = replace(first, message=f"{first.message} (also {shown}, {verb} by the same line)",
                             evidence={**first.evidence, "count": len(group),
                                       "modules": [f.module for f in group]})
         merged.append(first)

@@ -128,9 +128,10 @@ def conv_channels(layer: Layer) -> tuple[int, int, int, bool]:
     return c_in, weight[0], max(1, c_in // weight[1]), len(layer.in_shapes) > 2
 
 
-def norm_call(module: nn.Module) -> str:
-    """The constructor call of a BatchNorm-like module, non-default arguments only."""
-    parts = [str(module.num_features)]
+def norm_call(module: nn.Module, num_features: int | None = None) -> str:
+    """The constructor call of a BatchNorm-like module (for `num_features` channels if given),
+    non-default arguments only."""
+    parts = [str(num_features or module.num_features)]
     if module.eps != 1e-5:
         parts.append(f"eps={module.eps:g}")
     if module.momentum != 0.1:
@@ -472,11 +473,13 @@ def passes_through(layer) -> bool:
     return is_pad(layer) or is_identity(layer) or is_shape_op(layer)
 
 
-def norm_and_activation(graph, layer) -> tuple[str | None, str]:
+def norm_and_activation(graph, layer, width: int | None = None) -> tuple[str | None, str]:
     """The norm and activation that follow `layer` in the model (or, for a layer that is not
-    weighted, the conv that feeds it), as constructor calls: a fix's new convs keep the
-    model's own choices. No norm after the conv gives none; an activation nobody uses right
-    after falls back to the model's most common one, then ReLU."""
+    weighted, the conv that feeds it), as constructor calls for `width` channels (the norm's
+    own by default): a fix's new convs keep the model's own choices. No norm after the conv
+    gives none, and so does a GroupNorm whose groups do not divide `width` (see
+    `norm_fits`); an activation nobody uses right after falls back to the model's most common
+    one, then ReLU."""
     norm = act = None
     current = layer if is_weighted(layer) else _feeding_conv(graph, layer)
     for _ in range(6):
@@ -487,7 +490,7 @@ def norm_and_activation(graph, layer) -> tuple[str | None, str]:
         if passes_through(current):
             continue
         if norm is None and act is None and current.kind == Kind.MODULE and is_norm(current):
-            norm = _norm_text(current.module)
+            norm = _norm_text(current.module, width)
             if norm is None:
                 break
             continue
@@ -516,12 +519,15 @@ def _feeding_conv(graph, layer):
     return layer
 
 
-def _norm_text(module) -> str | None:
+def _norm_text(module, width: int | None = None) -> str | None:
     if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
-        return norm_call(module)
+        return norm_call(module, width)
     if isinstance(module, nn.GroupNorm):
+        width = width or module.num_channels
+        if width % module.num_groups:
+            return None
         extra = "" if module.affine else ", affine=False"
-        return f"nn.GroupNorm({module.num_groups}, {module.num_channels}{extra})"
+        return f"nn.GroupNorm({module.num_groups}, {width}{extra})"
     return None
 
 

@@ -43,9 +43,28 @@ def test_k001_stack_pads_as_much_as_the_conv_did():
         assert stack(x).shape == conv(x).shape
 
 
+def test_k001_a_widening_conv_is_stacked_at_its_input_width():
+    # AlexNet's 64->192 5x5: at the output's width the stack would cost more than the conv;
+    # at the input's width, widened by the last 3x3, it costs half.
+    model = nn.Sequential(nn.Conv2d(64, 192, 5, padding=2), nn.BatchNorm2d(192), nn.ReLU())
+    [f] = findings(model, (1, 64, 27, 27), "K001")
+    assert f.evidence["params_after"] < f.evidence["params_now"] / 2
+    assert f.fix.checked == "runs"
+    assert "nn.Conv2d(64, 64, 3, padding=1, bias=False)" not in f.fix.code  # bias kept as the model has it
+    assert "nn.BatchNorm2d(64)" in f.fix.code and "nn.Conv2d(64, 192, 3, padding=1)" in f.fix.code
+
+
+def test_k001_strided_stem_stack_keeps_the_output_size():
+    stem = nn.Sequential(nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU())  # AlexNet's
+    [f] = findings(stem, (1, 3, 224, 224), "K001")
+    assert f.fix.checked == "runs"
+    x = torch.randn(1, 3, 224, 224)
+    assert eval(f.fix.code, {"nn": nn})(x).shape == stem[0](x).shape
+
+
 def test_k001_quiet_on_a_stride1_conv_whose_stack_costs_more_weights():
-    # pytorch-cifar's LeNet: 5x5 convs widening 3->6->16; two 3x3s each would hold more
-    # weights, and no result says the stack is better there.
+    # pytorch-cifar's LeNet: 5x5 convs widening 3->6->16; two 3x3s hold more weights at the
+    # output's width, and at the input's they squeeze through 3 or 6 channels.
     lenet = nn.Sequential(nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2))
     assert findings(lenet, (1, 3, 32, 32), "K001") == []

@@ -310,6 +310,27 @@ def test_k001_quiet_on_a_conv_token_embedding_before_layernorm():
     assert findings(Tokens(), (1, 3, 64, 64), "K001") == []
 
 
+class _ChannelLayerNorm(nn.Module):
+    """vit-pytorch's CvT LayerNorm: over the channels of an N x C x H x W map, by hand."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.g = nn.Parameter(torch.ones(1, dim, 1, 1))
+
+    def forward(self, x):
+        var = torch.var(x, dim=1, unbiased=False, keepdim=True)
+        mean = torch.mean(x, dim=1, keepdim=True)
+        return (x - mean) / (var + 1e-5).sqrt() * self.g
+
+
+def test_k001_quiet_on_a_token_embedding_before_a_handwritten_layernorm():
+    embedding = nn.Sequential(nn.Conv2d(3, 64, 7, stride=4, padding=3), _ChannelLayerNorm(64))
+    assert findings(embedding, (1, 3, 64, 64), "K001") == []
+    # A BatchNorm after the same conv is a CNN stem's.
+    stem = nn.Sequential(nn.Conv2d(3, 64, 7, stride=4, padding=3), nn.BatchNorm2d(64), nn.ReLU())
+    assert modules(findings(stem, (1, 3, 64, 64), "K001")) == ["0"]
+
+
 def test_k002_quiet_on_fixed_blur_kernel_and_single_output_position():
     class Disc(nn.Module):
         def __init__(self):

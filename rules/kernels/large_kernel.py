@@ -237,5 +237,18 @@ def _becomes_tokens(graph, layer) -> bool:
 
 
 def _layer_norm_next(graph, layer) -> bool:
+    """A LayerNorm reads the conv's output: torch's, or a model's own channel LayerNorm that
+    the tracer opened into mean, var and arithmetic (vit-pytorch's CvT), known by its class."""
     nxt = graph.next_layers(layer, through=passes_through)
-    return bool(nxt) and all(l.is_a(nn.LayerNorm) or l.op in ("layer_norm",) for l in nxt)
+    return bool(nxt) and all(l.is_a(nn.LayerNorm) or l.op in ("layer_norm",)
+                             or _inside_layer_norm(graph, l, layer) for l in nxt)
+
+
+def _inside_layer_norm(graph, op, conv) -> bool:
+    if not op.qualname or op.qualname == conv.qualname or op.kind == Kind.MODULE:
+        return False
+    try:
+        module = graph.model.get_submodule(op.qualname)
+    except AttributeError:
+        return False
+    return "LayerNorm" in type(module).__name__

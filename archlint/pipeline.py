@@ -12,7 +12,7 @@ from torch import nn
 
 from . import sources
 from .config import Settings
-from .engine import run_rules, sort_key
+from .engine import one_per_line, run_rules, sort_key
 from .errors import ArchlintError
 from .graph.archgraph import ArchGraph
 from .graph.build import build_graph
@@ -138,6 +138,8 @@ def lint_parts(report: ModelReport, model: nn.Module, inputs: ExampleInputs, set
         report.parts.append({"module": part.path, "tracer": graph.tracer,
                              "inputs": [list(s) for s in part.input_shapes], **graph.summary()})
     report.parts.extend({"module": path, "skipped": why} for path, why in plan.skipped)
+    # The stages of a backbone linted as parts share their building lines too.
+    report.findings = one_per_line(report.findings)
     report.findings.sort(key=sort_key)
     report.timings["rules"] = time.perf_counter() - started
     return report

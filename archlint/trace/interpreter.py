@@ -13,7 +13,6 @@ from typing import Any, Sequence
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from ..graph import macs
 from ..graph.ops import NORM_TYPES, Kind, op_name
@@ -72,7 +71,17 @@ class Propagator(fx.Interpreter):
         super().__init__(module, garbage_collect_values=False, graph=graph)
         self.records: dict[str, dict[str, Any]] = {}
         self._owner: dict[int, str] = {}  # id(storage root tensor) -> first node that made it
-        self._counter = FlopCounterMode(display=False)
+        self._flop_counter = None
+
+    @property
+    def _counter(self):
+        # Made on first use: importing torch.utils.flop_counter imports triton where it is
+        # installed (0.3 s), and a plain CNN has a closed form for every op.
+        if self._flop_counter is None:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            self._flop_counter = FlopCounterMode(display=False)
+        return self._flop_counter
 
     def _flops(self) -> int:
         return sum(self._counter.flop_counts["Global"].values())

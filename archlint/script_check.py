@@ -15,6 +15,10 @@ and everything under `if __name__ == "__main__":` are what model files do, and n
 
 Torch-free and cheap (one `ast.parse` and one walk of what runs at import): it runs on every file
 a pre-commit hook passes.
+
+Compiling a C++/CUDA extension at import (`torch.utils.cpp_extension.load`, as StyleGAN2's and
+BasicSR's op files do) is building the model's layers, not running a script: such files are
+imported, as the model files that import them must be anyway.
 """
 from __future__ import annotations
 
@@ -106,6 +110,8 @@ _NETWORK_CALLS = {
     "torch.hub.load", "torch.hub.load_state_dict_from_url", "torch.hub.download_url_to_file",
     "torch.utils.model_zoo.load_url",
 }
+# The same calls under whatever module re-exports them (torchvision.models.utils, six.moves).
+_NETWORK_NAMES = {"load_state_dict_from_url", "load_url", "urlopen", "urlretrieve"}
 # Distributed set-up, whatever module it is imported from: it waits for and connects to peers.
 _DISTRIBUTED_NAMES = {"init_process_group", "init_device_mesh", "init_rpc", "init_distributed"}
 _REQUESTS_METHODS = {"get", "post", "put", "patch", "delete", "head", "options", "request"}
@@ -113,10 +119,10 @@ _PROCESS_CALLS = {
     "subprocess.run", "subprocess.call", "subprocess.check_call", "subprocess.check_output",
     "subprocess.Popen", "subprocess.getoutput", "subprocess.getstatusoutput", "os.system",
     "os.popen", "os.fork", "pty.spawn", "torch.multiprocessing.spawn",
-    # Compiles a C++/CUDA extension: runs the compiler and writes a build folder.
-    "torch.utils.cpp_extension.load", "torch.utils.cpp_extension.load_inline",
 }
 _PROCESS_PREFIXES = ("os.exec", "os.spawn", "os.posix_spawn")
+
+_ENVIRONMENT = re.compile(r"^os\.(environ|getenv)$")
 
 # In a loop at import: the steps of training.
 _TRAINING_METHODS = {"backward", "zero_grad"}
@@ -154,6 +160,7 @@ class _Reader:
         self.functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
         self.cli_apps: set[str] = set()  # names that parse sys.argv when called
         self.loaders: set[str] = set()  # names bound to a DataLoader(...) at the top level
+        self.from_environment: set[str] = set()  # names bound to os.environ[...] / os.getenv(...)
         for node in tree.body:
             self._note_definitions(node)
         self.followed: set[str] = set()
@@ -164,6 +171,10 @@ class _Reader:
             if any(self.qualified(d.func if isinstance(d, ast.Call) else d) in _CLI_DECORATORS
                    for d in node.decorator_list):
                 self.cli_apps.add(node.name)
+        elif isinstance(node, ast.Assign) and any(
+                isinstance(n, (ast.Name, ast.Attribute)) and _ENVIRONMENT.match(self.qualified(n))
+                for n in ast.walk(node.value)):
+            self.from_environment |= {t.id for t in node.targets if isinstance(t, ast.Name)}
         elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
             called = self.qualified(node.value.func)
             for target in node.targets:
@@ -226,7 +237,9 @@ class _Reader:
                     yield from self.actions(stmt.orelse, followed)
                 else:
                     yield from self._in_expressions([stmt.test])
-                    if not followed:
+                    # A branch taken on an environment variable is an opt-in (BasicSR's
+                    # `if BASICSR_JIT == "True":`), like one on a function's argument.
+                    if not followed and not self._reads_environment(stmt.test):
                         yield from self.actions(stmt.body, followed)
                         yield from self.actions(stmt.orelse, followed)
             elif isinstance(stmt, (ast.For, ast.AsyncFor, ast.While)):
@@ -278,6 +291,16 @@ class _Reader:
                     continue
             stack.extend(reversed(list(ast.iter_child_nodes(node))))
 
+    def _reads_environment(self, test: ast.expr) -> bool:
+        """Does the condition read an environment variable, directly or through a name the
+        top level bound to one (`BASICSR_JIT = os.getenv("BASICSR_JIT")`)?"""
+        for node in ast.walk(test):
+            if isinstance(node, ast.Name) and node.id in self.from_environment:
+                return True
+            if isinstance(node, (ast.Name, ast.Attribute)) and _ENVIRONMENT.match(self.qualified(node)):
+                return True
+        return False
+
     def _is_argv(self, node: ast.AST) -> bool:
         return isinstance(node, (ast.Name, ast.Attribute)) and self.qualified(node) == "sys.argv"
 
@@ -304,10 +327,10 @@ class _Reader:
         if name in _LOGGER_CALLS:
             return self._action(call, "network", f"starts an experiment logger ({name}: it writes "
                                 "files and connects)")
-        if (name in _NETWORK_CALLS or (name.startswith("requests.") and final in _REQUESTS_METHODS)
-                or "download" in final.lower()):
-            what = "downloads" if "download" in name.lower() or "load_url" in name \
-                or "load_state_dict_from_url" in name else None
+        if (name in _NETWORK_CALLS or final in _NETWORK_NAMES or "download" in final.lower()
+                or (name.startswith("requests.") and final in _REQUESTS_METHODS)):
+            what = "downloads" if "download" in final.lower() or final in _NETWORK_NAMES \
+                or name == "torch.hub.load" else None
             return self._action(call, "network", what)
         if final in _DISTRIBUTED_NAMES:
             return self._action(call, "network", f"starts distributed training ({final})")

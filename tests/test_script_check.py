@@ -222,6 +222,10 @@ SCRIPTS = {
     "torch-hub": ("""
         backbone = torch.hub.load("pytorch/vision", "resnet18")
         """, "network", "torch.hub.load"),
+    "state-dict-from-url": ("""
+        from torchvision.models.utils import load_state_dict_from_url
+        STATE = load_state_dict_from_url("https://example.com/net.pth")
+        """, "network", "downloads"),
     "download-helper": ("""
         from torchvision.datasets.utils import download_url
         download_url("https://example.com/data.zip", "data")
@@ -253,10 +257,6 @@ SCRIPTS = {
             import subprocess, sys
             subprocess.check_call([sys.executable, "-m", "pip", "install", "einops"])
         """, "process", "pip"),
-    "cpp-extension": ("""
-        from torch.utils.cpp_extension import load
-        fused = load("fused", sources=["fused.cpp"])
-        """, "process", "load("),
     "class-body": ("""
         import argparse
         class Config:
@@ -477,6 +477,23 @@ IMPORTABLE = {
         import os
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         os.environ["CUDA_VISIBLE_DEVICES"] = "0"
+        """,
+    # As BasicSR's ops/*: an opt-in on an environment variable.
+    "environment-switch": """
+        import os
+        BASICSR_JIT = os.getenv("BASICSR_JIT")
+        if BASICSR_JIT == "True":
+            import subprocess
+            subprocess.run(["ninja"])
+        if os.environ.get("EXPORT_ONNX"):
+            torch.onnx.export(Net(), torch.randn(1, 3, 8, 8), "net.onnx")
+        """,
+    # As StyleGAN2's op/fused_act.py and BasicSR's ops: a layer's kernels compiled at import.
+    "cpp-extension": """
+        import os
+        from torch.utils.cpp_extension import load
+        module_path = os.path.dirname(__file__)
+        fused = load("fused", sources=[os.path.join(module_path, "fused_bias_act.cpp")])
         """,
     "syntax-error": "def broken(:\n",
 }

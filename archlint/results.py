@@ -148,10 +148,6 @@ class Report:
         """Models found but not built (their constructors need arguments)."""
         return [m for m in self.models if m.skipped is not None and m.script is None]
 
-    @property
-    def linted(self) -> list[ModelReport]:
-        return [m for m in self.models if m.error is None and m.skipped is None]
-
     def to_dict(self) -> dict[str, Any]:
         return {"version": __version__, "models": [m.to_dict() for m in self.models]}
 

@@ -65,10 +65,9 @@ def find_script_action(path: str | os.PathLike) -> ScriptAction | None:
 def script_action_in(source: str) -> ScriptAction | None:
     try:
         tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return None
-    reader = _Reader(tree, source)
-    return next(reader.actions(tree.body), None)
+        return next(_Reader(tree, source).actions(tree.body), None)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None  # the import reports a file Python cannot parse, with its line
 
 
 # --- what counts -------------------------------------------------------------------------------
@@ -464,5 +463,5 @@ def note(action: ScriptAction, named_by_hook: bool = False) -> str:
               else "name the file on the command line (or list it in `import-scripts` under "
                    "[tool.archlint]) to import it anyway")
     return (f"its top level runs as a script (line {action.line} {action.what}: `{action.code}`). "
-            f"To lint the models it defines, move that code under `if __name__ == \"__main__\":`, "
+            f"To lint it, move that code under `if __name__ == \"__main__\":`, "
             f"or {anyway}.")

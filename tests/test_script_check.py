@@ -504,6 +504,11 @@ def test_what_model_files_do_at_the_top_level_is_importable(name):
     assert action(IMPORTABLE[name]) is None
 
 
+def test_a_pathologically_nested_file_is_left_to_the_import():
+    assert script_action_in("x = " + "(" * 5000 + ")" * 5000 + "\n") is None
+    assert script_action_in("a" + ".b" * 20000 + "()\n") is None  # a call: its name is resolved
+
+
 def test_an_unreadable_file_is_left_to_the_import(tmp_path):
     assert find_script_action(tmp_path / "missing.py") is None
     binary = tmp_path / "binary.py"
@@ -606,7 +611,7 @@ def test_a_folder_run_lints_the_models_and_sets_the_scripts_aside(gan_repo):
 def test_the_text_output_names_each_script_and_counts_them(gan_repo):
     result = cli("check", "implementations", "--no-cache", "--select", "K001")
     assert ("implementations/gan/gan.py  not imported: its top level runs as a script (line 8 "
-            "writes files: `os.makedirs(\"images\", exist_ok=True)`). To lint the models it defines, "
+            "writes files: `os.makedirs(\"images\", exist_ok=True)`). To lint it, "
             "move that code under `if __name__ == \"__main__\":`, or name the file on the command "
             "line") in result.output
     assert "line 10 parses command-line arguments: `opt = parser.parse_args()`" in result.output

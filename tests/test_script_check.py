@@ -534,12 +534,12 @@ GAN_MODELS = """
     class Generator(nn.Module):
         def __init__(self):
             super().__init__()
-            self.conv = nn.Conv2d(3, 8, {kernel}, padding={pad})
+            self.conv = nn.Conv2d(16, 16, {kernel}, padding={pad})
 
         def forward(self, x):
             return self.conv(x)
 
-    example_input = torch.randn(1, 3, 16, 16)
+    example_input = torch.randn(1, 16, 16, 16)
 """
 
 # As PyTorch-GAN's implementations/*/<name>.py: folders made and the command line parsed at the

@@ -7,7 +7,8 @@ The model is transformers' `LlamaForCausalLM(LlamaConfig())` at its defaults (32
 hidden 4096, MLP 11008, vocabulary 32000, `use_cache=True`): 6.74B parameters, 27 GB in
 float32 if it were real. A user builds it as `with torch.device("meta"): ...`, and so does
 the file this script writes (outside the project, in a temporary folder). Each row is one
-fresh process, measured from outside: wall time; the peak RSS of its largest process (the
+fresh process, measured from outside: wall time and CPU time (user + system, every process:
+on a shared machine the wall time follows the load, the CPU time does not); the peak RSS of its largest process (the
 figure `/usr/bin/time -v` gives); and the peak of the whole process tree's PSS, where the
 pages `archlint check` shares with the forked child that lints are counted once.
 
@@ -61,7 +62,7 @@ FLOOR = "import torch; from transformers import LlamaConfig, LlamaForCausalLM"
 # getrusage's RUSAGE_CHILDREN is not used: a short-lived helper that transformers' import
 # spawns (`ldconfig -p`) reports a high-water mark above the importing process's own.
 MEASURE = r'''
-import json, os, subprocess, sys, time
+import json, os, resource, subprocess, sys, time
 
 def tree(root):
     children = {}
@@ -98,7 +99,9 @@ while proc.poll() is None:
     pss = max(pss, sum(field_kb(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids))
     time.sleep(0.05)
 stdout, stderr = proc.communicate()
+used = resource.getrusage(resource.RUSAGE_CHILDREN)  # CPU time adds up over every descendant
 print(json.dumps({"seconds": time.perf_counter() - started, "rc": proc.returncode,
+                  "cpu": used.ru_utime + used.ru_stime,
                   "peak_mb": hwm / 1024, "pss_mb": pss / 1024,
                   "stdout": stdout, "stderr": stderr[-2000:]}))
 '''
@@ -132,37 +135,40 @@ def main() -> None:
     print(f"LlamaForCausalLM(LlamaConfig(num_hidden_layers={args.layers})) on meta, "
           f"input 1x{args.tokens} token ids")
     print(f"closed form: {params:,} parameters, {macs / 1e9:.2f} GMACs\n")
-    print("| run | seconds | peak RSS | peak PSS, all processes | tracer | params | GMACs | coverage |")
-    print("|---|--:|--:|--:|---|--:|--:|--:|")
+    print("| run | wall s | CPU s | peak RSS | peak PSS, all processes | tracer | params | GMACs "
+          "| coverage |")
+    print("|---|--:|--:|--:|--:|---|--:|--:|--:|")
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "llama_meta.py")
         with open(path, "w") as f:
             f.write(MODEL_FILE.format(layers=args.layers))
         floor = measured([sys.executable, "-c", FLOOR])
-        print(f"| import torch, transformers' Llama | {floor['seconds']:.1f} | {floor['peak_mb']:.0f} MB "
-              f"| {floor['pss_mb']:.0f} MB | | | | |", flush=True)
+        print(row("import torch, transformers' Llama", floor, "| | | | |"), flush=True)
         cli = measured([sys.executable, "-m", "archlint", "check", path, "--format", "json",
                         "--input-shape", f"1,{args.tokens}:int64", "--no-cache", "--exit-zero"])
         try:
             model = json.loads(cli["stdout"])["models"][0]
-            print(f"| archlint check (CLI) | {cli['seconds']:.1f} | {cli['peak_mb']:.0f} MB | "
-                  f"{cli['pss_mb']:.0f} MB | "
-                  f"{model['tracer']} | {model['summary']['params']:,} | "
-                  f"{model['summary']['macs'] / 1e9:.2f} | {model['coverage']['params']:.0%} |",
-                  flush=True)
+            print(row("archlint check (CLI)", cli, figures(model["tracer"], model["summary"],
+                                                           model["coverage"]["params"])), flush=True)
         except (ValueError, KeyError, IndexError):
             print(f"| archlint check (CLI) | failed (exit {cli['rc']}): {cli['stderr'][-300:]} |")
         api = measured([sys.executable, "-c", API_SCRIPT.format(layers=args.layers,
                                                                  tokens=args.tokens)])
         try:
             result = json.loads(api["stdout"].strip().splitlines()[-1])
-            print(f"| archlint.lint (API) | {api['seconds']:.1f} | {api['peak_mb']:.0f} MB | "
-                  f"{api['pss_mb']:.0f} MB | "
-                  f"{result['tracer']} | {result['params']:,} | {result['macs'] / 1e9:.2f} | "
-                  f"{result['coverage']:.0%} |")
+            print(row("archlint.lint (API)", api, figures(result["tracer"], result,
+                                                          result["coverage"])))
         except (ValueError, KeyError, IndexError):
             print(f"| archlint.lint (API) | failed (exit {api['rc']}): {api['stderr'][-300:]} |")
 
+
+def row(label: str, m: dict, rest: str) -> str:
+    return (f"| {label} | {m['seconds']:.1f} | {m['cpu']:.1f} | {m['peak_mb']:.0f} MB "
+            f"| {m['pss_mb']:.0f} MB {rest}")
+
+
+def figures(tracer: str, summary: dict, coverage: float) -> str:
+    return f"| {tracer} | {summary['params']:,} | {summary['macs'] / 1e9:.2f} | {coverage:.0%} |"
 
 if __name__ == "__main__":
     main()

@@ -348,3 +348,24 @@ def test_k002_quiet_on_fixed_blur_kernel_and_single_output_position():
             return self.final(x)
 
     assert modules(findings(Disc(), (1, 3, 16, 16), "K002")) == ["learned"]
+
+
+def test_an_optional_mask_argument_is_traced_at_its_default_and_the_embedding_is_a_tokenizer():
+    # timm's Hiera: forward(x, mask=None) branches on `mask is not None`, and its 7x7/4 patch
+    # embedding becomes tokens through a reshape sized by `x.shape`.
+    class Hiera(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Conv2d(3, 32, 7, stride=4, padding=3)
+            self.head = nn.Linear(32, 10)
+
+        def forward(self, x, mask=None):
+            if mask is not None:
+                x = x * mask.view(x.shape[0], 1, *x.shape[2:])
+            x = self.proj(x)
+            x = x.reshape(x.shape[0], x.shape[1], -1).transpose(2, 1)
+            return self.head(x.mean(1))
+
+    report = archlint.lint(Hiera(), input_shape=(1, 3, 64, 64), select=["K001"])
+    assert report.error is None and report.tracer == "torch.fx"
+    assert report.findings == []

@@ -1,8 +1,9 @@
 """Rung 1: torch.fx symbolic tracing with torch.nn layers as leaves (milliseconds)."""
 from __future__ import annotations
 
+import inspect
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.fx as fx
@@ -59,9 +60,23 @@ def scope(node: fx.Node) -> str:
     return path if isinstance(path, str) else ""
 
 
+def defaults_beyond(model: nn.Module, n_inputs: int) -> dict[str, Any]:
+    """forward's parameters past the given inputs, at their defaults: `mask=None` is None. Traced
+    as constants, so `if mask is not None:` takes the branch the call without a mask takes
+    (timm's Hiera), where a placeholder would take the other and fail when run."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    extra = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][n_inputs:]
+    return {p.name: p.default for p in extra if p.default is not inspect.Parameter.empty}
+
+
 def trace_fx(model: nn.Module, inputs: Sequence[torch.Tensor], tracer: LeafTracer | None = None,
              concrete_args: dict | None = None) -> Trace:
     tracer = tracer or LeafTracer()
+    if concrete_args is None:
+        concrete_args = defaults_beyond(model, len(inputs)) or None
     # Symbolic tracing runs tensor factories with constant sizes for real (`torch.zeros(10**11)`,
     # `torch.ones(4)`): made on meta they cost nothing and meet the meta inputs.
     state = ModuleState(model)

@@ -14,7 +14,6 @@ CPU path.
 """
 from __future__ import annotations
 
-import inspect
 from contextlib import contextmanager
 from typing import Any, Sequence
 
@@ -163,18 +162,7 @@ class MetaLeafTracer(LeafTracer):
         return proxy
 
 
-def _defaults_beyond(model: nn.Module, n_inputs: int) -> dict[str, Any]:
-    """forward's parameters past the given inputs, at their defaults: `mask=None` is None."""
-    try:
-        params = list(inspect.signature(model.forward).parameters.values())
-    except (TypeError, ValueError):
-        return {}
-    extra = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][n_inputs:]
-    return {p.name: p.default for p in extra if p.default is not inspect.Parameter.empty}
-
-
 def trace_meta_fx(model: nn.Module, inputs: Sequence[torch.Tensor]):
-    result = trace_fx(model, inputs, tracer=MetaLeafTracer(inputs),
-                      concrete_args=_defaults_beyond(model, len(inputs)) or None)
+    result = trace_fx(model, inputs, tracer=MetaLeafTracer(inputs))
     result.tracer = "torch.fx (meta)"
     return result

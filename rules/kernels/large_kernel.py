@@ -221,7 +221,8 @@ def _becomes_tokens(graph, layer) -> bool:
     reads it: a tokenizer (CvT, PVT), not a CNN stem like AlexNet's 11x11/4 with its ReLU."""
     current = layer
     for _ in range(4):
-        nxt = graph.successors(current)
+        # `x.shape` reads (getattr nodes with no tensor out) size the reshape; they are no use.
+        nxt = [l for l in graph.successors(current) if l.out_shape is not None]
         if len(nxt) != 1:
             return False
         current = nxt[0]

@@ -5,6 +5,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("NO_COLOR", "1")
+# The suite runs the CLI in this process and in subprocesses: none of them may start a warm
+# worker behind the tests' back. tests/test_worker.py turns it on for its own runs only.
+os.environ["ARCHLINT_NO_WORKER"] = "1"
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -28,7 +28,9 @@ from typing import Callable
 from . import environment, preload, protocol
 from .environment import Identity, Unavailable
 
-ACCEPT_TIMEOUT = 15.0  # a worker answers at once, or after one package import at most
+# A worker answers at once, or after one package import at most. ARCHLINT_WORKER_TIMEOUT
+# shortens the wait (the tests of a worker that never answers use it).
+ACCEPT_TIMEOUT = float(os.environ.get("ARCHLINT_WORKER_TIMEOUT") or 15.0)
 START_TIMEOUT = 120.0  # importing torch on a loaded machine
 CANCEL_GRACE = 10.0  # after Ctrl-C: how long the child may take to stop (the worker kills it at 5 s)
 _BOOT = ("import json, sys; config = json.loads(sys.argv[1]); sys.path[:] = config['path']; "
@@ -342,7 +344,7 @@ def _kin_sockets(identity: Identity) -> list[str]:
                   if p != identity.socket_path)
 
 
-def _ask(path: str, message: dict, timeout: float = 2.0) -> dict | None:
+def _ask(path: str, message: dict, timeout: float = ACCEPT_TIMEOUT) -> dict | None:
     sock = _open(path, timeout)
     if sock is None:
         return None
@@ -368,10 +370,10 @@ def _stop_stale_kin(identity: Identity) -> None:
 def _stop_worker(identity: Identity, pid: int | None, wait: float = 5.0) -> None:
     """Stop this environment's worker for good and wait for its lock to be free, so that a
     new one can start in its place; kill it if it does not go."""
-    if _ask(identity.socket_path, {"op": "stop"}) is not None:
-        deadline = time.monotonic() + wait
-        while _lock_holder(identity) is not None and time.monotonic() < deadline:
-            time.sleep(0.02)
+    _ask(identity.socket_path, {"op": "stop"})
+    deadline = time.monotonic() + wait
+    while _lock_holder(identity) is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
     if _lock_holder(identity) is not None:
         _kill(identity, pid)
 

@@ -160,7 +160,11 @@ def _own_files() -> list:
     return entries
 
 
-def _installed() -> list:
+def _installed(path: list[str]) -> list:
+    """The site-packages folders' times, and where torch, torchvision and timm are found along
+    the worker's `path` (a run's first sys.path entry is checked per request instead)."""
+    import importlib.machinery
+
     entries = []
     for folder in sys.path:
         if os.path.basename(folder.rstrip(os.sep)) in ("site-packages", "dist-packages"):
@@ -170,7 +174,7 @@ def _installed() -> list:
                 continue
     for name in _LIBRARIES:
         try:
-            spec = importlib.util.find_spec(name)
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
         except (ImportError, ValueError):
             spec = None
         origin = spec.origin if spec is not None else None
@@ -241,8 +245,8 @@ def identity(folder: str | None = None, path: list[str] | None = None) -> Identi
     folder = folder or state_dir()
     executable = os.path.realpath(sys.executable)
     tag = hashlib.sha256(f"{executable}\0{sys.prefix}".encode()).hexdigest()[:8]
-    code = {"archlint": __version__, "files": _own_files(), "installed": _installed()}
     path = list(path) if path is not None else search_path()
+    code = {"archlint": __version__, "files": _own_files(), "installed": _installed(path)}
     data = {
         "protocol": PROTOCOL, "code": code, "executable": executable, "prefix": sys.prefix,
         "python": sys.version, "flags": list(sys.flags), "xoptions": sys._xoptions,

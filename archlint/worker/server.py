@@ -238,6 +238,7 @@ class Worker:
             _log(f"warm-up failed: {type(exc).__name__}: {exc}")
             return 1
         self._listen()
+        self.last_request = time.monotonic()  # idle from now: the client that started it is on its way
         _log(f"serving {self.identity.name} (warm in {time.monotonic() - began:.1f} s, archlint "
              f"{__version__}, {sys.executable}); idle timeout {self.idle:g} s")
         try:

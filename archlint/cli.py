@@ -130,12 +130,12 @@ def check(paths, input_shapes, batch_size, select, ignore, fail_on, fmt, output,
                 from .baseline import Baseline
                 Baseline.read(baseline_path)  # merged into later: refuse what is not a baseline now
         settings = _settings(paths[0], config_path, select, ignore, fail_on, batch_size, input_shapes)
-        run = _worker_run(no_worker, settings, paths)
-        if run is not None:
-            worker.run_if_warm(run)  # raises worker.Served when the worker ran the whole command
-        # The HTML report draws each model's layers, which the cache does not keep.
+        # The HTML report draws each model's layers, which the cache does not keep. At the
+        # first file that must be linted, the hook hands the whole run to the warm worker
+        # (raising worker.Served with its exit status) unless there is none to be had.
         report = driver.check_paths(list(paths), settings, use_cache=not no_cache and fmt != "html",
-                                    skip_no_model=skip_no_model, before_first_lint=worker.first_lint_hook(run))
+                                    skip_no_model=skip_no_model,
+                                    before_first_lint=worker.first_lint_hook(_worker_run(no_worker, settings, paths)))
         if write_baseline:
             _write_baseline(report, baseline_path, paths, debug)
             return

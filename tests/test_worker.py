@@ -209,13 +209,13 @@ def test_errors_through_the_worker_are_the_same_errors(shared, tmp_path, args):
     assert through.returncode == 2
 
 
-def test_cached_runs_and_the_report_command_are_the_same(shared, tmp_path):
+def test_cached_runs_stay_here_and_the_report_command_is_the_same(shared, tmp_path):
     write(tmp_path, "net.py", BIAS_MODEL.format(bias=True))
-    first = shared.run("check", "net.py", cwd=tmp_path)  # fills the cache
     before = shared.served()
-    cached = shared.run("check", "net.py", cwd=tmp_path)
+    first = shared.run("check", "net.py", cwd=tmp_path)  # lints (through the worker), fills the cache
     assert shared.served() == before + 1
-    same_run(cached, shared.run("check", "net.py", cwd=tmp_path, here=True))
+    cached = shared.run("check", "net.py", cwd=tmp_path)
+    assert shared.served() == before + 1  # nothing to lint: answered here, from the cache
     same_run(first, cached)
     report = shared.run("report", "net.py", "-o", "page.html", cwd=tmp_path)
     assert report.stdout.strip() == str(tmp_path / "page.html") and (tmp_path / "page.html").is_file()
@@ -253,6 +253,36 @@ def test_colour_follows_the_clients_terminal(shared, tmp_path):
     through = on_a_terminal(here=False)
     assert b"\x1b[" in through  # a terminal: colour on
     assert through == on_a_terminal(here=True)
+
+
+def test_pre_commit_runs_through_the_worker_and_is_not_held_up_by_it(shared, tmp_path):
+    """pre-commit waits until every holder of the hook's output pipes has closed them: the
+    worker (started by the hook) must hold none of them."""
+    pytest.importorskip("pre_commit")
+    repo = tmp_path / "repo"
+    write(repo, "net.py", BIAS_MODEL.format(bias=True))
+    entry = f"{sys.executable} -m archlint check --skip-no-model"
+    write(repo, ".pre-commit-config.yaml", f"""
+        repos:
+          - repo: local
+            hooks:
+              - id: archlint
+                name: archlint
+                entry: {entry}
+                language: system
+                types: [python]
+                require_serial: true
+    """)
+    env = dict(shared.env, PRE_COMMIT_HOME=str(tmp_path / "pre-commit-home"), ARCHLINT_CACHE_DIR=str(tmp_path / "c"),
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@example.com")
+    subprocess.run(["git", "init", "-q"], cwd=repo, env=env, check=True)
+    subprocess.run(["git", "add", "."], cwd=repo, env=env, check=True)
+    before = shared.served()
+    done = subprocess.run([sys.executable, "-m", "pre_commit", "run", "--files", "net.py"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "N002" in done.stdout, done.stdout + done.stderr
+    assert shared.served() == before + 1
 
 
 # --- never a stale user module --------------------------------------------------------------

@@ -2,10 +2,12 @@
 lint, and `archlint worker status|stop`. torch-free, and it never makes a run fail: whatever
 goes wrong with a worker, the run goes on in this process.
 
-When a worker is up, the whole command line goes to it at once (`run_if_warm`). When none is,
-the run starts here; only if it reaches a file that must be linted (torch is needed) does it
-start a worker and wait for it (`first_lint_hook`), then hand the run over. Waiting beats
-linting here while the worker starts beside it: the worker answers as soon as torch and
+A run starts here. Files answered from the cache (or skipped from their syntax) never need the
+worker: a run with nothing to lint ends here, as fast as without a worker (a round trip to the
+worker costs more than reading the cache). At the first file that must be linted, before torch
+is imported (`first_lint_hook`), the whole command line goes to this environment's worker,
+which runs it from the start; if no worker is up, the run starts one and waits for it. Waiting
+beats linting here while the worker starts beside it: the worker answers as soon as torch and
 archlint's pipeline are imported (the optional packages come after the first request), so the
 wait costs what importing torch here would, without a second torch import competing for the
 same cores (bench/bench_worker.py measures both; ARCHLINT_WORKER_FIRST_RUN=here selects the
@@ -113,21 +115,10 @@ def _identity() -> Identity | None:
         return None
 
 
-def run_if_warm(run: Run) -> None:
-    """Hand the run to a worker that is up and fits; raises Served when it ran there."""
-    identity = _identity()
-    if identity is None or not _stdio_usable():
-        return
-    preload.learned_file = identity.learned_path
-    sock = _connect(identity)
-    if sock is not None:
-        _serve(sock, run, identity)
-
-
 def first_lint_hook(run: Run | None) -> Callable[[], None] | None:
     """What the driver calls before the first file that must be linted (before torch is
-    imported): in the worker's child, show the warm-up's output; here, start a worker (unless
-    one is starting), wait for it, and hand it the run."""
+    imported): in the worker's child, show the warm-up's output; here, hand the run to this
+    environment's worker, starting one (and waiting for it) if none is up."""
     if _in_worker:
         return _replay_warm_output if any(_warm_output) else None
     if run is None:
@@ -137,12 +128,13 @@ def first_lint_hook(run: Run | None) -> Callable[[], None] | None:
         identity = _identity()
         if identity is None or not _stdio_usable():
             return
-        process = None
-        if _lock_holder(identity) is None:
-            process = _spawn(identity, run.idle)
-        if os.environ.get("ARCHLINT_WORKER_FIRST_RUN") == "here":
-            return  # measured alternative: lint here while the worker starts
-        sock = _wait_ready(identity, process)
+        preload.learned_file = identity.learned_path  # this run notes what its models import
+        sock = _connect(identity)
+        if sock is None:
+            process = _spawn(identity, run.idle) if _lock_holder(identity) is None else None
+            if os.environ.get("ARCHLINT_WORKER_FIRST_RUN") == "here":
+                return  # the measured alternative: lint here while the worker starts
+            sock = _wait_ready(identity, process)
         if sock is not None:
             _serve(sock, run, identity)
     return hook

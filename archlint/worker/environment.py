@@ -17,6 +17,7 @@ which ones those are is only known after importing.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -105,6 +106,7 @@ def state_dir() -> str:
     return _private_folder(os.path.join(tempfile.gettempdir(), f"archlint-{os.getuid()}"), create=True)
 
 
+@functools.lru_cache(maxsize=None)
 def library_dirs() -> tuple[str, ...]:
     """Folders of installed code: the standard library and every site-packages this Python
     reads (a venv's own and, with --system-site-packages, the base Python's)."""

@@ -4,7 +4,9 @@ code the client would have run, and exit with its status.
 
 The child reports to the worker through a pipe, one line: `run` just before the CLI starts,
 `declined <why>` when it must not serve this run (the client then runs it itself), `stopped`
-when the worker stopped it (SIGTERM) before it was done. Whatever happens, it ends with
+when the worker stopped it (SIGTERM) before it was done, `exit <status>` when the run is over
+and its output flushed (the worker answers the client then, without waiting for this process
+to be gone). Whatever happens, it ends with
 os._exit, never returning into the worker's loop.
 
 It declines when a package the worker imported ahead (torchvision, timm, a learned one) would
@@ -16,7 +18,6 @@ would get the installed one.
 from __future__ import annotations
 
 import ctypes
-import importlib
 import importlib.machinery
 import io
 import os
@@ -80,13 +81,26 @@ def _take_over(message: dict, fds: list[int], state: dict) -> None:
     sys.argv = list(message["argv"])
     sys.path[:] = list(message["sys_path"])
     tempfile.tempdir = None  # chosen from TMPDIR on first use, as in a fresh process
-    importlib.invalidate_caches()  # folders may have changed since the worker looked
+    _forget_folder_listings(sys.path)
     if state.get("extras_environ"):
         _set_on_import(dict(state["extras_environ"]))
     stdio = message.get("stdio", {})
     sys.stdin = sys.__stdin__ = _stream(0, False, stdio.get("stdin", {}))
     sys.stdout = sys.__stdout__ = _stream(1, True, stdio.get("stdout", {}))
     sys.stderr = sys.__stderr__ = _stream(2, True, stdio.get("stderr", {}))
+
+
+def _forget_folder_listings(sys_path: list[str]) -> None:
+    """Python keeps each sys.path folder's listing and reads it again only when the folder's
+    time changes, which a coarse clock can miss: drop the listings of this run's folders that
+    are not installed code (installed code is part of the worker's key). importlib's
+    invalidate_caches() would do it for every package folder torch has, at a cost on each run."""
+    libraries = environment.library_dirs()
+    for folder in sys_path:
+        finder = sys.path_importer_cache.get(folder)
+        if finder is not None and hasattr(finder, "invalidate_caches") and \
+                not environment.is_library_path(folder or ".", libraries):
+            finder.invalidate_caches()
 
 
 def _set_on_import(changes: dict[str, dict]) -> None:
@@ -161,9 +175,10 @@ def _provided(folder: str) -> dict[str, str]:
     return found
 
 
-def _imported_tops() -> dict[str, str]:
+def imported_tops() -> dict[str, str]:
     """Top-level modules imported in this process, name -> the real path of their package
-    folder or file."""
+    folder or file. The worker computes it after each import, not each child: it touches
+    every module."""
     tops = {}
     for name, module in list(sys.modules.items()):
         if "." in name or module is None:
@@ -175,7 +190,8 @@ def _imported_tops() -> dict[str, str]:
     return tops
 
 
-def shadowed(extras: dict[str, str], sys_path: list[str], targets: list[str]) -> str | None:
+def shadowed(imported: dict[str, str], extras: dict[str, str], sys_path: list[str],
+             targets: list[str]) -> str | None:
     """Why a module imported in the worker is not the one this run would import, or None.
 
     Before any of the user's code runs, a run in one process has imported torch, archlint and
@@ -185,7 +201,6 @@ def shadowed(extras: dict[str, str], sys_path: list[str], targets: list[str]) ->
     path that is not installed code (PYTHONPATH) are checked for a module of the same name.
     The packages imported ahead (`extras`, not imported yet at that point of a run in one
     process) are also checked against the folders the run puts first for the user's files."""
-    imported = _imported_tops()
     libraries = environment.library_dirs()
     folders = [p for p in sys_path[:1] if not sys.flags.safe_path]
     folders += [p for p in sys_path if p and not environment.is_library_path(p, libraries)]
@@ -195,9 +210,9 @@ def shadowed(extras: dict[str, str], sys_path: list[str], targets: list[str]) ->
         checks += [(root, ahead) for root in _run_roots(targets)]
     for folder, modules in checks:
         provided = _provided(folder)
-        for name in provided.keys() & modules.keys():
-            if os.path.realpath(provided[name]) != modules[name]:
-                return f"{provided[name]} would be imported as {name!r} in this run"
+        for name, path in provided.items():  # never a set of `modules`: it would touch them all
+            if name in modules and os.path.realpath(path) != modules[name]:
+                return f"{path} would be imported as {name!r} in this run"
     return None
 
 
@@ -234,7 +249,8 @@ def serve(message: dict, fds: list[int], report_fd: int, parent_only_fds: list[i
             except OSError:
                 pass
         _take_over(message, fds, state)
-        why = shadowed(state["extras"], list(message["sys_path"]), list(message.get("targets", [])))
+        why = shadowed(state["imported"], state["extras"], list(message["sys_path"]),
+                       list(message.get("targets", [])))
         if why:
             report.write(f"declined {why}\n")
             status = 0
@@ -252,6 +268,7 @@ def serve(message: dict, fds: list[int], report_fd: int, parent_only_fds: list[i
             status = 0
         except SystemExit as exc:
             status = _exit_status(exc)
+        _finish(report, status)
     except WorkerStopping:
         try:
             report.write("stopped\n")
@@ -269,10 +286,25 @@ def serve(message: dict, fds: list[int], report_fd: int, parent_only_fds: list[i
             except BaseException:
                 pass
             status = 1
+            _finish(report, status)
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except BaseException:
-                pass
         os._exit(status)
+
+
+def _finish(report, status: int) -> None:
+    """Flush, let go of the client's terminal and pipes, then report the status: the worker
+    answers the client at once, while this process's exit (unmapping a copy of torch) goes on."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    for fd in (0, 1, 2):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        report.write(f"exit {status}\n")
+    except BaseException:
+        pass

@@ -19,6 +19,7 @@ the client's environment; the client replaces a worker it finds stale that way.
 from __future__ import annotations
 
 import fcntl
+import gc
 import importlib
 import os
 import selectors
@@ -133,6 +134,8 @@ class _Child:
         self.pid, self.pidfd, self.report_fd, self.conn = pid, pidfd, report_fd, conn
         self.kill_at: float | None = None
         self.started = time.monotonic()
+        self.report = b""  # what the child wrote to its report pipe (request.py)
+        self.answered = False
 
 
 class _Connection:
@@ -152,7 +155,8 @@ class Worker:
         self.requests = 0
         self.reads = EnvironReads()
         self.state: dict = {"warm_output": (b"", b""), "environ_changes": {}, "extras": {},
-                            "extras_environ": {}, "learned_path": identity.learned_path, "rng_state": None}
+                            "extras_environ": {}, "learned_path": identity.learned_path, "rng_state": None,
+                            "imported": {}}
         self.pending: list[str] = []
         self.refused: list[str] = []
         self.children: dict[int, _Child] = {}
@@ -198,10 +202,18 @@ class Worker:
         self.state["warm_output"] = (output[0], output[1])
         self.state["environ_changes"] = {k: os.environ.get(k) for k in set(before) | set(os.environ)
                                          if before.get(k) != os.environ.get(k)}
+        from ..reports import FORMATS
+
+        # archlint's own modules that a run imports on its way (renderers, the cache's and the
+        # per-file children's helpers), so that no run pays for them.
+        for module in (*FORMATS.values(), "archlint.safe_io", "archlint.baseline", "archlint.isolation",
+                       "archlint.portable", "resource"):
+            importlib.import_module(module)
         import torch
 
         self.state["rng_state"] = torch.random.get_rng_state()
         self.pending = [n for n in preload.ahead_of_time(self.identity.learned_path) if n not in sys.modules]
+        _settle(self.state)
 
     def _listen(self) -> None:
         path = self.identity.socket_path
@@ -289,6 +301,8 @@ class Worker:
                     self._on_readable(item)
                 elif kind == "child":
                     self._reap(item)
+                elif kind == "report":
+                    self._read_report(item)
             if self.state.get("no_pidfd"):
                 for child in list(self.children.values()):
                     self._reap(child, poll=True)
@@ -370,6 +384,7 @@ class Worker:
             self._drop(conn)
 
     def _refuse(self, conn: _Connection, reason: str) -> None:
+        _log(f"refused a run: {reason}")
         self._reply(conn, {"accepted": False, "reason": reason, "key": self.identity.key, "pid": os.getpid()})
         self._drop(conn)
 
@@ -430,6 +445,8 @@ class Worker:
         self.children[pid] = child
         if pidfd is not None:
             self.selector.register(pidfd, selectors.EVENT_READ, ("child", child))
+        os.set_blocking(report_r, False)
+        self.selector.register(report_r, selectors.EVENT_READ, ("report", child))
         self._reply(conn, {"accepted": True, "key": self.identity.key, "pid": os.getpid(), "child": pid})
 
     def _signal(self, child: _Child, signum: int) -> None:
@@ -454,6 +471,34 @@ class Worker:
                         pass
                 child.kill_at = now + 3600
 
+    def _read_report(self, child: _Child) -> None:
+        try:
+            while True:
+                chunk = os.read(child.report_fd, 4096)
+                if not chunk:  # the child is gone or going: its pidfd says when
+                    try:
+                        self.selector.unregister(child.report_fd)
+                    except (KeyError, ValueError):
+                        pass
+                    break
+                child.report += chunk
+        except (BlockingIOError, OSError):
+            pass
+        for line in child.report.decode("utf-8", "replace").splitlines():
+            if line.startswith("exit ") and line[5:].strip().isdigit():
+                self._answer(child, {"exit": int(line[5:])})  # its output is flushed: done
+
+    def _answer(self, child: _Child, final: dict) -> None:
+        if child.answered:
+            return
+        child.answered = True
+        _log(f"request {child.pid}: {final} in {time.monotonic() - child.started:.2f} s")
+        conn = child.conn
+        conn.child = None
+        if not conn.closed:
+            self._reply(conn, final)
+            self._drop(conn)
+
     def _reap(self, child: _Child, poll: bool = False) -> None:
         try:
             pid, status = os.waitpid(child.pid, os.WNOHANG if poll else 0)
@@ -461,10 +506,11 @@ class Worker:
             pid, status = child.pid, 0
         if pid == 0:
             return
+        self._read_report(child)
         try:
-            report = os.read(child.report_fd, 4096).decode("utf-8", "replace")
-        except OSError:
-            report = ""
+            self.selector.unregister(child.report_fd)
+        except (KeyError, ValueError):
+            pass
         os.close(child.report_fd)
         if child.pidfd is not None:
             try:
@@ -474,7 +520,7 @@ class Worker:
             os.close(child.pidfd)
         self.children.pop(child.pid, None)
         self.last_request = time.monotonic()
-        lines = report.splitlines()
+        lines = child.report.decode("utf-8", "replace").splitlines()
         if lines and lines[0].startswith("declined"):
             final = {"retry": lines[0][len("declined "):]}
         elif "stopped" in lines:
@@ -485,12 +531,7 @@ class Worker:
             final = {"signal": os.WTERMSIG(status)}
         else:
             final = {"exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1}
-        _log(f"request {child.pid}: {final} in {time.monotonic() - child.started:.2f} s")
-        conn = child.conn
-        conn.child = None
-        if not conn.closed:
-            self._reply(conn, final)
-            self._drop(conn)
+        self._answer(child, final)
         for name in preload.ahead_of_time(self.identity.learned_path):
             if name not in sys.modules and name not in self.pending and name not in self.refused:
                 self.pending.append(name)
@@ -532,6 +573,7 @@ class Worker:
         locations = list(getattr(module, "__path__", []) or [])
         where = os.path.dirname(locations[0] if locations else module.__file__)
         self.state["extras"][name] = where
+        _settle(self.state)
         changes = {k: os.environ.get(k) for k in set(environ) | set(os.environ) if environ.get(k) != os.environ.get(k)}
         if changes:  # torchvision pulls in torch._dynamo, which sets TORCHINDUCTOR_CACHE_DIR
             self.state["extras_environ"][name] = changes
@@ -578,6 +620,16 @@ class Worker:
             self.listener.close()
         if self.lock_fd is not None:
             os.close(self.lock_fd)
+
+
+def _settle(state: dict) -> None:
+    """After an import: note what is imported now (request.shadowed compares it with each run's
+    folders); collect, then move every object to the generation the collector never scans: a
+    child's first collection would otherwise walk (and so copy, page by page) the whole of torch."""
+    state["imported"] = request.imported_tops()
+    environment.library_dirs()  # computed once here, not in every child
+    gc.collect()
+    gc.freeze()
 
 
 def _project_rule_packs() -> bool:

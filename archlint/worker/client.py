@@ -129,14 +129,15 @@ def first_lint_hook(run: Run | None) -> Callable[[], None] | None:
         if identity is None or not _stdio_usable():
             return
         preload.learned_file = identity.learned_path  # this run notes what its models import
-        sock = _connect(identity)
-        if sock is None:
-            process = _spawn(identity, run.idle) if _lock_holder(identity) is None else None
-            if os.environ.get("ARCHLINT_WORKER_FIRST_RUN") == "here":
-                return  # the measured alternative: lint here while the worker starts
-            sock = _wait_ready(identity, process)
-        if sock is not None:
-            _serve(sock, run, identity)
+        for _attempt in range(2):  # a stale or broken worker is replaced once, then the run stays here
+            sock = _connect(identity)
+            if sock is None:
+                process = _spawn(identity, run.idle) if _lock_holder(identity) is None else None
+                if os.environ.get("ARCHLINT_WORKER_FIRST_RUN") == "here":
+                    return  # the measured alternative: lint here while the worker starts
+                sock = _wait_ready(identity, process)
+            if sock is None or not _serve(sock, run, identity):
+                return
     return hook
 
 
@@ -228,34 +229,39 @@ def _kill(identity: Identity, pid: int | None) -> None:
             os.kill(holder, signal.SIGKILL)
         except OSError:
             pass
+        deadline = time.monotonic() + 5.0
+        while _lock_holder(identity) == holder and time.monotonic() < deadline:
+            time.sleep(0.02)  # gone only once the kernel has let go of its lock
     _remove(identity.socket_path)
 
 
-def _serve(sock: socket.socket, run: Run, identity: Identity) -> None:
-    """Send the run; raise Served with its exit status if the worker ran it. Returns (the run
-    goes on here) when the worker declined it or failed."""
+def _serve(sock: socket.socket, run: Run, identity: Identity) -> bool:
+    """Send the run; raise Served with its exit status if the worker ran it. Otherwise the run
+    goes on here, and the answer says whether the worker was found stale or broken and is gone
+    (another may be started in its place), rather than declining this one run."""
     reader = protocol.Reader(sock)
     peer_pid = protocol.peer_credentials(sock)[0]
     try:
         fd_cwd = os.open(".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
         sock.close()
-        return
+        return False
     try:
         protocol.send(sock, run.message(identity), [0, 1, 2, fd_cwd])
         reply = reader.receive()
     except (OSError, protocol.ProtocolError):
         _kill(identity, peer_pid)  # it accepted the connection and then did not answer
         sock.close()
-        return
+        return True
     finally:
         os.close(fd_cwd)
     if not reply or not reply.get("accepted") or reply.get("key") != identity.key:
+        sock.close()
         reason = (reply or {}).get("reason", "")
         if reply is None or reply.get("key") not in (None, identity.key) or reason.startswith("environment"):
             _stop_worker(identity, peer_pid)  # stale for this environment
-        sock.close()
-        return
+            return True
+        return False
     sock.settimeout(None)
     cancelled = False
     try:
@@ -284,6 +290,7 @@ def _serve(sock: socket.socket, run: Run, identity: Identity) -> None:
     if final and "signal" in final:
         _stop_worker(identity, peer_pid)  # its child crashed: do not trust it again
     # final is None (the worker died) or {"retry": why}: the run goes on here.
+    return False
 
 
 def _wait_ready(identity: Identity, process) -> socket.socket | None:

@@ -184,7 +184,7 @@ class Worker:
 
     def _warm_up(self) -> None:
         """What a run in one process does before its first file, here once for every child."""
-        from .. import cli  # noqa: F401  (click, the renderers: every run needs them)
+        from .. import cli  # click and the command line: every run needs them
         from .. import driver, registry
         from ..config import Settings
 
@@ -202,11 +202,9 @@ class Worker:
         self.state["warm_output"] = (output[0], output[1])
         self.state["environ_changes"] = {k: os.environ.get(k) for k in set(before) | set(os.environ)
                                          if before.get(k) != os.environ.get(k)}
-        from ..reports import FORMATS
-
-        # archlint's own modules that a run imports on its way (renderers, the cache's and the
-        # per-file children's helpers), so that no run pays for them.
-        for module in (*FORMATS.values(), "archlint.safe_io", "archlint.baseline", "archlint.isolation",
+        # archlint's own modules that a run imports on its way (the CLI's renderers, the cache's
+        # and the per-file children's helpers), so that no run pays for them.
+        for module in (*cli.FORMATS.values(), "archlint.safe_io", "archlint.baseline", "archlint.isolation",
                        "archlint.portable", "resource"):
             importlib.import_module(module)
         import torch

@@ -111,12 +111,13 @@ class Workers:
         env = dict(os.environ)
         for name in ("ARCHLINT_NO_WORKER", "CI", "FORCE_COLOR", "ARCHLINT_WORKER_FIRST_RUN"):
             env.pop(name, None)
-        env.update(ARCHLINT_WORKER_DIR=folder, NO_COLOR="1")
+        # The results cache too goes into the private folder, never into the checkout.
+        env.update(ARCHLINT_WORKER_DIR=folder, NO_COLOR="1", ARCHLINT_CACHE_DIR=os.path.join(folder, "cache"))
         self.env = env
 
     def run(self, *args, cwd, here: bool = False, extra: dict | None = None, timeout: float = 300):
         """`python -m archlint ARGS` through the worker, or in its own process (`here`)."""
-        env = dict(self.env, ARCHLINT_CACHE_DIR=str(Path(cwd) / ".cache"), **(extra or {}))
+        env = dict(self.env, **(extra or {}))
         if here:
             env["ARCHLINT_NO_WORKER"] = "1"
         return subprocess.run([sys.executable, "-m", "archlint", *map(str, args)], cwd=cwd, env=env,
@@ -226,7 +227,7 @@ def test_colour_follows_the_clients_terminal(shared, tmp_path):
     write(tmp_path, "net.py", BIAS_MODEL.format(bias=True))
 
     def on_a_terminal(here: bool) -> bytes:
-        env = dict(shared.env, ARCHLINT_CACHE_DIR=str(tmp_path / ".cache"))
+        env = dict(shared.env)
         env.pop("NO_COLOR", None)
         if here:
             env["ARCHLINT_NO_WORKER"] = "1"
@@ -273,7 +274,7 @@ def test_pre_commit_runs_through_the_worker_and_is_not_held_up_by_it(shared, tmp
                 types: [python]
                 require_serial: true
     """)
-    env = dict(shared.env, PRE_COMMIT_HOME=str(tmp_path / "pre-commit-home"), ARCHLINT_CACHE_DIR=str(tmp_path / "c"),
+    env = dict(shared.env, PRE_COMMIT_HOME=str(tmp_path / "pre-commit-home"),
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
                GIT_COMMITTER_EMAIL="t@example.com")
     subprocess.run(["git", "init", "-q"], cwd=repo, env=env, check=True)
@@ -347,10 +348,10 @@ def test_a_local_module_named_like_a_package_imported_ahead_is_the_one_used(shar
 def test_ctrl_c_stops_the_run_and_its_children(shared, tmp_path, here):
     write(tmp_path, "slow.py", SLOW)
     pid_file = tmp_path / "pid"
-    env = dict(shared.env, ARCHLINT_CACHE_DIR=str(tmp_path / ".cache"), ARCHLINT_TEST_PID_FILE=str(pid_file))
+    env = dict(shared.env, ARCHLINT_TEST_PID_FILE=str(pid_file))
     if here:
         env["ARCHLINT_NO_WORKER"] = "1"
-    shared.run("check", EXAMPLES / "small_cnn.py", cwd=ROOT)  # a worker is up
+    shared.run("check", EXAMPLES / "small_cnn.py", "--no-cache", cwd=ROOT)  # a worker is up
     process = subprocess.Popen([sys.executable, "-m", "archlint", "check", "slow.py", "--no-cache"],
                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -449,9 +450,9 @@ def test_a_worker_killed_mid_run_leaves_the_run_to_finish_here(workers, tmp_path
     write(tmp_path, "slow.py", SLOW)
     pid_file = tmp_path / "pid"
     extra = {"ARCHLINT_TEST_PID_FILE": str(pid_file), "ARCHLINT_TEST_SLEEP": "3"}
-    workers.run("check", EXAMPLES / "small_cnn.py", cwd=ROOT)  # a worker is up
+    workers.run("check", EXAMPLES / "small_cnn.py", "--no-cache", cwd=ROOT)  # a worker is up
     [worker_pid] = workers.lock_pids()
-    env = dict(workers.env, ARCHLINT_CACHE_DIR=str(tmp_path / ".cache"), **extra)
+    env = dict(workers.env, **extra)
     process = subprocess.Popen([sys.executable, "-m", "archlint", "check", "slow.py", "--no-cache"],
                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -361,9 +361,9 @@ def _stop_stale_kin(identity: Identity) -> None:
     packages: no run will ever fit them again. Workers for other environment variables or
     sys.path of the same interpreter serve other runs, and stay."""
     for path in _kin_sockets(identity):
-        status = _ask(path, {"op": "status"})
+        status = _ask(path, {"op": "status"}, timeout=1.0)  # a busy one is left for next time
         if status and status.get("code_key") not in (None, identity.code_key):
-            _ask(path, {"op": "stop"})
+            _ask(path, {"op": "stop"}, timeout=1.0)
 
 
 def _stop_worker(identity: Identity, pid: int | None, wait: float = 5.0) -> None:
@@ -401,7 +401,7 @@ def stop(identity: Identity, path: str, timeout: float = 10.0) -> int | None:
     pid = int(status.get("pid", 0)) or None
     _ask(path, {"op": "stop"})
     deadline = time.monotonic() + timeout
-    while pid and time.monotonic() < deadline and os.path.exists(f"/proc/{pid}") and _alive(pid):
+    while pid and time.monotonic() < deadline and _alive(pid):
         time.sleep(0.05)
     if pid and _alive(pid) and _is_our_worker(pid):
         try:

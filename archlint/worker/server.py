@@ -136,6 +136,7 @@ class _Child:
         self.started = time.monotonic()
         self.report = b""  # what the child wrote to its report pipe (request.py)
         self.answered = False
+        self.reaped = False  # its report fd is closed: a number the next open may reuse
 
 
 class _Connection:
@@ -379,7 +380,7 @@ class Worker:
         elif op == "run" and conn.child is None:
             self._start(conn, message)
         else:
-            self._drop(conn)
+            self._hang_up(conn)  # not a message of this protocol: drop the client and its run
 
     def _refuse(self, conn: _Connection, reason: str) -> None:
         _log(f"refused a run: {reason}")
@@ -470,6 +471,8 @@ class Worker:
                 child.kill_at = now + 3600
 
     def _read_report(self, child: _Child) -> None:
+        if child.reaped:
+            return
         try:
             while True:
                 chunk = os.read(child.report_fd, 4096)
@@ -498,6 +501,8 @@ class Worker:
             self._drop(conn)
 
     def _reap(self, child: _Child, poll: bool = False) -> None:
+        if child.reaped:
+            return
         try:
             pid, status = os.waitpid(child.pid, os.WNOHANG if poll else 0)
         except ChildProcessError:
@@ -505,6 +510,7 @@ class Worker:
         if pid == 0:
             return
         self._read_report(child)
+        child.reaped = True
         try:
             self.selector.unregister(child.report_fd)
         except (KeyError, ValueError):

@@ -318,28 +318,31 @@ def test_a_package_models_import_is_learned_and_imported_ahead(shared, tmp_path)
     wait_for(lambda: re.search(r"imported ahead: .*six", shared.status().stdout), what="six imported ahead")
 
 
-def test_a_local_module_named_like_a_package_imported_ahead_is_the_one_used(shared, tmp_path):
-    """A project's own timm.py: in one process the model imports it; the worker, which has the
-    installed timm imported, must not serve that run."""
-    pytest.importorskip("timm")
-    wait_for(lambda: re.search(r"imported ahead: .*timm", shared.status().stdout), what="timm imported ahead")
-    write(tmp_path, "timm.py", """
+@pytest.mark.parametrize("name", ["jinja2", "timm"])
+def test_a_local_module_named_like_a_package_imported_ahead_is_the_one_used(shared, tmp_path, name):
+    """A project's own timm.py (or jinja2.py): in one process the model imports it; the worker,
+    which has the installed one imported (timm ahead, jinja2 for the HTML renderer), must not
+    serve that run."""
+    pytest.importorskip(name)
+    if name == "timm":
+        wait_for(lambda: re.search(r"imported ahead: .*timm", shared.status().stdout), what="timm imported ahead")
+    write(tmp_path, f"{name}.py", """
         from torch import nn
 
         def create_model():
             return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=True), nn.BatchNorm2d(8), nn.ReLU())
     """)
-    write(tmp_path, "net.py", """
-        import timm
+    write(tmp_path, "net.py", f"""
+        import {name}
         import torch
 
-        model = timm.create_model()
+        model = {name}.create_model()
         example_input = torch.randn(1, 3, 16, 16)
     """)
     through = shared.run("check", "net.py", "--no-cache", cwd=tmp_path)
     same_run(through, shared.run("check", "net.py", "--no-cache", cwd=tmp_path, here=True))
-    assert "N002" in through.stdout  # the local model, not a timm one
-    assert "timm.py would be imported as 'timm'" in shared.log()
+    assert "N002" in through.stdout  # the local model
+    assert f"{name}.py would be imported as '{name}'" in shared.log()
 
 
 # --- Ctrl-C ----------------------------------------------------------------------------------

@@ -190,7 +190,7 @@ def imported_tops() -> dict[str, str]:
     return tops
 
 
-def shadowed(imported: dict[str, str], extras: dict[str, str], sys_path: list[str],
+def shadowed(imported: dict[str, str], ahead: dict[str, str], sys_path: list[str],
              targets: list[str]) -> str | None:
     """Why a module imported in the worker is not the one this run would import, or None.
 
@@ -199,14 +199,14 @@ def shadowed(imported: dict[str, str], extras: dict[str, str], sys_path: list[st
     less its first entry (the script's folder or the working folder, which differs per run)
     and as the path's folders were when it started: so the first entry and every folder on the
     path that is not installed code (PYTHONPATH) are checked for a module of the same name.
-    The packages imported ahead (`extras`, not imported yet at that point of a run in one
-    process) are also checked against the folders the run puts first for the user's files."""
+    The modules imported ahead (`ahead`: torchvision, timm, learned packages, the renderers'
+    jinja2; a run in one process has not imported them when the user's code starts) are also
+    checked against the folders the run puts first for the user's files."""
     libraries = environment.library_dirs()
     folders = [p for p in sys_path[:1] if not sys.flags.safe_path]
     folders += [p for p in sys_path if p and not environment.is_library_path(p, libraries)]
     checks = [(os.path.realpath(f or "."), imported) for f in dict.fromkeys(folders)]
-    if extras:
-        ahead = {name: imported[name] for name in extras if name in imported}
+    if ahead:
         checks += [(root, ahead) for root in _run_roots(targets)]
     for folder, modules in checks:
         provided = _provided(folder)
@@ -249,7 +249,7 @@ def serve(message: dict, fds: list[int], report_fd: int, parent_only_fds: list[i
             except OSError:
                 pass
         _take_over(message, fds, state)
-        why = shadowed(state["imported"], state["extras"], list(message["sys_path"]),
+        why = shadowed(state["imported"], state["ahead"], list(message["sys_path"]),
                        list(message.get("targets", [])))
         if why:
             report.write(f"declined {why}\n")

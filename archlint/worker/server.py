@@ -157,7 +157,7 @@ class Worker:
         self.reads = EnvironReads()
         self.state: dict = {"warm_output": (b"", b""), "environ_changes": {}, "extras": {},
                             "extras_environ": {}, "learned_path": identity.learned_path, "rng_state": None,
-                            "imported": {}}
+                            "imported": {}, "ahead": {}, "core": frozenset()}
         self.pending: list[str] = []
         self.refused: list[str] = []
         self.children: dict[int, _Child] = {}
@@ -200,6 +200,9 @@ class Worker:
             driver._warm_up(Settings())
             if own_packs:
                 registry._cache = None
+        # What a run in one process has imported when the user's code starts; anything the
+        # worker imports from here on is ahead of such a run (request.shadowed).
+        self.state["core"] = frozenset(name for name in sys.modules if "." not in name)
         self.state["warm_output"] = (output[0], output[1])
         self.state["environ_changes"] = {k: os.environ.get(k) for k in set(before) | set(os.environ)
                                          if before.get(k) != os.environ.get(k)}
@@ -627,10 +630,13 @@ class Worker:
 
 
 def _settle(state: dict) -> None:
-    """After an import: note what is imported now (request.shadowed compares it with each run's
-    folders); collect, then move every object to the generation the collector never scans: a
-    child's first collection would otherwise walk (and so copy, page by page) the whole of torch."""
+    """After an import: note what is imported now, and which of it a run in one process would
+    not have imported yet when the user's code starts (request.shadowed compares both with each
+    run's folders); collect, then move every object to the generation the collector never
+    scans: a child's first collection would otherwise walk (and so copy, page by page) the
+    whole of torch."""
     state["imported"] = request.imported_tops()
+    state["ahead"] = {name: path for name, path in state["imported"].items() if name not in state["core"]}
     environment.library_dirs()  # computed once here, not in every child
     gc.collect()
     gc.freeze()

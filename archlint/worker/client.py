@@ -311,29 +311,62 @@ def _wait_ready(identity: Identity, process) -> socket.socket | None:
     return None
 
 
-def _spawn(identity: Identity, idle: float):
-    """Start a worker for this environment, detached: its own session, no descriptor of ours
-    (pre-commit waits for the hook's pipes to close), the root folder as its working folder.
-    The subprocess.Popen, or None."""
+class _Started:
+    """The worker process this run started, until it is reparented or found dead."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = self.pid, 0
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
+def _spawn(identity: Identity, idle: float) -> _Started | None:
+    """Start a worker for this environment, detached as a daemon is: its own session, no
+    descriptor of ours (pre-commit waits until the hook's pipes are closed by everyone), the
+    root folder as its working folder. Forked and executed by hand: a subprocess.Popen left
+    running would warn at exit under `python -X dev`, which a run in one process does not."""
     import subprocess
 
     config = {"path": list(identity.search_path), "key": identity.key, "folder": identity.folder,
               "idle": idle}
+    argv = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", _BOOT, json.dumps(config),
+            "archlint.worker.server"]
     try:
         log = os.open(identity.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        null = os.open(os.devnull, os.O_RDONLY)
     except OSError:
         return None
     try:
-        process = subprocess.Popen(
-            [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", _BOOT, json.dumps(config),
-             "archlint.worker.server"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/", start_new_session=True, close_fds=True)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child, until exec
+            try:
+                os.setsid()
+                os.chdir("/")
+                os.dup2(null, 0)
+                os.dup2(log, 1)
+                os.dup2(log, 2)
+                os.closerange(3, max(4096, os.sysconf("SC_OPEN_MAX")))  # close_range(2): one call
+                os.execv(sys.executable, argv)
+            finally:
+                os._exit(127)
     except OSError:
         return None
     finally:
         os.close(log)
+        os.close(null)
     _stop_stale_kin(identity)
-    return process
+    return _Started(pid)
 
 
 def _kin_sockets(identity: Identity) -> list[str]:

@@ -8,9 +8,9 @@ of the client plus, through the worker, what the worker and its children spent m
 Workers live in a private folder (ARCHLINT_WORKER_DIR) and are stopped at the end.
 
 1. The small example CNN from the command line: `python -c "import torch"`; `archlint check`
-   cold in one process (--no-worker --no-cache); through a warm worker with the model changed
-   (an edit, so the cache misses) and unchanged (answered from the cache); in one process,
-   unchanged.
+   cold in one process (--no-worker --no-cache); with a warm worker up, the model changed (an
+   edit, so the cache misses and the run goes to the worker) and unchanged (answered from the
+   cache, which needs no worker); with --no-worker, unchanged.
 2. pre-commit over bench_precommit.py's 20-file commit (5 models, 15 other files), through a
    warm worker: one model changed, nothing changed; the same `archlint check` command alone;
    and pre-commit with a hook that does nothing, its own floor.
@@ -140,7 +140,7 @@ def cli_table(bench: Bench, repeat: int, tmp: Path) -> None:
     row("python -c 'import torch'", torch)
     row("archlint check, cold, one process (--no-worker --no-cache)", cold)
     row("archlint check through a warm worker, model changed", changed)
-    row("archlint check through a warm worker, unchanged (cache)", unchanged)
+    row("archlint check, a warm worker up, unchanged (answered from the cache, no worker needed)", unchanged)
     row("archlint check in one process, unchanged (cache)", unchanged_here)
 
 

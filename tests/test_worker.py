@@ -398,14 +398,19 @@ while True:
         conn.sendall(struct.pack("!I", len(reply)) + reply)
         os.unlink(path)
         sys.exit(0)
+    if message.get("op") == "status":  # built from other archlint files than the client's
+        reply = json.dumps({"pid": os.getpid(), "key": "0" * 64, "code_key": "0" * 64}).encode()
+        conn.sendall(struct.pack("!I", len(reply)) + reply)
+        conn.close()
+        continue
     reply = json.dumps({"accepted": True, "key": "0" * 64, "pid": os.getpid(), "child": 1}).encode()
     conn.sendall(struct.pack("!I", len(reply)) + reply)
     conn.close()
 """
 
 
-def fake_worker(workers: Workers, mode: str) -> subprocess.Popen:
-    path = workers.socket_path()
+def fake_worker(workers: Workers, mode: str, path: str | None = None) -> subprocess.Popen:
+    path = path or workers.socket_path()
     lock = path[:-len(".sock")] + ".lock"
     # The client kills only a process whose command line says it is archlint's worker.
     process = subprocess.Popen([sys.executable, "-c", FAKE_WORKER, path, lock, mode, "archlint.worker.server"],
@@ -437,6 +442,34 @@ def test_a_worker_that_does_not_answer_is_killed_and_replaced(workers, tmp_path)
         fake.kill()
     same_run(through, workers.run("check", "net.py", "--no-cache", cwd=tmp_path, here=True))
     assert workers.served() == 1  # a real worker took its place
+
+
+def test_a_worker_of_other_archlint_files_is_stopped_when_a_new_one_starts(workers, tmp_path):
+    """Same interpreter, another key: after an upgrade or an edit of archlint itself, no run will
+    fit the old worker again."""
+    write(tmp_path, "net.py", BIAS_MODEL.format(bias=True))
+    ours = workers.socket_path()
+    kin = os.path.join(os.path.dirname(ours), os.path.basename(ours).split("-")[0] + "-" + "0" * 16 + ".sock")
+    fake = fake_worker(workers, "stale-kin", path=kin)
+    try:
+        workers.run("check", "net.py", "--no-cache", cwd=tmp_path)
+        assert fake.wait(timeout=30) == 0  # asked to stop
+    finally:
+        fake.kill()
+    assert workers.served() == 1
+
+
+def test_a_worker_whose_imports_read_another_environment_is_replaced(workers, tmp_path):
+    """XDG_CACHE_HOME is read while torch is imported, and is not part of the key: a run with
+    another value must not be served by that worker, but by a new one."""
+    write(tmp_path, "net.py", BIAS_MODEL.format(bias=True))
+    workers.run("check", "net.py", "--no-cache", cwd=tmp_path, extra={"XDG_CACHE_HOME": str(tmp_path / "a")})
+    [first] = workers.lock_pids()
+    other = {"XDG_CACHE_HOME": str(tmp_path / "b")}
+    through = workers.run("check", "net.py", "--no-cache", cwd=tmp_path, extra=other)
+    same_run(through, workers.run("check", "net.py", "--no-cache", cwd=tmp_path, here=True, extra=other))
+    [second] = workers.lock_pids()
+    assert second != first and not _alive(first)
 
 
 def test_a_dead_workers_socket_is_replaced(workers, tmp_path):

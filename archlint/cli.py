@@ -339,10 +339,12 @@ def summary(paths, depth, batch_size, optimizer, no_memory, input_shapes, fmt, o
     except ArchlintError as exc:
         _fail(str(exc), debug)
         return
-    records, errors = [], []
+    records, errors, skipped = [], [], []
     for model in report.models:
         if model.error is not None:
             errors.append((model.target, str(model.error)))
+        elif model.skipped is not None:  # a script not imported, a model not built
+            skipped.append((model.target, model.skip_note))
         elif model.graph is None:  # linted part by part (archlint/partial.py): no whole graph
             errors.append((model.target, "no layer table: the model could not be traced whole, "
                            "so its parts were linted alone; name one part for its table "
@@ -352,10 +354,11 @@ def summary(paths, depth, batch_size, optimizer, no_memory, input_shapes, fmt, o
                                                optimizer, memory=not no_memory))
     to_terminal = fmt == "text" and not output and _use_color(sys.stdout)
     if fmt == "json":
-        text = summary_json.render(records, depth=depth, errors=errors)
+        text = summary_json.render(records, depth=depth, errors=errors, skipped=skipped)
     else:
         width = shutil.get_terminal_size().columns if not output and sys.stdout.isatty() else None
-        text = summary_text.render(records, depth=depth, color=to_terminal, width=width, errors=errors)
+        text = summary_text.render(records, depth=depth, color=to_terminal, width=width, errors=errors,
+                                   skipped=skipped)
     if output:
         Path(output).write_text(text, encoding="utf-8")
         click.echo(f"archlint: wrote {output}", err=True)

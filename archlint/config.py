@@ -10,6 +10,7 @@
     exclude = ["legacy/*", "**/test_*.py"]   # globs, relative to this file's folder
     timeout = 300                 # seconds each file may take to build and trace
     memory-limit = 8192           # MB each file may use while it is built and traced
+    import-scripts = ["tools/export.py"]   # scripts folder runs import anyway (true: all of them)
     worker = true                 # hand runs to the warm worker (archlint/worker/); off when CI is set
     worker-idle = 900             # seconds the worker stays without a request
 
@@ -29,7 +30,7 @@ from .errors import ConfigError
 from .findings import Severity
 
 _KEYS = {"select", "ignore", "fail-on", "batch-size", "input-shape", "rules", "exclude", "timeout",
-         "memory-limit", "worker", "worker-idle"}
+         "memory-limit", "import-scripts", "worker", "worker-idle"}
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_MEMORY_LIMIT = 8192
 DEFAULT_WORKER_IDLE = 900.0
@@ -47,6 +48,9 @@ class Settings:
     exclude: list[str] = field(default_factory=list)
     timeout: float = DEFAULT_TIMEOUT  # seconds per file, in its child process
     memory_limit: int = DEFAULT_MEMORY_LIMIT  # MB per file, in its child process
+    # Files whose top level runs a script (archlint/script_check.py) that folder and pre-commit
+    # runs import anyway: globs relative to `root`, or True for every file.
+    import_scripts: bool | list[str] = field(default_factory=list)
     worker: bool = True  # may `check` hand the run to the warm worker
     worker_idle: float = DEFAULT_WORKER_IDLE  # seconds a worker this run starts stays idle
     source: str | None = None  # the pyproject.toml read, if any
@@ -169,6 +173,14 @@ def settings_from_table(table: dict[str, Any], where: str = "config") -> Setting
             raise ConfigError(f"{where}: `exclude` takes a list of glob patterns, like [\"legacy/*\"], "
                               f"not {value!r}.", cause="type")
         settings.exclude = value
+    if "import-scripts" in table:
+        value = table["import-scripts"]
+        if isinstance(value, str):
+            value = [value]
+        if not (isinstance(value, bool) or isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"{where}: `import-scripts` takes true (import every script) or a list of "
+                              f"glob patterns, like [\"tools/export.py\"], not {value!r}.", cause="type")
+        settings.import_scripts = value
     if "timeout" in table:
         value = table["timeout"]
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:

@@ -19,8 +19,9 @@ from typing import Callable, Sequence
 from .cache import ResultCache, recording_environ, recording_imports
 from .config import Settings
 from .errors import ArchlintError, ConfigError, IsolationError, NoModelError, caused_by, too_deep
-from .prefilter import expand_paths
+from .prefilter import expand_paths, is_excluded
 from .results import ModelReport, Report
+from .script_check import find_script_action, note
 
 
 def _shown(path: str) -> str:
@@ -82,6 +83,19 @@ def check_file(path: str, names: Sequence[str], explicit: bool, settings: Settin
         return reports
     finally:
         _restore_cwd(cwd)
+
+
+def set_aside_as_script(path: str, settings: Settings, named_by_hook: bool) -> ModelReport | None:
+    """The report of a file found in a folder (or passed by a pre-commit hook) whose top level
+    runs a script, which is therefore not imported; None to import it. Files matching
+    `import-scripts` are imported anyway."""
+    if settings.import_scripts is True or (
+            settings.import_scripts and is_excluded(path, settings.import_scripts, settings.root)):
+        return None
+    action = find_script_action(path)
+    if action is None:
+        return None
+    return ModelReport(target=_shown(path), skipped=note(action, named_by_hook), script=action.to_dict())
 
 
 def _restore_cwd(cwd: str) -> None:
@@ -191,6 +205,12 @@ def check_paths(specs: Sequence[str], settings: Settings, *, use_cache: bool = F
     problems: list[str] = []
     warm = False
     for path, names, explicit in files:
+        # Decided from the syntax, before the cache: a cached answer may come from a run that
+        # imported the file (named, or listed in `import-scripts`).
+        script = None if explicit else set_aside_as_script(path, settings, skip_no_model)
+        if script is not None:
+            report.models.append(script)
+            continue
         slot_key = cache.key(path, names, explicit, settings) if use_cache else None
         hit = cache.get(slot_key) if use_cache else None
         if hit is not None:

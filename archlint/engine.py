@@ -6,6 +6,8 @@ called the layer, and orders the rest most severe first.
 """
 from __future__ import annotations
 
+import re
+
 from dataclasses import replace
 from typing import Iterable
 
@@ -75,9 +77,10 @@ def run_rules(graph: ArchGraph, rules: Iterable[type[Rule]], settings: Settings,
 
 
 def one_per_line(findings: list[Finding]) -> list[Finding]:
-    """One finding per rule and building line: the blocks a loop builds share their lines, and
-    twenty identical findings for one line are one problem. The first stands for the others;
-    its evidence counts them and names their modules."""
+    """One finding per rule and building line (calling line, for a functional op): the blocks a
+    loop builds share their lines, and twenty identical findings for one line are one problem.
+    The first stands for the others; its evidence counts them and names their modules. Merged
+    findings merge again (the parts of a model are linted one by one, then merged)."""
     groups: dict[tuple, list[Finding]] = {}
     for finding in findings:
         loc = finding.origin
@@ -87,10 +90,15 @@ def one_per_line(findings: list[Finding]) -> list[Finding]:
     for group in groups.values():
         first = group[0]
         if len(group) > 1:
-            others = [f.module for f in group[1:]]
+            modules = [m for f in group for m in f.evidence.get("modules", [f.module])]
+            others = modules[1:]
             shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-            first = replace(first, message=f"{first.message} (also {shown}, built by the same line)",
-                            evidence={**first.evidence, "count": len(group),
-                                      "modules": [f.module for f in group]})
+            verb = "built" if first.built_at is not None or first.called_at is None else "called"
+            message = _MERGED.sub("", first.message)
+            first = replace(first, message=f"{message} (also {shown}, {verb} by the same line)",
+                            evidence={**first.evidence, "count": len(modules), "modules": modules})
         merged.append(first)
     return merged
+
+
+_MERGED = re.compile(r" \(also .*, (built|called) by the same line\)$")

@@ -130,6 +130,9 @@ class Finding:
     # The innermost line that built the layer, library code included: the blocks
     # a loop or a helper builds share it, so findings are merged by it (engine.one_per_line).
     origin: Location | None = field(default=None, compare=False, repr=False)
+    # The graph node the finding is about: a forward that calls F.max_pool2d twice has one
+    # qualname for both calls, and a fix must be checked on the right call's shapes.
+    layer: str = field(default="", compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         """Everything, for the cache and the child process (`to_dict` is the user's JSON)."""

@@ -39,8 +39,12 @@ def _only_comments(code: str) -> bool:
 
 
 def _layer_for(graph, finding: Finding):
-    """The layer a finding is about: the first call of its module that has shapes."""
+    """The layer a finding is about: its own node, else the first call of its module that has
+    shapes."""
     fallback = None
+    for layer in graph:
+        if finding.layer and layer.name == finding.layer and layer.in_shapes and layer.out_shapes:
+            return layer
     for layer in graph:
         if layer.qualname == finding.module and layer.in_shapes and layer.out_shapes:
             if layer.kind == Kind.MODULE:

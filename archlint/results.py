@@ -28,6 +28,11 @@ def percent_text(share: float) -> str:
     return f"{value:.0f}%" if value >= 10 or value == 0 else f"{value:.1f}%"
 
 
+def scripts_text(count: int) -> str:
+    """The count every renderer shows: "3 files skipped as scripts"."""
+    return "1 file skipped as a script" if count == 1 else f"{count} files skipped as scripts"
+
+
 @dataclass
 class ModelReport:
     target: str
@@ -54,6 +59,16 @@ class ModelReport:
     # What the user's code wrote to stdout and stderr while the file was loaded and traced
     # (in its child process): kept off archlint's own output, shown with --debug.
     output: str = ""
+    # Set for a file a folder or pre-commit run did not import because its top level runs a
+    # script (archlint/script_check.py): {"line", "kind", "what", "code"}; `skipped` says why
+    # and what to do, and the target is the file itself.
+    script: dict[str, Any] | None = None
+
+    @property
+    def skip_note(self) -> str:
+        """How renderers introduce `skipped`: a script was not imported at all, a model that
+        needs constructor arguments was not built."""
+        return f"{'not imported' if self.script is not None else 'not linted'}: {self.skipped}"
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -96,6 +111,8 @@ class ModelReport:
             data["coverage"] = self.coverage
         if self.skipped is not None:
             data["skipped"] = self.skipped
+        if self.script is not None:
+            data["script"] = self.script
         if self.notes:
             data["notes"] = self.notes
         if self.parts:
@@ -120,6 +137,16 @@ class Report:
     @property
     def errors(self) -> list[ModelReport]:
         return [m for m in self.models if m.error is not None]
+
+    @property
+    def scripts(self) -> list[ModelReport]:
+        """Files not imported because they are scripts."""
+        return [m for m in self.models if m.script is not None]
+
+    @property
+    def not_built(self) -> list[ModelReport]:
+        """Models found but not built (their constructors need arguments)."""
+        return [m for m in self.models if m.skipped is not None and m.script is None]
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": __version__, "models": [m.to_dict() for m in self.models]}

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Iterable
 from .errors import ConfigError
 from .findings import Finding, Fix, Severity
 from .graph import ArchGraph, Layer
+from .graph.ops import Kind
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,15 @@ class Rule:
         layer rather than the line that built it (for problems of data flow, not of shape)."""
         frame = layer.frame(prefer)
         # Only the building line tells blocks of a loop apart from layers of one Sequential:
-        # without it (a model built before archlint watched), findings are not merged.
-        innermost = layer.built_frames[0] if layer.built_frames else None
+        # without it (a model built before archlint watched), findings are not merged. A
+        # functional op (F.avg_pool2d in a block's forward) is never built: the line that
+        # calls it is the one every instance of the block shares.
+        if layer.built_frames:
+            innermost = layer.built_frames[0]
+        elif layer.kind != Kind.MODULE and layer.call_frames:
+            innermost = layer.call_frames[0]
+        else:
+            innermost = None
         return Finding(
             code=self.code, name=self.name, severity=severity or self.severity,
             module=layer.qualname, message=message,
@@ -119,6 +127,7 @@ class Rule:
             evidence=evidence or {}, fix=fix,
             built_at=layer.built_at, called_at=layer.called_at,
             origin=innermost.location() if innermost is not None else None,
+            layer=layer.name,
         )
 
     # --- for the engine ---------------------------------------------------------------------

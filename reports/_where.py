@@ -45,7 +45,7 @@ def _inside(path: Path, root: Path) -> bool:
     return path.is_file()
 
 
-def _uri(path: Path, root: Path) -> str:
+def repository_uri(path: Path, root: Path) -> str:
     try:
         # A URI reference (RFC 3986): spaces, %, #, ?, commas, colons and newlines percent-encoded.
         return quote(path.relative_to(root).as_posix(), safe="/")
@@ -63,7 +63,7 @@ def place(finding: Finding, target: str, root: Path) -> Place:
     for loc in candidates:
         if loc is not None and _inside(_absolute(loc), root):
             path = _absolute(loc)
-            return Place(_uri(path, root), path, loc.line, max(loc.end_line, loc.line),
+            return Place(repository_uri(path, root), path, loc.line, max(loc.end_line, loc.line),
                          moved=loc != own)
     path = target_file(target)
-    return Place(_uri(path, root), path, 1, 1, moved=True)
+    return Place(repository_uri(path, root), path, 1, 1, moved=True)

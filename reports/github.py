@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from archlint.findings import Severity
+from archlint.results import scripts_text
 
 from ._where import place, repository_root, target_file
 
@@ -39,17 +40,18 @@ def render(report: Any, **_: Any) -> str:
     for problem in report.problems:
         lines.append(command("warning", problem, title="archlint"))
     for model in report.models:
+        if model.script is not None:
+            # On the line that makes it a script, where the fix goes.
+            lines.append(command("notice", model.skip_note, file=_in_repository(model.target, root),
+                                 line=model.script.get("line") or None,
+                                 title=f"archlint did not import {model.target} (a script)"))
+            continue
         if model.skipped is not None:
-            lines.append(command("notice", f"not linted: {model.skipped}",
+            lines.append(command("notice", model.skip_note,
                                  title=f"archlint did not build {model.target}"))
             continue
         if model.error is not None:
-            path = target_file(model.target)
-            try:
-                shown = path.relative_to(root).as_posix()
-            except ValueError:
-                shown = str(path)
-            lines.append(command("error", str(model.error), file=shown,
+            lines.append(command("error", str(model.error), file=_in_repository(model.target, root),
                                  title=f"archlint could not lint {model.target}"))
             continue
         for finding in model.findings:
@@ -65,6 +67,18 @@ def render(report: Any, **_: Any) -> str:
                                  line=where.line, endLine=max(where.end_line, where.line),
                                  title=f"{finding.code} {finding.name}"))
     findings = report.findings
-    lines.append(f"archlint: {len(findings)} finding{'' if len(findings) == 1 else 's'} in "
-                 f"{len(report.models) - len(report.errors)} model(s)")
+    tail = (f"archlint: {len(findings)} finding{'' if len(findings) == 1 else 's'} in "
+            f"{len(report.models) - len(report.errors) - len(report.scripts)} model(s)")
+    if report.scripts:
+        tail += f"; {scripts_text(len(report.scripts))} (not imported)"
+    lines.append(tail)
     return "\n".join(lines) + "\n"
+
+
+def _in_repository(target: str, root) -> str:
+    """The target's file relative to the repository root, as GitHub places annotations."""
+    path = target_file(target)
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)

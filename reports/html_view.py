@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from archlint import __version__
 from archlint.findings import Finding, Severity
+from archlint.results import scripts_text
 
 from . import html_graph, html_plots
 from .text import human
@@ -125,6 +126,10 @@ class ModelView:
     plots: html_plots.Plots | None = None
     counts: list[Count] = field(default_factory=list)
     parts: list[PartRow] = field(default_factory=list)
+    # Not linted, and no error: a script not imported, a model its constructor's arguments
+    # keep from being built. `skip_kind` heads the note.
+    skipped: str | None = None
+    skip_kind: str = ""
 
 
 @dataclass
@@ -159,6 +164,7 @@ class Page:
     rules: list[RuleDoc]
     problems: list[str]
     counts: list[Count]
+    skipped_note: str = ""  # "3 files skipped as scripts (not imported)", for the page header
 
 
 # --- pieces ---------------------------------------------------------------------------------------
@@ -275,8 +281,8 @@ def model_view(model: Any, index: int, documented: set[str]) -> ModelView:
     mid = f"m{index}"
     view = ModelView(id=mid, target=model.target, counts=_counts(model.findings))
     if model.skipped is not None:
-        view.error = f"not built: {model.skipped}"
-        view.error_kind = "not built"
+        view.skipped = model.skipped
+        view.skip_kind = "not imported (a script)" if model.script is not None else "not built"
         return view
     if model.error is not None:
         view.error = str(model.error)
@@ -321,5 +327,7 @@ def page(report: Any, rules: Sequence[type] | None = None) -> Page:
     models = [model_view(m, i, documented) for i, m in enumerate(report.models)]
     targets = [m.target for m in report.models]
     title = "archlint: " + (targets[0] if len(targets) == 1 else f"{len(targets)} models")
+    scripts = len(report.scripts) if hasattr(report, "scripts") else 0
     return Page(title=title, version=__version__, models=models, rules=docs,
-                problems=list(report.problems), counts=_counts(report.findings))
+                problems=list(report.problems), counts=_counts(report.findings),
+                skipped_note=f"{scripts_text(scripts)} (not imported)" if scripts else "")

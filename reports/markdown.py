@@ -13,6 +13,7 @@ import os
 from typing import Any, Mapping
 
 from archlint.findings import Severity
+from archlint.results import scripts_text
 
 from ._where import place, repository_root
 from .text import human
@@ -55,12 +56,14 @@ def render(report: Any, *, environ: Mapping[str, str] | None = None, **_: Any) -
     counts = {s: sum(1 for f in findings if f.severity == s) for s in Severity}
     parts = [_plural(counts[s], str(s)) for s in (Severity.ERROR, Severity.WARNING, Severity.INFO)
              if counts[s]]
-    linted = len(report.models) - len(report.errors)
+    linted = len(report.models) - len(report.errors) - len(report.scripts)
     lines = ["## archlint", ""]
     head = f"**{_plural(len(findings), 'finding')}**" + (f" ({', '.join(parts)})" if parts else "")
     head += f" in {_plural(linted, 'model')}"
     if report.errors:
         head += f"; **{_plural(len(report.errors), 'target')} could not be linted**"
+    if report.scripts:
+        head += f"; {scripts_text(len(report.scripts))} (not imported)"
     lines += [head, ""]
     for problem in report.problems:
         lines += [f"> archlint: {cell(problem)}", ""]
@@ -78,6 +81,7 @@ def render(report: Any, *, environ: Mapping[str, str] | None = None, **_: Any) -
     for model in report.models:
         if model.error is not None or model.skipped is not None:
             why = (f"could not be linted: {cell(str(model.error))}" if model.error is not None
+                   else f"not imported (a script): {cell(model.skipped)}" if model.script is not None
                    else f"not built: {cell(model.skipped)}")
             lines.append(f"| {cell(model.target)} | {why} | | | | | |")
             continue

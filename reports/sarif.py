@@ -23,7 +23,7 @@ from typing import Any
 from archlint import __version__
 from archlint.findings import Finding, Severity
 
-from ._where import Place, place, repository_root
+from ._where import Place, place, repository_root, repository_uri, target_file
 
 SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 _LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
@@ -115,6 +115,22 @@ def _result(finding: Finding, target: str, root: Path, rule_index: dict[str, int
     return result
 
 
+def _script_notification(model: Any, root: Path) -> dict[str, Any]:
+    """A file not imported because it is a script: a note on the line that makes it one."""
+    path = target_file(model.target)
+    line = model.script.get("line") or 1
+    uri = repository_uri(path, root)
+    artifact = {"uri": uri} if uri.startswith("file:") else {"uri": uri, "uriBaseId": "SRCROOT"}
+    return {
+        "level": "note",
+        "message": {"text": f"{model.target}: {model.skip_note}"},
+        "descriptor": {"id": "archlint/script"},
+        "locations": [{"physicalLocation": {"artifactLocation": artifact,
+                                            "region": {"startLine": line}}}],
+        "properties": {"script": model.script},
+    }
+
+
 def to_sarif(report: Any, root: Path | None = None) -> dict[str, Any]:
     root = (root or repository_root()).resolve()
     rules = list(report.rules)
@@ -126,9 +142,10 @@ def to_sarif(report: Any, root: Path | None = None) -> dict[str, Any]:
         {"level": "error", "message": {"text": f"{model.target}: {model.error}"},
          "descriptor": {"id": f"archlint/{model.error.kind}"}}
         for model in report.errors
-    ] + [{"level": "note", "message": {"text": f"{model.target}: not linted: {model.skipped}"},
+    ] + [{"level": "note", "message": {"text": f"{model.target}: {model.skip_note}"},
           "descriptor": {"id": "archlint/not-built"}}
-         for model in report.models if model.skipped is not None
+         for model in report.not_built
+    ] + [_script_notification(model, root) for model in report.scripts
     ] + [{"level": "warning", "message": {"text": problem}} for problem in report.problems]
     invocation: dict[str, Any] = {"executionSuccessful": not report.errors}
     if notifications:

@@ -1,5 +1,6 @@
 """`archlint summary --format json`: {"version", "models": [{"target", "inputs", "depth",
-"totals", "training", "layers": [...], "notes"}], "errors": [{"target", "message"}]}.
+"totals", "training", "layers": [...], "notes"}], "errors": [{"target", "message"}],
+"skipped": [{"target", "message"}]} (scripts not imported, models not built).
 
 The `layers` list holds the same rows as the text table, folded to the same depth.
 """
@@ -12,7 +13,9 @@ from archlint import __version__
 
 
 def render(summaries: Sequence[Any], *, depth: int | None = 3,
-           errors: Sequence[tuple[str, str]] = (), **_: Any) -> str:
+           errors: Sequence[tuple[str, str]] = (), skipped: Sequence[tuple[str, str]] = (),
+           **_: Any) -> str:
     data = {"version": __version__, "models": [s.to_dict(depth) for s in summaries],
-            "errors": [{"target": t, "message": m} for t, m in errors]}
+            "errors": [{"target": t, "message": m} for t, m in errors],
+            "skipped": [{"target": t, "message": m} for t, m in skipped]}
     return json.dumps(data, indent=2) + "\n"

@@ -147,7 +147,8 @@ def totals(summary: Any) -> list[tuple[str, bool]]:
 
 
 def render(summaries: Sequence[Any], *, depth: int | None = 3, color: bool = False,
-           width: int | None = None, errors: Sequence[tuple[str, str]] = (), **_: Any) -> str:
+           width: int | None = None, errors: Sequence[tuple[str, str]] = (),
+           skipped: Sequence[tuple[str, str]] = (), **_: Any) -> str:
     def style(text: str, **kw: Any) -> str:
         return click.style(text, **kw) if color else text
 
@@ -163,6 +164,8 @@ def render(summaries: Sequence[Any], *, depth: int | None = 3, color: bool = Fal
         lines.extend(table(summary, fold(summary.rows, depth), width, style))
         for text, heading in totals(summary):
             lines.extend(style(part, bold=True) if heading else part for part in _wrap(text, width))
+    for target, message in skipped:
+        lines.append(style(target, bold=True) + f"  {message}")
     for target, message in errors:
         lines.append(style(f"{target}: error: ", fg="red", bold=True) + message)
     return "\n".join(lines) + "\n"

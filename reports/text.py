@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from archlint.findings import Severity
+from archlint.results import scripts_text
 
 _COLORS = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
@@ -36,7 +37,7 @@ def render(report: Any, *, color: bool = False, statistics: bool = False, quiet:
         lines.append(style("archlint: ", bold=True) + problem)
     for model in report.models:
         if model.skipped is not None:
-            lines.append(style(model.target, bold=True) + f"  not linted: {model.skipped}")
+            lines.append(style(model.target, bold=True) + f"  {model.skip_note}")
             continue
         if model.error is not None:
             lines.append(style(f"{model.target}: error: ", fg="red", bold=True) + str(model.error))
@@ -73,13 +74,15 @@ def render(report: Any, *, color: bool = False, statistics: bool = False, quiet:
             lines.append(f"{n:5d}  {code}  {name}")
     parts = [_plural(counts[s], str(s)) for s in (Severity.ERROR, Severity.WARNING, Severity.INFO) if counts[s]]
     errors = len(report.errors)
-    skipped = sum(1 for m in report.models if m.skipped is not None)
-    models = len(report.models) - errors - skipped
+    not_built, scripts = len(report.not_built), len(report.scripts)
+    models = len(report.models) - errors - not_built - scripts
     tail = f"{_plural(len(findings), 'finding')}" + (f" ({', '.join(parts)})" if parts else "")
     tail += f" in {_plural(models, 'model')}"
     if errors:
         tail += f"; {_plural(errors, 'target')} could not be linted"
-    if skipped:
-        tail += f"; {_plural(skipped, 'model')} not built (constructor arguments)"
+    if not_built:
+        tail += f"; {_plural(not_built, 'model')} not built (constructor arguments)"
+    if scripts:
+        tail += f"; {scripts_text(scripts)} (not imported)"
     lines.append(style(tail, bold=True))
     return "\n".join(lines) + "\n"

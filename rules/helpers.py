@@ -15,8 +15,9 @@ from functools import lru_cache
 from torch import nn
 
 from archlint.graph import Layer
-from archlint.graph.ops import (CALLS, CONV_TYPES, Kind, is_alpha_dropout, is_conv, is_dropout,
-                                is_identity, is_pool, is_shape_op, is_weighted)
+from archlint.graph.ops import (ACTIVATION_TYPES, CALLS, CONV_TYPES, TRANSPOSED_CONV_TYPES, Kind,
+                                is_alpha_dropout, is_conv, is_dropout, is_identity, is_norm, is_pad,
+                                is_pool, is_shape_op, is_upsampling, is_weighted)
 from archlint.graph.windows import pad_amounts
 
 
@@ -127,9 +128,10 @@ def conv_channels(layer: Layer) -> tuple[int, int, int, bool]:
     return c_in, weight[0], max(1, c_in // weight[1]), len(layer.in_shapes) > 2
 
 
-def norm_call(module: nn.Module) -> str:
-    """The constructor call of a BatchNorm-like module, non-default arguments only."""
-    parts = [str(module.num_features)]
+def norm_call(module: nn.Module, num_features: int | None = None) -> str:
+    """The constructor call of a BatchNorm-like module (for `num_features` channels if given),
+    non-default arguments only."""
+    parts = [str(num_features or module.num_features)]
     if module.eps != 1e-5:
         parts.append(f"eps={module.eps:g}")
     if module.momentum != 0.1:
@@ -429,3 +431,114 @@ def out_of_place(layer) -> str | None:
 def in_place_writers(graph):
     """The ops that write one of their inputs in place."""
     return [l for l in graph if l.writes and l.kind in (Kind.MODULE, *CALLS)]
+
+
+# --- what kind of model ---------------------------------------------------------------------
+
+def is_generative(graph) -> bool:
+    """A model with an upsampling decoder that generates or reconstructs an image: its input
+    is a latent code, or its output has the input's channels and size (autoencoders, VAEs,
+    image-to-image, pix2pix and CycleGAN generators). A segmentation model, which decodes to class maps, or one that only resizes its final
+    scores (FCN, DeepLab), is not one."""
+    if not any(_decodes(graph, l) for l in graph if is_upsampling(l)):
+        return False
+    image = graph.input_shapes[0] if graph.input_shapes else None
+    if image is None or len(image) < 3 or all(s == 1 for s in image[2:]):
+        return True  # generated from a latent vector
+    if image[1] > 4:
+        return False  # fed feature maps, not an image (a detector's neck linted as a part)
+    outputs = [p.out_shape for out in graph.outputs for p in graph.predecessors(out)]
+    return any(o is not None and len(o) == len(image) and o[1] == image[1] and tuple(o[2:]) == tuple(image[2:])
+               for o in outputs)
+
+
+def _decodes(graph, upsampling) -> bool:
+    """Learned upsampling, or upsampling that a conv or Linear layer computes on after."""
+    if upsampling.is_a(*TRANSPOSED_CONV_TYPES):
+        return True
+    return any(is_weighted(l) for l in graph.next_layers(upsampling, through=lambda l: not is_weighted(l)))
+
+
+# --- the model's own norm and activation, for fixes ----------------------------------------
+
+# Functional activations and the module that replaces each in a fix.
+_ACTIVATION_CALLS = {"relu": "nn.ReLU(inplace=True)", "relu_": "nn.ReLU(inplace=True)",
+                     "leaky_relu": "nn.LeakyReLU(0.2, inplace=True)", "silu": "nn.SiLU()",
+                     "gelu": "nn.GELU()", "hardswish": "nn.Hardswish()", "mish": "nn.Mish()",
+                     "elu": "nn.ELU()", "relu6": "nn.ReLU6(inplace=True)"}
+
+
+def passes_through(layer) -> bool:
+    """Pads, identities and reshapes: between a conv and its norm, they change nothing."""
+    return is_pad(layer) or is_identity(layer) or is_shape_op(layer)
+
+
+def norm_and_activation(graph, layer, width: int | None = None) -> tuple[str | None, str]:
+    """The norm and activation that follow `layer` in the model (or, for a layer that is not
+    weighted, the conv that feeds it), as constructor calls for `width` channels (the norm's
+    own by default): a fix's new convs keep the model's own choices. No norm after the conv
+    gives none, and so does a GroupNorm whose groups do not divide `width` (see
+    `norm_fits`); an activation nobody uses right after falls back to the model's most common
+    one, then ReLU."""
+    norm = act = None
+    current = layer if is_weighted(layer) else _feeding_conv(graph, layer)
+    for _ in range(6):
+        nxt = [l for l in graph.successors(current)]
+        if len(nxt) != 1:
+            break
+        current = nxt[0]
+        if passes_through(current):
+            continue
+        if norm is None and act is None and current.kind == Kind.MODULE and is_norm(current):
+            norm = _norm_text(current.module, width)
+            if norm is None:
+                break
+            continue
+        act = _activation_text(current)
+        break
+    if act is None:
+        counts: dict[str, int] = {}
+        for l in graph:
+            text = _activation_text(l)
+            if text and text not in ("nn.Sigmoid()", "nn.Tanh()"):
+                counts[text] = counts.get(text, 0) + 1
+        act = max(counts, key=counts.get) if counts else "nn.ReLU(inplace=True)"
+    return norm, act
+
+
+def _feeding_conv(graph, layer):
+    """The weighted layer a single chain of norms, activations and reshapes leads back to."""
+    current = layer
+    for _ in range(6):
+        before = [l for l in graph.predecessors(current) if l.kind != Kind.ATTR]
+        if len(before) != 1 or before[0].kind == Kind.INPUT:
+            return layer
+        current = before[0]
+        if is_weighted(current):
+            return current
+    return layer
+
+
+def _norm_text(module, width: int | None = None) -> str | None:
+    if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
+        return norm_call(module, width)
+    if isinstance(module, nn.GroupNorm):
+        width = width or module.num_channels
+        if width % module.num_groups:
+            return None
+        extra = "" if module.affine else ", affine=False"
+        return f"nn.GroupNorm({module.num_groups}, {width}{extra})"
+    return None
+
+
+def _activation_text(layer) -> str | None:
+    if layer.kind == Kind.MODULE and isinstance(layer.module, ACTIVATION_TYPES):
+        module = layer.module
+        if isinstance(module, nn.PReLU):
+            return f"nn.PReLU({module.num_parameters})" if module.num_parameters > 1 else "nn.PReLU()"
+        if type(module).__module__.startswith("torch.nn"):
+            return f"nn.{module!r}"
+        return None
+    if layer.kind in CALLS:
+        return _ACTIVATION_CALLS.get(layer.op)
+    return None

@@ -56,6 +56,29 @@ def test_shared_weights_count_once_and_direct_parameter_reads_count():
     assert not cov["unreached"]
 
 
+def test_a_module_whose_tied_weights_another_called_module_uses_is_reached():
+    """T5's pattern: `shared` owns the embedding; the encoder and decoder call their own
+    Embedding modules holding the same Parameter, and `shared` itself is never called."""
+    class EncoderDecoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.shared = nn.Embedding(50, 16)
+            self.enc_embed = nn.Embedding(50, 16)
+            self.dec_embed = nn.Embedding(50, 16)
+            self.enc_embed.weight = self.dec_embed.weight = self.shared.weight
+            self.head = nn.Linear(16, 50)
+
+        def forward(self, ids, dec_ids):
+            return self.head(self.enc_embed(ids).mean(1, keepdim=True) + self.dec_embed(dec_ids))
+
+    model = EncoderDecoder()
+    report = archlint.lint(model, (torch.zeros(1, 7, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long)))
+    cov = report.coverage
+    assert cov["params_total"] == 50 * 16 + 16 * 50 + 50 == cov["params_reached"]
+    assert cov["modules_reached"] == cov["modules_total"] == 2 and not cov["unreached"]
+    assert "C001" not in {f.code for f in report.findings}
+
+
 def test_a_skipped_part_is_named_and_fails_ci(tmp_path):
     source = '''
         import torch

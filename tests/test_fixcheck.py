@@ -8,6 +8,8 @@ import archlint
 from archlint.engine import one_per_line
 from archlint.findings import Finding, Fix, Location, Severity
 
+from .helpers import lint_source
+
 
 def _fix_of(report, code):
     (finding,) = [f for f in report.findings if f.code == code]
@@ -69,3 +71,44 @@ def test_one_finding_per_rule_and_line_counts_the_others():
     assert first.evidence["count"] == 3
     assert first.evidence["modules"] == ["layer2.0.downsample", "layer3.0.downsample", "layer4.0.downsample"]
     assert "also layer3.0.downsample, layer4.0.downsample" in first.message
+
+
+def test_findings_merged_per_part_merge_again_across_parts():
+    # A detector linted in parts: layer2, layer3 and layer4 are traced one by one, and their
+    # downsample convs come from one line of _make_layer.
+    at = Location("net.py", 7)
+    part = lambda names: one_per_line([Finding("D002", "d", Severity.WARNING, n, "strided 1x1", origin=at)
+                                       for n in names])
+    merged = one_per_line(part(["layer2.0.downsample"]) + part(["layer3.0.downsample", "layer3.1.downsample"])
+                          + part(["layer4.0.downsample"]))
+    [f] = merged
+    assert f.evidence["count"] == 4
+    assert f.evidence["modules"] == ["layer2.0.downsample", "layer3.0.downsample", "layer3.1.downsample",
+                                     "layer4.0.downsample"]
+    assert f.message == ("strided 1x1 (also layer3.0.downsample, layer3.1.downsample, layer4.0.downsample, "
+                         "built by the same line)")
+
+
+def test_a_functional_op_in_a_block_is_one_finding_for_its_calling_line(tmp_path):
+    # pytorch-cifar's PNASNet: each stage calls F.max_pool2d on the same forward line.
+    report = lint_source("""
+        import torch
+        from torch import nn
+        import torch.nn.functional as F
+
+        class Transition(nn.Module):
+            def __init__(self, c):
+                super().__init__()
+                self.conv = nn.Conv2d(c, c, 1)
+
+            def forward(self, x):
+                return F.max_pool2d(self.conv(x), 2)
+
+        model = nn.Sequential(Transition(8), Transition(8), Transition(8))
+        example_input = torch.randn(1, 8, 32, 32)
+        """, tmp_path, select=["D001"])
+    [f] = report.findings
+    assert f.evidence["count"] == 3 and f.location.line == 11
+    assert "also 1, 2, called by the same line" in f.message
+    # Each call keeps its own shapes where its fix was checked.
+    assert f.fix.checked == "runs" and f.fix.checked_on == "1x8x32x32"

@@ -172,8 +172,8 @@ class _Crashing(Rule, abstract=True):
 
 
 def test_a_crashing_rule_is_reported_and_the_others_still_run():
-    model = nn.Sequential(nn.Conv2d(3, 8, 7))
-    inputs = ExampleInputs(from_shapes([(1, 3, 32, 32)]), "test")
+    model = nn.Sequential(nn.Conv2d(8, 8, 7))
+    inputs = ExampleInputs(from_shapes([(1, 8, 32, 32)]), "test")
     graph, _ = analyze(model, inputs)
     problems: list[str] = []
     found = run_rules(graph, [_Crashing, LargeKernel], Settings(), problems=problems)

@@ -2,16 +2,17 @@
 outputs, deep stacks without skips."""
 from __future__ import annotations
 
-import pytest
 import time
+
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import archlint
 from archlint.findings import Severity
 from archlint.rules.architecture.deep_plain_stack import longest_plain_chains
 
-from .helpers import found, lint
 from .helpers import found, lint, torchvision_model
 
 
@@ -257,6 +258,26 @@ def test_a004_quiet_when_the_logits_are_returned_too():
             return logits, torch.sigmoid(logits)
 
     assert not found(lint(Net(), (2, 8), select=["A004"]))
+
+
+def test_a004_quiet_on_a_bert_style_pooler_and_fires_on_a_narrowing_head():
+    # Hugging Face's BertModel returns its token features and dense + Tanh over [CLS]: a
+    # sentence embedding as wide as the hidden size, not class scores.
+    class Encoder(nn.Module):
+        def __init__(self, head: nn.Linear):
+            super().__init__()
+            self.embed = nn.Embedding(100, 32)
+            self.layer = nn.TransformerEncoderLayer(32, 2, 64, batch_first=True)
+            self.pooler = head
+
+        def forward(self, ids):
+            hidden = self.layer(self.embed(ids))
+            return hidden, torch.tanh(self.pooler(hidden[:, 0]))
+
+    ids = torch.zeros(2, 10, dtype=torch.long)
+    assert not found(archlint.lint(Encoder(nn.Linear(32, 32)), ids, select=["A004"]))
+    [f] = found(archlint.lint(Encoder(nn.Linear(32, 5)), ids, select=["A004"]))
+    assert f.evidence["classes"] == 5
 
 
 @pytest.mark.slow

@@ -20,13 +20,58 @@ def modules(found) -> list[str]:
 
 
 def test_k001_fix_keeps_a_reflection_pad_in_front_and_the_size():
-    # A CycleGAN generator's stem: the pad supplies the 7x7's padding, so the 3x3s take none.
-    model = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(3, 16, 7), nn.ReLU())
-    [f] = findings(model, (1, 3, 32, 32), "K001")
+    # A CycleGAN-style body conv: the pad supplies the 7x7's padding, so the 3x3s take none.
+    model = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(16, 16, 7), nn.ReLU())
+    [f] = findings(model, (1, 16, 32, 32), "K001")
     assert "keeping the ReflectionPad2d in front" in f.fix.description
+    assert f.fix.checked == "runs"
     stack = eval(f.fix.code, {"nn": nn})
-    x = torch.randn(1, 3, 32, 32)
+    x = torch.randn(1, 16, 32, 32)
     assert nn.Sequential(nn.ReflectionPad2d(3), stack)(x).shape == model(x).shape
+
+
+def test_k001_stack_pads_as_much_as_the_conv_did():
+    # An unpadded 5x5 (LeNet's style) becomes two unpadded 3x3s: a drop-in, not a resize.
+    model = nn.Sequential(nn.Conv2d(32, 32, 5), nn.ReLU(), nn.Conv2d(32, 32, 5, padding=1))
+    found = findings(model, (1, 32, 32, 32), "K001")
+    assert [f.fix.checked for f in found] == ["runs", "runs"]
+    assert "nn.Conv2d(32, 32, 3)," in found[0].fix.code and "padding" not in found[0].fix.code
+    x = torch.randn(1, 32, 32, 32)
+    for f in found:
+        conv = model[int(f.module)]
+        stack = eval(f.fix.code, {"nn": nn})
+        assert stack(x).shape == conv(x).shape
+
+
+def test_k001_a_widening_conv_is_stacked_at_its_input_width():
+    # AlexNet's 64->192 5x5: at the output's width the stack would cost more than the conv;
+    # at the input's width, widened by the last 3x3, it costs half.
+    model = nn.Sequential(nn.Conv2d(64, 192, 5, padding=2), nn.BatchNorm2d(192), nn.ReLU())
+    [f] = findings(model, (1, 64, 27, 27), "K001")
+    assert f.evidence["params_after"] < f.evidence["params_now"] / 2
+    assert f.fix.checked == "runs"
+    assert "nn.Conv2d(64, 64, 3, padding=1, bias=False)" not in f.fix.code  # bias kept as the model has it
+    assert "nn.BatchNorm2d(64)" in f.fix.code and "nn.Conv2d(64, 192, 3, padding=1)" in f.fix.code
+
+
+def test_k001_strided_stem_stack_keeps_the_output_size():
+    stem = nn.Sequential(nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU())  # AlexNet's
+    [f] = findings(stem, (1, 3, 224, 224), "K001")
+    assert f.fix.checked == "runs"
+    x = torch.randn(1, 3, 224, 224)
+    assert eval(f.fix.code, {"nn": nn})(x).shape == stem[0](x).shape
+
+
+def test_k001_quiet_on_a_stride1_conv_whose_stack_costs_more_weights():
+    # pytorch-cifar's LeNet: 5x5 convs widening 3->6->16; two 3x3s hold more weights at the
+    # output's width, and at the input's they squeeze through 3 or 6 channels.
+    lenet = nn.Sequential(nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2))
+    assert findings(lenet, (1, 3, 32, 32), "K001") == []
+    # ...while a strided RGB stem (ResNet-C) still fires, although its stack is larger too.
+    stem = nn.Sequential(nn.Conv2d(3, 64, 7, stride=2, padding=3), nn.BatchNorm2d(64), nn.ReLU())
+    [f] = findings(stem, (1, 3, 64, 64), "K001")
+    assert f.evidence["params_after"] > f.evidence["params_now"]
 
 
 def test_k002_stride1_even_kernels_shift_and_strided_ones_do_not():
@@ -263,6 +308,27 @@ def test_k001_quiet_on_a_conv_token_embedding_before_layernorm():
             return self.head(self.norm(t).mean(1))
 
     assert findings(Tokens(), (1, 3, 64, 64), "K001") == []
+
+
+class _ChannelLayerNorm(nn.Module):
+    """vit-pytorch's CvT LayerNorm: over the channels of an N x C x H x W map, by hand."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.g = nn.Parameter(torch.ones(1, dim, 1, 1))
+
+    def forward(self, x):
+        var = torch.var(x, dim=1, unbiased=False, keepdim=True)
+        mean = torch.mean(x, dim=1, keepdim=True)
+        return (x - mean) / (var + 1e-5).sqrt() * self.g
+
+
+def test_k001_quiet_on_a_token_embedding_before_a_handwritten_layernorm():
+    embedding = nn.Sequential(nn.Conv2d(3, 64, 7, stride=4, padding=3), _ChannelLayerNorm(64))
+    assert findings(embedding, (1, 3, 64, 64), "K001") == []
+    # A BatchNorm after the same conv is a CNN stem's.
+    stem = nn.Sequential(nn.Conv2d(3, 64, 7, stride=4, padding=3), nn.BatchNorm2d(64), nn.ReLU())
+    assert modules(findings(stem, (1, 3, 64, 64), "K001")) == ["0"]
 
 
 def test_k002_quiet_on_fixed_blur_kernel_and_single_output_position():

@@ -487,6 +487,22 @@ def test_n006_half_is_information_on_conv_maps_and_quiet_on_features_and_tokens(
     assert findings(nn.Sequential(nn.Linear(32, 32), nn.Dropout(0.3)), (2, 32), "N006") == []
 
 
+
+def test_n006_half_is_quiet_in_an_image_generator_where_dropout_is_the_noise():
+    # pix2pix's U-Net decoder: Dropout(0.5) after each of the first upsampling convs is the
+    # generator's only noise (Isola et al.), not a rate someone misread.
+    generator = nn.Sequential(
+        nn.Conv2d(3, 16, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+        nn.ConvTranspose2d(16, 16, 4, stride=2, padding=1), nn.InstanceNorm2d(16), nn.Dropout(0.5), nn.ReLU(),
+        nn.Conv2d(16, 3, 3, padding=1), nn.Tanh(),
+    )
+    assert findings(generator, (1, 3, 32, 32), "N006") == []
+    # A rate above one half is still the keep_prob confusion there.
+    generator[4] = nn.Dropout(0.9)
+    [f] = findings(generator, (1, 3, 32, 32), "N006")
+    assert f.severity == Severity.WARNING
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["vgg16", "alexnet", "efficientnet_b0", "mobilenet_v3_large", "densenet121", "vit_b_16"])
 def test_n006_quiet_on_classic_classifiers(name):

@@ -386,7 +386,7 @@ def test_check_format_markdown_from_the_cli(tmp_path, monkeypatch):
     path = write(tmp_path, "cnn.py", """
         import torch
         from torch import nn
-        model = nn.Sequential(nn.Conv2d(3, 32, 7, padding=3), nn.BatchNorm2d(32), nn.ReLU())
+        model = nn.Sequential(nn.Conv2d(3, 32, 7, stride=2, padding=3), nn.BatchNorm2d(32), nn.ReLU())
         example_input = torch.randn(1, 3, 32, 32)
     """)
     monkeypatch.chdir(tmp_path)

@@ -5,8 +5,8 @@ carries the share of the model's parameters and of its weighted modules (modules
 parameters) that the graphs the rules read reached, and names the modules they did not.
 
 A module is reached when the graph calls it, or calls a module that holds it (a torch.nn
-layer is a leaf), or when forward reads its parameters directly (a layer scale, a position
-embedding). A parameter read only by an op the tracer could not open (a higher-order op
+layer is a leaf), or calls another module holding the same parameters (tied embeddings), or
+when forward reads its parameters directly (a layer scale, a position embedding). A parameter read only by an op the tracer could not open (a higher-order op
 under torch.export) is not reached: the rules never saw the layers that use it.
 """
 from __future__ import annotations
@@ -100,6 +100,22 @@ def measure(model: nn.Module, graphs: Sequence, skipped: Iterable[tuple[str, str
             cut = name.find(".", cut + 1)
         return False
 
+    called_ids: set[int] | None = None
+
+    def held_by_called(tensors: list) -> bool:
+        # A parameter is counted under the first module that holds it; a tied copy (T5's
+        # `shared` embedding, which its encoder and decoder call as `embed_tokens`) is reached
+        # when any module holding it is called. Built only when a module looks unreached.
+        nonlocal called_ids
+        if called_ids is None:
+            called_ids = set()
+            for qualname in called:
+                try:
+                    called_ids.update(id(t) for t in model.get_submodule(qualname).parameters())
+                except AttributeError:
+                    pass
+        return all(id(t) in called_ids for t in tensors)
+
     coverage = Coverage()
     seen_params: set[int] = set()
     unreached: dict[str, list] = {}
@@ -117,7 +133,8 @@ def measure(model: nn.Module, graphs: Sequence, skipped: Iterable[tuple[str, str
         # being read, and so are the weights torchvision's Swin hands to F.linear (the graph
         # holds those functional ops, and the rules read them).
         reached_params = sum(t.numel() for q, t in own if q in read)
-        if under(name, called) or (reached_params == count and count):
+        if (under(name, called) or (reached_params == count and count)
+                or held_by_called([t for _, t in own])):
             reached_names.add(name)
             coverage.modules_reached += 1
             coverage.params_reached += count

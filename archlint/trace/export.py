@@ -19,6 +19,7 @@ from ..graph.ops import Kind, op_name
 from .fx import call_frames, scope
 from .interpreter import arg_repr, propagate
 from .meta import fake_cpu_inputs, fake_cpu_weights, fake_mode
+from .outputs import flat_outputs
 from .records import Op, Trace
 
 
@@ -121,7 +122,8 @@ def trace_export(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
     # Under no_grad throughout, a `with torch.no_grad():` in forward changes nothing, so export
     # does not wrap that region into a higher-order op whose layers the graph cannot show.
     with warnings.catch_warnings(), _quiet_torch_logs(), _inline_autograd_functions(), \
-            torch.no_grad(), fake_cpu_weights(model, mode) as fake_model:
+            torch.no_grad(), fake_cpu_weights(model, mode) as fake_model, \
+            flat_outputs(fake_model) as unpacked:
         warnings.simplefilter("ignore")
         ep = torch.export.export(fake_model, fake_cpu_inputs(tuple(inputs), mode), strict=False)
     gm = ep.graph_module
@@ -235,7 +237,10 @@ def trace_export(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
         ))
         if op_name(n.target).endswith("_") and ext and ext[0].name not in weights:
             ops[-1].writes = sorted(set(ops[-1].writes) | {name_of.get(ext[0].name, ext[0].name)})
-    return Trace(ops, "torch.export", model)
+    result = Trace(ops, "torch.export", model)
+    if unpacked.types:
+        result.notes.append(unpacked.note())
+    return result
 
 
 def _flatten_nodes(value: Any) -> list[fx.Node]:

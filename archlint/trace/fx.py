@@ -74,16 +74,16 @@ def trace_fx(model: nn.Module, inputs: Sequence[torch.Tensor], tracer: LeafTrace
         constants = {n.target: getattr(tracer.root, n.target) for n in graph.nodes
                      if n.op == "get_attr" and n.target.startswith("_tensor_constant")}
     finally:
-        state.restore()  # before the GraphModule copies the attributes forward assigned
+        state.restore()  # the attributes forward assigned while traced are dropped
     for name, value in constants.items():
         setattr(tracer.root, name, value)
-    gm = fx.GraphModule(tracer.root, graph)
-    records = propagate(gm, inputs)
+    root = tracer.root
+    records = propagate(root, inputs, graph)
     ops = []
     for n in graph.nodes:
         rec = records.get(n.name, {})
         kind = _KINDS[n.op]
-        module = gm.get_submodule(n.target) if n.op == "call_module" else None
+        module = root.get_submodule(n.target) if n.op == "call_module" else None
         frames = call_frames(n)
         op = Op(
             name=n.name, kind=kind,

@@ -13,7 +13,6 @@ from typing import Any, Sequence
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from ..graph import macs
 from ..graph.ops import NORM_TYPES, Kind, op_name
@@ -27,6 +26,12 @@ _AUGMENTED_RE = re.compile(r"^\s*[\w.\[\]\s,]+?\s*(\+|-|\*|/|@|//|%|&|\||\^)=(?!
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
+    # Almost every value is one tensor or None: pytree's walk, needed for the rest (dicts,
+    # namedtuples, ModelOutputs), cost a third of a deep net's interpretation.
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if value is None or isinstance(value, (int, float, bool, str, torch.Size)):
+        return []
     found: list[torch.Tensor] = []
     torch.utils._pytree.tree_map(lambda v: found.append(v) if isinstance(v, torch.Tensor) else None, value)
     return found
@@ -62,11 +67,21 @@ class NodeFailed(Exception):
 class Propagator(fx.Interpreter):
     """Runs a graph on meta tensors and records, per node, what rules need to know."""
 
-    def __init__(self, gm: fx.GraphModule):
-        super().__init__(gm, garbage_collect_values=False)
+    def __init__(self, module: nn.Module, graph: fx.Graph | None = None):
+        super().__init__(module, garbage_collect_values=False, graph=graph)
         self.records: dict[str, dict[str, Any]] = {}
         self._owner: dict[int, str] = {}  # id(storage root tensor) -> first node that made it
-        self._counter = FlopCounterMode(display=False)
+        self._flop_counter = None
+
+    @property
+    def _counter(self):
+        # Made on first use: importing torch.utils.flop_counter imports triton where it is
+        # installed (0.3 s), and a plain CNN has a closed form for every op.
+        if self._flop_counter is None:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            self._flop_counter = FlopCounterMode(display=False)
+        return self._flop_counter
 
     def _flops(self) -> int:
         return sum(self._counter.flop_counts["Global"].values())
@@ -123,7 +138,8 @@ class Propagator(fx.Interpreter):
                 kwargs = {**kwargs, "device": _META}
             # An exported graph names the device its factories and copies ran on at export
             # time (cpu), as keyword or positional arguments.
-            args, kwargs = torch.utils._pytree.tree_map(_to_meta_device, (args, kwargs))
+            if any(isinstance(v, (torch.device, list, tuple, dict)) for v in (*args, *kwargs.values())):
+                args, kwargs = torch.utils._pytree.tree_map(_to_meta_device, (args, kwargs))
         if op_name(target) in self._SAME_SHAPE_FUNCTIONS and args and isinstance(args[0], torch.Tensor):
             return shapes.same_shape(args[0])
         out = shapes.function_output(target, args, kwargs)
@@ -134,7 +150,7 @@ class Propagator(fx.Interpreter):
         return super().call_function(target, _mutable(args), _mutable(kwargs))
 
     def _activations(self) -> list[tuple[int, ...]]:
-        computed = {m.name for m in self.module.graph.nodes
+        computed = {m.name for m in self.graph.nodes
                     if m.op in ("call_module", "call_function", "call_method")}
         return [meta.shape for name, rec in self.records.items() if name in computed for meta in rec["out"]]
 
@@ -173,8 +189,11 @@ class Propagator(fx.Interpreter):
         return result
 
 
-def propagate(gm: fx.GraphModule, args: Sequence[Any]) -> dict[str, dict[str, Any]]:
-    prop = Propagator(gm)
+def propagate(module: nn.Module, args: Sequence[Any], graph: fx.Graph | None = None) -> dict[str, dict[str, Any]]:
+    """Run `graph` (a GraphModule's own, by default) over `module` on `args`. The traced root
+    and its graph serve as they are: building a GraphModule generates and compiles Python for
+    the whole graph, which nothing here reads (a tenth of a deep net's lint)."""
+    prop = Propagator(module, graph)
     prop.on_meta = any(isinstance(a, torch.Tensor) and a.is_meta for a in torch.utils._pytree.tree_leaves(args))
     with torch.no_grad():
         prop.propagate(*args)

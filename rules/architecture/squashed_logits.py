@@ -33,7 +33,9 @@ class SquashedLogits(Rule):
         - Sigmoid on one or two outputs, a binary head returning probabilities: information.
         Image-shaped outputs (a GAN generator's Tanh on N x 3 x H x W) are not classifier heads
         and are left alone, as is one ReLU output (a non-negative regression), a squashing
-        applied only when not `self.training`, and a model that also returns the raw scores.
+        applied only when not `self.training`, a model that also returns the raw scores, and a
+        Linear as wide out as in (BERT's pooler: dense + Tanh over the [CLS] features is a
+        sentence embedding, not class scores).
         """
     why = """
         Classification losses take unbounded logits. nn.CrossEntropyLoss applies log-softmax to
@@ -129,7 +131,7 @@ class SquashedLogits(Rule):
                 if classes is None:
                     continue
                 classifier = classifier_of(graph, layer)
-                if classifier is None or classifier.name in returned_names:
+                if classifier is None or classifier.name in returned_names or _keeps_width(classifier):
                     continue
                 severity = _severity(kind, classes)
                 if severity is not None:
@@ -163,6 +165,12 @@ class SquashedLogits(Rule):
             fix=Fix(f"return the raw logits and train with {loss}", code),
             severity=severity, prefer="call",
         )
+
+
+def _keeps_width(layer: Layer) -> bool:
+    """A Linear as wide out as in: a pooler or projection (BERT's pooler, dense + Tanh over the
+    [CLS] features, returns a sentence embedding), not a head that scores classes."""
+    return layer.is_a(nn.Linear) and layer.module.in_features == layer.module.out_features
 
 
 def squasher(layer: Layer) -> str | None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import (ANY_CONV_TYPES, TRANSPOSED_CONV_TYPES, Kind, is_call_of, is_pool,
-                                is_upsampling)
+from archlint.graph.ops import (ANY_CONV_TYPES, CONCAT_FUNCTIONS, SUM_FUNCTIONS, TRANSPOSED_CONV_TYPES, Kind,
+                                is_call_of, is_pool, is_upsampling)
 from archlint.rule import Option, Rule
 
 from ..helpers import as_tuple, conv_call, data_dependent, is_global, reduction, shape_text, spatial
@@ -150,8 +150,9 @@ def _narrowest_feeding(graph, layer, dependent: set[str]) -> int | None:
     return min(widths) if widths else None
 
 
-# Merges whose output width counts for the stage: a residual sum, a concatenation.
-_WIDENING_MERGES = frozenset({"add", "cat", "concat"})
+# Merges whose output width counts for the stage: a residual sum (`out += shortcut` too), a
+# concatenation.
+_WIDENING_MERGES = SUM_FUNCTIONS | CONCAT_FUNCTIONS
 
 
 def _stage_after(graph, start) -> tuple[int, str, bool]:

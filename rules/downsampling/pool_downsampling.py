@@ -4,11 +4,11 @@ from __future__ import annotations
 import math
 
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import (ANY_CONV_TYPES, TRANSPOSED_CONV_TYPES, Kind, is_avg_pool, is_pool,
-                                is_upsampling, is_weighted)
+from archlint.graph.ops import ANY_CONV_TYPES, Kind, is_avg_pool, is_pool
 from archlint.rule import Option, Rule
 
-from ..helpers import as_tuple, conv_weights, human, is_global, reduction, shape_text, spatial
+from ..helpers import (as_tuple, conv_weights, human, is_generative, is_global, norm_and_activation, reduction, shape_text,
+                       spatial)
 
 
 class PoolDownsampling(Rule):
@@ -92,7 +92,7 @@ class PoolDownsampling(Rule):
     )
 
     def check(self, graph, ctx):
-        generative = ctx["warn-in-decoders"] and _is_generative(graph)
+        generative = ctx["warn-in-decoders"] and is_generative(graph)
         for layer in graph:
             if not is_pool(layer) or is_global(layer):
                 continue
@@ -104,7 +104,8 @@ class PoolDownsampling(Rule):
             n = _dims(layer)
             c = layer.in_shape[1]
             stride = max(factor)
-            conv_params = conv_weights(_strided_window(factor)[0], c, c, bias=False)
+            norm, act = norm_and_activation(graph, layer)
+            conv_params = conv_weights(_strided_window(factor)[0], c, c, bias=norm is None)
             where = "in a generative model (it decodes back to an image)" if generative else ""
             yield self.finding(
                 layer,
@@ -116,7 +117,8 @@ class PoolDownsampling(Rule):
                           "values_kept": round(1 / math.prod(factor), 3),
                           "params_added": conv_params, "generative_model": generative},
                 fix=Fix(f"replace the pool by a {stride}x-strided conv (or move the stride into the conv "
-                        "before it and delete the pool)", _strided_conv(n, c, tuple(factor))),
+                        "before it and delete the pool)",
+                        _strided_conv(n, c, tuple(factor), norm, act)),
                 severity=Severity.WARNING if generative else None,
                 prefer="built" if layer.kind == Kind.MODULE else "call",
             )
@@ -124,31 +126,6 @@ class PoolDownsampling(Rule):
 
 def _dims(layer) -> int:
     return len(spatial(layer.in_shape) or (0, 0))
-
-
-def _is_generative(graph) -> bool:
-    """A model with an upsampling decoder that generates or reconstructs an image: its input
-    is a latent code, or its output has the input's channels and size (autoencoders, VAEs,
-    image-to-image). There pooling's fixed, gradient-sparse downsampling hurts most. A
-    segmentation model, which decodes to class maps, or one that only resizes its final
-    scores (FCN, DeepLab), is not one."""
-    if not any(_decodes(graph, l) for l in graph if is_upsampling(l)):
-        return False
-    image = graph.input_shapes[0] if graph.input_shapes else None
-    if image is None or len(image) < 3 or all(s == 1 for s in image[2:]):
-        return True  # generated from a latent vector
-    if image[1] > 4:
-        return False  # fed feature maps, not an image (a detector's neck linted as a part)
-    outputs = [p.out_shape for out in graph.outputs for p in graph.predecessors(out)]
-    return any(o is not None and len(o) == len(image) and o[1] == image[1] and tuple(o[2:]) == tuple(image[2:])
-               for o in outputs)
-
-
-def _decodes(graph, upsampling) -> bool:
-    """Learned upsampling, or upsampling that a conv or Linear layer computes on after."""
-    if upsampling.is_a(*TRANSPOSED_CONV_TYPES):
-        return True
-    return any(is_weighted(l) for l in graph.next_layers(upsampling, through=lambda l: not is_weighted(l)))
 
 
 def _feeds_only_pointwise(graph, layer) -> bool:
@@ -167,8 +144,11 @@ def _strided_window(factor: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int
     return kernel, padding
 
 
-def _strided_conv(n: int, c: int, factor: tuple[int, ...]) -> str:
+def _strided_conv(n: int, c: int, factor: tuple[int, ...], norm: str | None, act: str) -> str:
+    """The strided conv, with the norm and activation the model uses after its own convs (none
+    in a norm-free net such as LeNet: then the conv keeps its bias)."""
     kernel, padding = _strided_window(factor)
     one = lambda v: str(v[0]) if len(set(v)) == 1 else str(tuple(v))  # noqa: E731
-    return (f"nn.Sequential(\n    nn.Conv{n}d({c}, {c}, kernel_size={one(kernel)}, stride={one(factor)}, "
-            f"padding={one(padding)}, bias=False),\n    nn.BatchNorm{n}d({c}),\n    nn.ReLU(inplace=True),\n)")
+    conv = (f"nn.Conv{n}d({c}, {c}, kernel_size={one(kernel)}, stride={one(factor)}, "
+            f"padding={one(padding)}{', bias=False' if norm else ''})")
+    return "nn.Sequential(\n" + "".join(f"    {part},\n" for part in (conv, norm, act) if part) + ")"

@@ -7,7 +7,7 @@ from archlint.findings import Fix, Severity
 from archlint.graph.ops import Kind, is_call_of
 from archlint.rule import Option, Rule
 
-from ..helpers import dropout_rate
+from ..helpers import dropout_rate, is_generative
 
 # Dropout that zeroes whole channels of a feature map, and the calls that do the same.
 _CHANNEL_DROPOUT_TYPES = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.FeatureAlphaDropout)
@@ -25,8 +25,9 @@ class DropoutKeepProb(Rule):
         friends) whose p is above `max-p` (0.5): most of the activations are zeroed on every
         training step. At exactly 0.5 on a conv feature map (channel dropout, or any dropout on an
         N x C x H x W tensor) it reports information: half of a conv map is a heavy rate. Quiet
-        at 0.5 on fully connected features, the classic AlexNet/VGG classifier value, and on
-        tokens.
+        at 0.5 on fully connected features, the classic AlexNet/VGG classifier value, on
+        tokens, and in models that generate images (pix2pix's U-Net generator uses dropout 0.5
+        in its decoder as its noise source).
         """
     why = """
         In PyTorch, nn.Dropout(p) zeroes each element with probability p and scales the rest by
@@ -48,6 +49,7 @@ class DropoutKeepProb(Rule):
         "TensorFlow 1.x API, tf.nn.dropout(x, keep_prob): keep_prob is the probability that each element is kept (TensorFlow 2 replaced it with rate = 1 - keep_prob)",
         "Srivastava et al., Dropout: A Simple Way to Prevent Neural Networks from Overfitting, JMLR 2014: p is the retention probability, 0.5 for hidden units",
         "Tompson et al., Efficient Object Localization Using Convolutional Networks, CVPR 2015 (SpatialDropout)",
+        "Isola et al., Image-to-Image Translation with Conditional Adversarial Networks (pix2pix), CVPR 2017: dropout as the generator's noise",
     )
     options = {
         "max-p": Option(0.5, "the highest drop probability not reported as a warning", float),
@@ -93,6 +95,9 @@ class DropoutKeepProb(Rule):
 
     def check(self, graph, ctx):
         limit = ctx["max-p"]
+        # pix2pix's generator drops half of its decoder maps as its only source of noise (Isola
+        # et al.): in a model that generates images, 0.5 there is the design.
+        noise_source = is_generative(graph)
         for layer in graph:
             p = dropout_rate(layer, graph.model.training, alpha=True)
             if p is None:
@@ -100,7 +105,7 @@ class DropoutKeepProb(Rule):
             feature_map = _on_feature_map(layer)
             if p > limit:
                 yield self._report(layer, p, feature_map, Severity.WARNING)
-            elif p == 0.5 and feature_map:
+            elif p == 0.5 and feature_map and not noise_source:
                 yield self._report(layer, p, feature_map, Severity.INFO)
 
     def _report(self, layer, p: float, feature_map: bool, severity: Severity):

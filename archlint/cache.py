@@ -363,6 +363,8 @@ def _settings_fingerprint(settings: Settings) -> dict[str, Any]:
     data.pop("timeout", None)  # limits decide whether a run finishes, not its findings
     data.pop("memory_limit", None)
     data.pop("import_scripts", None)  # scripts are set aside before the cache is asked
+    data.pop("worker", None)  # where the run happens, not what it finds
+    data.pop("worker_idle", None)
     return data
 
 

@@ -1,4 +1,5 @@
-"""The command line: `archlint check`, `archlint report`, `archlint rules`, `archlint explain`."""
+"""The command line: `archlint check`, `archlint report`, `archlint summary`, `archlint diff`,
+`archlint rules`, `archlint explain`, `archlint worker status|stop`."""
 from __future__ import annotations
 
 import os
@@ -29,10 +30,21 @@ def _fail(message: str, debug: bool = False) -> None:
     sys.exit(2)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    def parse_args(self, ctx, args):
+        # The command line as given: a run handed to the warm worker is this argv, run again there.
+        ctx.meta["archlint.argv"] = list(args)
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="archlint")
 def main() -> None:
-    """A design linter for PyTorch architectures."""
+    """A design linter for PyTorch architectures.
+
+    `check` and `report` hand their run to a warm worker that has torch imported already
+    (started on demand, exits after 15 idle minutes; `archlint worker --help`).
+    """
 
 
 def _settings(first_spec: str, config_path, select, ignore, fail_on, batch_size, input_shapes):
@@ -71,6 +83,9 @@ def lint_options(command):
         click.option("--config", "config_path", type=click.Path(dir_okay=False),
                      help="Read [tool.archlint] from this pyproject.toml instead of the nearest one."),
         click.option("--debug", is_flag=True, help="Show Python tracebacks for errors."),
+        click.option("--no-worker", is_flag=True,
+                     help="Run in this process: neither start nor use the warm worker (also `worker = "
+                          "false` in the config or ARCHLINT_NO_WORKER=1; off by default when CI is set)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -94,10 +109,12 @@ def lint_options(command):
               help="Skip files that build no model instead of reporting them (for pre-commit, "
                    "which passes every changed .py file).")
 def check(paths, input_shapes, batch_size, select, ignore, fail_on, fmt, output, exit_zero,
-          statistics, quiet, config_path, debug, baseline_path, write_baseline, no_cache, skip_no_model):
+          statistics, quiet, config_path, debug, baseline_path, write_baseline, no_cache, skip_no_model,
+          no_worker):
     """Lint the models that PATHS build (file.py, file.py::Name, or a folder)."""
     from . import driver, safe_io
     from .reports import render
+    from .worker import client as worker
 
     try:
         # Every path is made absolute before any user code runs: a file may chdir at import.
@@ -113,9 +130,12 @@ def check(paths, input_shapes, batch_size, select, ignore, fail_on, fmt, output,
                 from .baseline import Baseline
                 Baseline.read(baseline_path)  # merged into later: refuse what is not a baseline now
         settings = _settings(paths[0], config_path, select, ignore, fail_on, batch_size, input_shapes)
-        # The HTML report draws each model's layers, which the cache does not keep.
+        # The HTML report draws each model's layers, which the cache does not keep. At the
+        # first file that must be linted, the hook hands the whole run to the warm worker
+        # (raising worker.Served with its exit status) unless there is none to be had.
         report = driver.check_paths(list(paths), settings, use_cache=not no_cache and fmt != "html",
-                                    skip_no_model=skip_no_model)
+                                    skip_no_model=skip_no_model,
+                                    before_first_lint=worker.first_lint_hook(_worker_run(no_worker, settings, paths)))
         if write_baseline:
             _write_baseline(report, baseline_path, paths, debug)
             return
@@ -143,6 +163,19 @@ def check(paths, input_shapes, batch_size, select, ignore, fail_on, fmt, output,
         click.echo(f"archlint: wrote {output}", err=True)
     code = report.exit_code(settings.fail_on)
     sys.exit(0 if exit_zero and code == 1 else code)
+
+
+def _worker_run(no_worker: bool, settings, paths):
+    """This command line as a run for the warm worker, or None when it must run here."""
+    from .worker import client
+
+    if not client.wanted(no_worker, settings):
+        return None
+    ctx = click.get_current_context()
+    argv = ctx.meta.get("archlint.argv")
+    if argv is None:  # called from Python, not from a command line
+        return None
+    return client.Run(argv, ctx.find_root().info_name, list(paths), settings.worker_idle)
 
 
 def _internal(exc: BaseException, debug: bool) -> None:
@@ -174,10 +207,14 @@ def _show_debug(report) -> None:
 @click.pass_context
 def report(ctx, paths, output, **options):
     """Write the HTML report for PATHS and print its path (`check --format html -o FILE`)."""
+    from .worker.client import Served
+
     before = os.stat(output).st_mtime_ns if os.path.exists(output) else None
     try:
         ctx.invoke(check, paths=paths, fmt="html", output=output, quiet=True, **options)
         code = 0
+    except Served:
+        raise  # the worker ran this whole command, path line included
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     # `check` exits before writing when the run itself failed (bad config, no such file).
@@ -354,6 +391,88 @@ def explain(code: str) -> None:
     if rule is None:
         _fail(f"no rule {code!r}. `archlint rules` lists them all.")
     click.echo(rule.docs_markdown(), nl=False)
+
+
+@main.group(name="worker")
+def worker_group() -> None:
+    """The warm worker: a background process with torch imported, to which `check` and
+    `report` hand their runs.
+
+    It starts the first time a run has to lint a file, serves each run in a forked child that
+    writes straight to your terminal, and exits after `worker-idle` seconds (default 900)
+    without a request. It never imports your own modules: each run imports them afresh. One
+    worker runs per environment (Python, sys.path, installed packages, archlint's files,
+    relevant environment variables); a stale one is replaced. Off with --no-worker, `worker =
+    false` in [tool.archlint] or ARCHLINT_NO_WORKER=1, and when CI is set.
+    """
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+@worker_group.command(name="status")
+def worker_status() -> None:
+    """Workers of this user: pid, key, uptime, idle time, requests served. Exits 0 when one
+    serves this environment, 1 when none does."""
+    from .config import load_settings
+    from .worker import client, environment
+
+    identity, found, problem = client.workers()
+    try:
+        disabled = environment.disabled_reason(False, load_settings(Path.cwd()))
+    except ArchlintError:
+        disabled = None
+    if disabled:
+        click.echo(f"archlint: runs from here do not use a worker: {disabled}")
+    if problem:
+        click.echo(f"archlint: no worker can run: {problem}")
+    ours = False
+    for path, status in found:
+        if status is None:
+            click.echo(f"archlint: {path}: no answer (a worker that is starting, or a dead one's socket)")
+            continue
+        mine = identity is not None and status.get("key") == identity.key
+        ours = ours or mine
+        where = "this environment" if mine else "another environment"
+        click.echo(f"worker {status.get('pid')} ({where}): up {_duration(status.get('uptime', 0))}, "
+                   f"idle {_duration(status.get('idle', 0))} of {_duration(status.get('idle_timeout', 0))}, "
+                   f"{status.get('requests', 0)} requests served, {status.get('running', 0)} running"
+                   + (f", stopping ({status['stopping']})" if status.get("stopping") else ""))
+        click.echo(f"  key {status.get('name')}  archlint {status.get('archlint')}  python {status.get('python')}")
+        ahead = status.get("preloaded") or []
+        click.echo(f"  imported ahead: torch{''.join(', ' + n for n in ahead)}"
+                   + (f"; still to import: {', '.join(status['pending'])}" if status.get("pending") else "")
+                   + (f"; refused: {', '.join(status['refused'])}" if status.get("refused") else ""))
+        click.echo(f"  log {status.get('log')}")
+    if not ours:
+        click.echo("archlint: no worker for this environment")
+    sys.exit(0 if ours else 1)
+
+
+@worker_group.command(name="stop")
+@click.option("--all", "everything", is_flag=True, help="Stop every worker of this user, not only this environment's.")
+def worker_stop(everything: bool) -> None:
+    """Stop this environment's worker (it finishes nothing: running requests go back to their
+    clients, which run them themselves)."""
+    from .worker import client
+
+    identity, found, problem = client.workers()
+    stopped = 0
+    for path, status in found:
+        if status is None or (not everything and (identity is None or status.get("key") != identity.key)):
+            continue
+        pid = client.stop(identity, path)
+        if pid is not None:
+            click.echo(f"archlint: stopped worker {pid}")
+            stopped += 1
+    if not stopped:
+        click.echo("archlint: no worker running" + ("" if everything else " for this environment"))
 
 
 if __name__ == "__main__":  # pragma: no cover

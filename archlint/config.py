@@ -11,6 +11,8 @@
     timeout = 300                 # seconds each file may take to build and trace
     memory-limit = 8192           # MB each file may use while it is built and traced
     import-scripts = ["tools/export.py"]   # scripts folder runs import anyway (true: all of them)
+    worker = true                 # hand runs to the warm worker (archlint/worker/); off when CI is set
+    worker-idle = 900             # seconds the worker stays without a request
 
     [tool.archlint.rules.K001]
     min-kernel = 7
@@ -28,9 +30,10 @@ from .errors import ConfigError
 from .findings import Severity
 
 _KEYS = {"select", "ignore", "fail-on", "batch-size", "input-shape", "rules", "exclude", "timeout",
-         "memory-limit", "import-scripts"}
+         "memory-limit", "import-scripts", "worker", "worker-idle"}
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_MEMORY_LIMIT = 8192
+DEFAULT_WORKER_IDLE = 900.0
 
 
 @dataclass
@@ -48,6 +51,8 @@ class Settings:
     # Files whose top level runs a script (archlint/script_check.py) that folder and pre-commit
     # runs import anyway: globs relative to `root`, or True for every file.
     import_scripts: bool | list[str] = field(default_factory=list)
+    worker: bool = True  # may `check` hand the run to the warm worker
+    worker_idle: float = DEFAULT_WORKER_IDLE  # seconds a worker this run starts stays idle
     source: str | None = None  # the pyproject.toml read, if any
 
     @property
@@ -188,6 +193,16 @@ def settings_from_table(table: dict[str, Any], where: str = "config") -> Setting
             raise ConfigError(f"{where}: memory-limit must be a whole number of MB (at least 64), "
                               f"not {value!r}.", cause="type")
         settings.memory_limit = value
+    if "worker" in table:
+        if not isinstance(table["worker"], bool):
+            raise ConfigError(f"{where}: worker must be true or false, not {table['worker']!r}.", cause="type")
+        settings.worker = table["worker"]
+    if "worker-idle" in table:
+        value = table["worker-idle"]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{where}: worker-idle must be a positive number of seconds, not {value!r}.",
+                              cause="type")
+        settings.worker_idle = float(value)
     if "fail-on" in table:
         try:
             settings.fail_on = Severity.parse(table["fail-on"])

@@ -11,9 +11,10 @@ starts warm.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from contextlib import nullcontext
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .cache import ResultCache, recording_environ, recording_imports
 from .config import Settings
@@ -146,9 +147,13 @@ def _lint_isolated(path: str, names: Sequence[str], explicit: bool, settings: Se
     from . import isolation, portable
 
     def work():
+        from .worker import preload
+
+        before = set(sys.modules)
         # Recording costs a realpath per import: only worth it when the result is stored.
         with (recording_imports() if record else nullcontext()) as imports, recording_environ() as environ:
             models = check_file(path, names, explicit, settings)
+        preload.note_new_packages(before)  # what the warm worker may import ahead next time
         for model in models:
             _keep_debug_details(model)
             if caused_by(model.error, MemoryError) is not None:
@@ -179,10 +184,12 @@ def _keep_debug_details(model: ModelReport) -> None:
 
 def check_paths(specs: Sequence[str], settings: Settings, *, use_cache: bool = False,
                 skip_no_model: bool = False, cache: ResultCache | None = None,
-                isolate: bool = True) -> Report:
+                isolate: bool = True, before_first_lint: Callable[[], None] | None = None) -> Report:
     """Lint every target PATHS name. `use_cache`: answer unchanged files from .archlint_cache/
     (or `cache`) and store new answers. `isolate`: each file in a child process (the default;
-    off only for callers that need the live model objects)."""
+    off only for callers that need the live model objects). `before_first_lint` is called
+    once, before the first file that must be linted imports torch (the CLI hands the run to
+    the warm worker there, archlint/worker/)."""
     if not specs:
         raise ConfigError("no files given. Usage: archlint check mymodel.py [file.py::Model ...]")
     files = expand_paths(specs, skip_no_model=skip_no_model, exclude=settings.exclude,
@@ -212,6 +219,8 @@ def check_paths(specs: Sequence[str], settings: Settings, *, use_cache: bool = F
             report.models.extend(models)
             continue
         if not warm:
+            if before_first_lint is not None:
+                before_first_lint()
             _warm_up(settings)  # the first file that needs linting pays for importing torch
             from .registry import load_rules
 

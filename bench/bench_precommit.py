@@ -201,7 +201,7 @@ def main() -> None:
         run_hook = [pre_commit(), "run", "--files", *files]
 
         cold, done = project.run(*run_hook)
-        assert "K001" in done.stdout, done.stdout  # the hook really linted
+        assert "warning" in done.stdout, done.stdout  # the hook really linted
         unchanged, misses = timed_unchanged(project, run_hook, args.repeat)
         alone, misses_alone = timed_unchanged(project, ["archlint", "check", "--skip-no-model", *files],
                                               args.repeat)

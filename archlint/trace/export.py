@@ -16,8 +16,8 @@ import torch.fx as fx
 from torch import nn
 
 from ..graph.ops import Kind, op_name
-from .fx import call_frames, scope
-from .interpreter import arg_repr, propagate
+from .fx import call_frames, retrace, scope
+from .interpreter import propagate
 from .meta import fake_cpu_inputs, fake_cpu_weights, fake_mode
 from .records import Op, Trace
 
@@ -225,7 +225,8 @@ def trace_export(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
         ops.append(Op(
             name=n.name, kind=Kind.FUNCTION, target=op_name(n.target),
             inputs=[name_of.get(a.name, a.name) for a in ext],
-            args=arg_repr(n.args), kwargs=arg_repr(dict(n.kwargs)),
+            # Arguments name ops, as `inputs` do: a node inside a grouped layer is that layer.
+            args=_named(n.args, name_of), kwargs=_named(dict(n.kwargs), name_of),
             in_metas=rec.get("in", []), out_metas=rec.get("out", []), macs=rec.get("macs", 0),
             writes=[name_of.get(w, w) for w in rec.get("writes", [])],
             alias_of=name_of.get(rec.get("alias") or "", None),
@@ -235,7 +236,15 @@ def trace_export(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
         ))
         if op_name(n.target).endswith("_") and ext and ext[0].name not in weights:
             ops[-1].writes = sorted(set(ops[-1].writes) | {name_of.get(ext[0].name, ext[0].name)})
-    return Trace(ops, "torch.export", model)
+    result = Trace(ops, "torch.export", model)
+    # Export records the sizes it saw (`view(1, -1)` for `view(B, -1)`): another shape is
+    # another export.
+    result.rerun = lambda transform: retrace(trace_export, model, inputs, transform)
+    return result
+
+
+def _named(value: Any, name_of: dict[str, str]) -> Any:
+    return fx.node.map_arg(value, lambda node: name_of.get(node.name, node.name))
 
 
 def _flatten_nodes(value: Any) -> list[fx.Node]:

@@ -23,7 +23,7 @@ import torch.fx as fx
 from torch import nn
 
 from . import shapes
-from .fx import LeafTracer, trace_fx
+from .fx import LeafTracer, retrace, trace_fx
 
 _CPU = torch.device("cpu")
 
@@ -177,4 +177,7 @@ def trace_meta_fx(model: nn.Module, inputs: Sequence[torch.Tensor]):
     result = trace_fx(model, inputs, tracer=MetaLeafTracer(inputs),
                       concrete_args=_defaults_beyond(model, len(inputs)) or None)
     result.tracer = "torch.fx (meta)"
+    # The graph holds the sizes this input gave (`B, N, C = x.shape` are numbers in it), so
+    # another shape needs another trace, not another run of this graph.
+    result.rerun = lambda transform: retrace(trace_meta_fx, model, inputs, transform)
     return result

@@ -6,6 +6,7 @@ turns it into the annotated graph rules read.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -48,8 +49,23 @@ class Op:
 
 
 @dataclass
+class Rerun:
+    """The same forward run again at other input shapes: its ops, as far as it got, and the op
+    that failed (with torch's message) when it did not get through."""
+
+    ops: list[Op]
+    failed: str | None = None
+    error: str = ""
+
+
+@dataclass
 class Trace:
     ops: list[Op]
     tracer: str  # "torch.fx" | "torch.export"
     model: nn.Module  # the meta copy that was traced
     notes: list[str] = field(default_factory=list)
+    # Runs the traced forward again on the example inputs mapped through a function (each
+    # tensor to a meta tensor of another shape), for analyses that need a second shape, such
+    # as where the batch goes (graph/batch.py). None where the trace cannot be repeated
+    # (a model linted in parts). Nothing calls it unless such an analysis runs.
+    rerun: Optional[Callable[[Callable[[torch.Tensor], Any]], Rerun]] = None

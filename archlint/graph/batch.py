@@ -141,12 +141,15 @@ def batch_flow(graph) -> BatchFlow:
 
 # --- the inputs ------------------------------------------------------------------------------
 
-def batch_dim_of(shape: tuple[int, ...]) -> int | None:
+def batch_dim_of(shape: tuple[int, ...], second: bool = False) -> int | None:
     """The dim of an example input that holds its batch: dim 0, or dim 1 for a sequence-first
-    (L, 1, E) or (L, 1) input whose first dim is not 1."""
+    (L, 1, E) or (L, 1) input whose first dim is not 1. `second`: the other reading of a
+    (1, 1, ...) input, dim 1 (a forward that iterates dim 0, as StyleGAN2's over its styles)."""
     if not shape:
         return None
     if len(shape) in (2, 3) and shape[0] != 1 and shape[1] == 1:
+        return 1
+    if second and len(shape) >= 2 and shape[0] == shape[1] == 1:
         return 1
     return 0
 
@@ -175,6 +178,7 @@ class Step:
     kwargs: dict
     out_shapes: list[tuple[int, ...]]
     writes: list[str]
+    value: Any = None  # a size it returned, when the rerun recorded one
 
 
 def _steps_from_layers(graph) -> list[Step]:
@@ -190,10 +194,14 @@ def _steps_from_rerun(graph, ops) -> list[Step] | None:
     steps = []
     for op, layer in zip(ops, layers):
         op_kind = op.target if op.kind in (Kind.FUNCTION, Kind.METHOD) else layer.op
-        if op.name != layer.name or op.kind != layer.kind or op_kind != layer.op:
+        # fx numbers the tensor constants a forward makes on from the last trace's
+        constant = op.kind == layer.kind == Kind.ATTR and op.name.startswith("_tensor_constant") \
+            and layer.name.startswith("_tensor_constant")
+        if not constant and (op.name != layer.name or op.kind != layer.kind or op_kind != layer.op):
             return None
         steps.append(Step(op.name, op.kind, layer.op, layer.module, list(op.inputs), op.args,
-                          dict(op.kwargs), [tuple(m.shape) for m in op.out_metas], list(layer.writes)))
+                          dict(op.kwargs), [tuple(m.shape) for m in op.out_metas], list(layer.writes),
+                          op.value))
     return steps
 
 
@@ -205,26 +213,22 @@ def _analyze(graph) -> BatchFlow:
         return BatchFlow(False, "no input has a batch dim")
     reference = None  # the traced shapes, when the analysis runs at another batch
     if example >= 2:
-        batch, steps = example, _steps_from_layers(graph)
+        batch, steps, second = example, _steps_from_layers(graph), False
         failed, error = None, ""
     else:
         batch = 2
-
-        def widen(t: torch.Tensor) -> torch.Tensor:
-            dim = batch_dim_of(tuple(t.shape))
-            if dim is None or t.shape[dim] != example:
-                return t
-            shape = list(t.shape)
-            shape[dim] = batch
-            return torch.empty(shape, dtype=t.dtype, device="meta")
-
-        try:
-            rerun = graph.rerun(widen)
-        except Exception as exc:  # the analysis must never take the lint down
-            return BatchFlow(False, f"the forward could not be run at batch {batch}: {type(exc).__name__}")
+        rerun, steps, second = None, None, False
+        for second in (False, True):
+            if second and not any(len(shape) >= 2 and shape[:2] == (1, 1) for shape in input_shapes):
+                break
+            rerun = _rerun(graph, example, batch, second)
+            if isinstance(rerun, BatchFlow):
+                return rerun
+            steps = _steps_from_rerun(graph, rerun.ops)
+            if steps is not None and (rerun.failed is None or rerun.ops):
+                break
         if rerun.failed is not None and not rerun.ops:
             return BatchFlow(False, f"at batch {batch} the forward fails: {rerun.error}")
-        steps = _steps_from_rerun(graph, rerun.ops)
         if steps is None:
             return BatchFlow(False, f"at batch {batch} the forward takes another path")
         failed, error = rerun.failed, rerun.error
@@ -233,10 +237,27 @@ def _analyze(graph) -> BatchFlow:
     from .batch_ops import Interpreter
 
     flow = BatchFlow(True, batch=batch)
-    Interpreter(flow, steps, example, reference).run()
+    Interpreter(flow, steps, example, reference, second).run()
     if failed:
         flow.failure = _failure(flow, graph, failed, error)
     return flow
+
+
+def _rerun(graph, example: int, batch: int, second: bool):
+    """The forward at `batch`, every input's batch dim widened; a BatchFlow saying why not."""
+
+    def widen(t: torch.Tensor) -> torch.Tensor:
+        dim = batch_dim_of(tuple(t.shape), second)
+        if dim is None or t.shape[dim] != example:
+            return t
+        shape = list(t.shape)
+        shape[dim] = batch
+        return torch.empty(shape, dtype=t.dtype, device="meta")
+
+    try:
+        return graph.rerun(widen)
+    except Exception as exc:  # the analysis must never take the lint down
+        return BatchFlow(False, f"the forward could not be run at batch {batch}: {type(exc).__name__}")
 
 
 def _failure(flow: BatchFlow, graph, failed: str, error: str) -> Failure:

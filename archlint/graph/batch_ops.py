@@ -119,13 +119,17 @@ class Interpreter:
     """Follows the batch through `steps` in order, filling `flow`."""
 
     def __init__(self, flow: BatchFlow, steps: list[Step], example: int,
-                 reference: dict[str, list[tuple[int, ...]]] | None):
+                 reference: dict[str, list[tuple[int, ...]]] | None, second: bool = False):
         self.flow, self.steps, self.example, self.reference = flow, steps, example, reference
+        self.second = second  # (1, 1, ...) inputs read with the batch in dim 1
         self.batch = flow.batch
+        self.sizes: dict[str, Any] = {}  # what ops returned when not a tensor: sizes
 
     def run(self) -> None:
         for step in self.steps:
             self.flow.shapes[step.name] = step.out_shapes
+            if step.value is not None:
+                self.sizes[step.name] = step.value
             try:
                 values = self.step(step)
             except Exception:  # an argument shaped as this module does not expect: stay quiet
@@ -149,12 +153,14 @@ class Interpreter:
             tensors = tuple(T(v, tuple(s)) for v, s in zip(values, shapes))
             if len(tensors) == 1:
                 return tensors[0]
-            return tensors if tensors else None
+            return tensors if tensors else self.sizes.get(arg)
         if isinstance(arg, (list, tuple)):
             return type(arg)(self._resolve(step, a) for a in arg) if type(arg) in (list, tuple) \
                 else [self._resolve(step, a) for a in arg]
         if isinstance(arg, dict):
             return {k: self._resolve(step, v) for k, v in arg.items()}
+        if isinstance(arg, slice):
+            return slice(self._resolve(step, arg.start), self._resolve(step, arg.stop), self._resolve(step, arg.step))
         return arg
 
     def _operand_values(self, step: Step) -> list[BatchDim]:
@@ -251,13 +257,15 @@ class Interpreter:
         return None
 
     def _input(self, step: Step, shape: tuple[int, ...]) -> BatchDim:
-        dim = batch_dim_of(shape)
-        if dim is None or shape[dim] != self.batch:
-            return NO_BATCH
-        if self.reference is not None:
+        traced = shape
+        if self.reference is not None:  # which dim is the batch is read off the traced input
             before = self.reference.get(step.name, [])
-            if not before or len(before[0]) != len(shape) or before[0][dim] != self.example:
+            if not before or len(before[0]) != len(shape):
                 return NO_BATCH
+            traced = before[0]
+        dim = batch_dim_of(traced, self.second)
+        if dim is None or shape[dim] != self.batch or traced[dim] != self.example:
+            return NO_BATCH
         return BatchDim(AT, dim, home=dim, sources=frozenset({step.name}))
 
     def _call(self, step: Step) -> list[BatchDim] | None:
@@ -955,7 +963,7 @@ class Interpreter:
             if not isinstance(shape, (list, tuple)):
                 return None
             dims = list(range(x.ndim - len(shape), x.ndim))
-            value = self._norm(step, x, dims, f"LayerNorm over dims {_dims_text(dims, x.ndim)}")
+            value = self._norm(step, x, dims, f"LayerNorm over {_dims_text(dims, x.ndim)}")
             return [value] + [_unknown_like([value])] * (n - 1)
         if op in ("group_norm", "native_group_norm"):
             groups = kwargs.get("num_groups", args[1] if len(args) > 1 and op == "group_norm" else
@@ -1006,7 +1014,7 @@ class Interpreter:
         if isinstance(m, nn.LayerNorm) or type(m).__name__ == "RMSNorm" and hasattr(m, "normalized_shape"):
             k = len(m.normalized_shape)
             dims = list(range(x.ndim - k, x.ndim))
-            return [self._norm(step, x, dims, f"LayerNorm over dims {_dims_text(dims, x.ndim)}")]
+            return [self._norm(step, x, dims, f"LayerNorm over {_dims_text(dims, x.ndim)}")]
         if isinstance(m, INSTANCE_NORM_TYPES):
             spatial = int(re.search(r"(\d)d", type(m).__name__).group(1)) if re.search(r"(\d)d", type(m).__name__) else 1
             dims = list(range(x.ndim - spatial, x.ndim))

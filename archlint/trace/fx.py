@@ -102,7 +102,7 @@ def ops_of(gm: fx.GraphModule, records: dict) -> list[Op]:
             in_metas=rec.get("in", []), out_metas=rec.get("out", []),
             macs=rec.get("macs", 0), writes=list(rec.get("writes", [])), alias_of=rec.get("alias"),
             scope=n.target if n.op == "call_module" else scope(n),
-            call_frames=call_frames(n),
+            call_frames=call_frames(n), value=rec.get("value"),
         )
         ops.append(op)
     return ops

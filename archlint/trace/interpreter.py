@@ -51,6 +51,16 @@ def _to_meta_device(value: Any) -> Any:
     return _META if isinstance(value, torch.device) and value.type != "meta" else value
 
 
+def _size_value(value: Any) -> Any:
+    """A size or a shape an op returned (an int, a torch.Size, a short tuple of ints), else None."""
+    if isinstance(value, bool) or isinstance(value, (int, float)):
+        return value
+    if isinstance(value, (tuple, list)) and len(value) <= 16 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return tuple(value)
+    return None
+
+
 class NodeFailed(Exception):
     def __init__(self, node: fx.Node, inputs: list[TensorMeta], error: Exception,
                  seen: list[tuple[int, ...]] | None = None):
@@ -148,7 +158,7 @@ class Propagator(fx.Interpreter):
             raise NodeFailed(n, [TensorMeta.of(t) for t in inputs], exc) from exc
         self.records[n.name] = {"out": [TensorMeta.of(t) for t in _tensors(result)],
                                 "in": [TensorMeta.of(t) for t in inputs], "macs": 0,
-                                "writes": [], "alias": None}
+                                "writes": [], "alias": None, "value": _size_value(result)}
         return result
 
     def run_node(self, n: fx.Node):

@@ -46,6 +46,8 @@ class Op:
     # A higher-order op (torch.export's wrapper of a checkpoint, grad-mode or cond region):
     # the layers inside it are not in the trace.
     opaque: bool = False
+    # What a rerun's op returned when that is a size, not a tensor (`x.size(0) // 2`).
+    value: Any = None
 
 
 @dataclass

@@ -278,9 +278,16 @@ class _Report:
         mixer = self.graph.layer(event.layer)
         moved = self.graph.layer(event.moved) if event.moved and event.moved in self.graph.g else None
         consequence = _CONSEQUENCE.get(event.kind, "samples are combined")
-        where = f"dim {event.dim} holds the batch" if event.dim >= 0 else "the batch is spread over its input"
+        if event.dim < 0:
+            where = "the batch is spread over its input"
+        elif event.merged:
+            where = f"dim {event.dim} holds the samples, merged with other positions"
+        else:
+            where = f"dim {event.dim} holds the batch"
         if moved is not None:
             where += f", put there by {_label(moved)}"
+        if not self.flow.is_confirmed(event.sources):
+            where += ", if dim 0 of the input is the batch: no layer reads it as one"
         if value.state == AT:
             severity = self._severity(event.sources, Severity.WARNING)
             tail = "so each sample's output depends on the other samples in its batch"
@@ -348,6 +355,8 @@ class _Report:
     # --- fixes ----------------------------------------------------------------------------------
     def _mixing_fix(self, event: Mixing, mixer: Layer, moved: Layer | None) -> Fix:
         line = _line(moved or mixer)
+        if moved is not None and moved.kind in CALLS and moved.op in _RESHAPES:
+            return self._reshape_fix(moved)
         if moved is not None:
             return Fix(f"keep the batch where the layers after it expect it: on {line}, reorder "
                        "only the feature dims (`permute`/`transpose` that leave dim 0 in place), or "
@@ -417,8 +426,7 @@ class _Report:
                        "(x is the tensor it is called on)", f"x.permute{order}")
         if not _keeps_batch(code, shapes[0], values[0], self.flow.batch):
             return Fix(advice)
-        return Fix(f"keep the batch as dim 0: on {line}, {code} (x is the tensor it is called on), "
-                   "and size the next layer for one sample", code)
+        return Fix(f"keep the batch as dim 0: on {line}, {code} (x is the tensor it is called on)", code)
 
 
 # --- helpers ---------------------------------------------------------------------------------------

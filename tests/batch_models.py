@@ -420,6 +420,21 @@ class BatchNormNet(nn.Module):
         return self.net(x)
 
 
+class HandWrittenBatchNorm(nn.Module):
+    """Batch statistics per channel, over the batch and the positions: BatchNorm by hand."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        x = self.conv(x)
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        var = x.var(dim=(0, 2, 3), keepdim=True, unbiased=False)
+        return self.head((x - mean) / torch.sqrt(var + 1e-5))
+
+
 class MinibatchStdDev(nn.Module):
     """ProGAN/StyleGAN2's discriminator end: the batch's standard deviation as an extra channel."""
 

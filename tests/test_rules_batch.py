@@ -100,9 +100,11 @@ def test_b001_a_merged_batch_that_fails_at_batch_two_is_the_view_to_blame():
     assert M.runs_at(fixed, IMAGE, 3) and not M.mixes(fixed, IMAGE, batch=3)
 
 
-@pytest.mark.parametrize("cls, shapes", [(M.BatchNormNet, IMAGE), (M.MinibatchStdDev, [(1, 3, 4, 4)]),
-                                          (M.ContrastiveLogits, IMAGE), (M.MixupInForward, IMAGE)],
-                         ids=["BatchNorm-training", "MinibatchStdDev", "ContrastiveLogits", "Mixup"])
+@pytest.mark.parametrize("cls, shapes", [(M.BatchNormNet, IMAGE), (M.HandWrittenBatchNorm, IMAGE),
+                                          (M.MinibatchStdDev, [(1, 3, 4, 4)]), (M.ContrastiveLogits, IMAGE),
+                                          (M.MixupInForward, IMAGE)],
+                         ids=["BatchNorm-training", "BatchNorm-by-hand", "MinibatchStdDev", "ContrastiveLogits",
+                              "Mixup"])
 def test_b001_quiet_where_the_batch_is_mixed_on_purpose(cls, shapes):
     torch.manual_seed(0)
     model = cls()

@@ -263,7 +263,7 @@ def _rerun(graph, example: int, batch: int, second: bool):
 def _failure(flow: BatchFlow, graph, failed: str, error: str) -> Failure:
     """Who is to blame when the forward fails at the analysis batch: an op that merged the batch
     into the dims the failing op reads as features (`x.view(-1)` before a Linear)."""
-    from .batch_ops import feature_dims
+    from .batch_layers import feature_dims
 
     try:
         layer = graph.layer(failed)
@@ -301,3 +301,68 @@ def reshaped(value: BatchDim, before: tuple[int, ...], after: tuple[int, ...], b
                 moved = None if (inner, outer, q) == (1, 1, value.home) else by
             return value.but(state=AT, dim=q, inner=inner, outer=outer, moved=moved, flat=0)
     return value.but(state=SCRAMBLED, dim=None, flat=stride, moved=by)
+
+
+# --- values: tensor arguments and how elementwise ops combine them -----------------------------
+
+@dataclass(frozen=True)
+class T:
+    """A tensor argument: its batch and its shape at the analysis batch."""
+
+    value: BatchDim
+    shape: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+def combine(tensors: list[T], out: tuple[int, ...]) -> BatchDim:
+    """The batch of an elementwise result of `tensors`, broadcast to `out`."""
+    live = [t for t in tensors if isinstance(t, T) and t.value.state != FREE]
+    if not live:
+        return NO_BATCH
+    values = [t.value for t in live]
+    if any(v.state in (UNKNOWN, SCRAMBLED) for v in values):
+        return unknown_like(values)
+    carried = [t for t in live if t.value.state == AT]
+    mixed = union(v.mixed for v in values)
+    sources = frozenset().union(*(v.sources for v in values))
+    if not carried:
+        return values[0].but(mixed=mixed, sources=sources)
+    placed = []
+    for t in carried:
+        d = t.value.dim + len(out) - t.ndim
+        if d < 0 or (out and t.shape[t.value.dim] != out[d]):
+            return unknown_like(values)
+        placed.append(t.value.but(dim=d) if d != t.value.dim else t.value)
+    first = placed[0]
+    if any((p.dim, p.inner, p.outer) != (first.dim, first.inner, first.outer) for p in placed):
+        return unknown_like(values)  # samples set against other samples: every pair
+    moved = next((p.moved for p in placed if p.moved), None) if first.displaced else None
+    return first.but(mixed=mixed, sources=sources, moved=moved)
+
+
+def union(groups) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for group in groups:
+        for name in group:
+            seen.setdefault(name, None)
+    return tuple(seen)
+
+
+def merge_meta(value: BatchDim, others: list[BatchDim]) -> BatchDim:
+    return value.but(mixed=union([value.mixed] + [o.mixed for o in others]),
+                     sources=value.sources.union(*(o.sources for o in others)))
+
+
+def unknown_like(values) -> BatchDim:
+    values = [v for v in values if v is not None]
+    return BatchDim(UNKNOWN, mixed=union(v.mixed for v in values),
+                    sources=frozenset().union(*(v.sources for v in values)) if values else frozenset())
+
+
+def dims_text(dims: list[int], ndim: int) -> str:
+    if len(dims) == ndim:
+        return "every dim"
+    return f"dim {dims[0]}" if len(dims) == 1 else "dims (" + ", ".join(map(str, dims)) + ")"

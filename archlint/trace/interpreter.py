@@ -27,6 +27,10 @@ _AUGMENTED_RE = re.compile(r"^\s*[\w.\[\]\s,]+?\s*(\+|-|\*|/|@|//|%|&|\||\^)=(?!
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):  # most values: no pytree walk
+        return [value]
+    if value is None or isinstance(value, (int, float, bool, str)):
+        return []
     found: list[torch.Tensor] = []
     torch.utils._pytree.tree_map(lambda v: found.append(v) if isinstance(v, torch.Tensor) else None, value)
     return found

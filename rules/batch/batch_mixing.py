@@ -365,7 +365,7 @@ class _Report:
             return self._softmax_fix(event, mixer, line)
         if event.kind in ("attend", "recur") and mixer.kind == Kind.MODULE:
             code = _batch_first_call(mixer.module)
-            return Fix(f"the layer reads dim 0 as the sequence: build it with batch_first=True for "
+            return Fix("the layer reads dim 0 as the sequence: build it with batch_first=True for "
                        "(batch, sequence, features) inputs, or transpose to (sequence, batch, features) "
                        "before it and back after", code)
         if event.kind == "reduce":

@@ -169,6 +169,19 @@ class GramAcrossBatch(nn.Module):
         return f @ gram
 
 
+class TransposeIntoChannels(nn.Module):
+    """`x.transpose(0, 1)` puts the batch where the next conv reads its channels: a conv built
+    for the traced batch of one, which fails at two."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv1d(4, 8, 3, padding=1)
+        self.b = nn.Conv1d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        return self.b(self.a(x).transpose(0, 1))
+
+
 class ViewForTranspose(nn.Module):
     """`x.reshape(N, B, D)` where `x.transpose(0, 1)` was meant, before a sequence-first attention."""
 

@@ -100,6 +100,14 @@ def test_b001_a_merged_batch_that_fails_at_batch_two_is_the_view_to_blame():
     assert M.runs_at(fixed, IMAGE, 3) and not M.mixes(fixed, IMAGE, batch=3)
 
 
+def test_b001_a_transpose_into_the_channels_of_a_conv_is_to_blame():
+    model = M.TransposeIntoChannels()
+    assert M.runs_at(model, SEQUENCE, 1) and not M.runs_at(model, SEQUENCE, 2)
+    [f] = b001(lint(model, SEQUENCE))
+    assert f.severity == Severity.WARNING and f.evidence["fails_at"] == "b (Conv1d)"
+    assert "moves the batch into the features" in f.message and "transpose(0, 1)" in f.message
+
+
 @pytest.mark.parametrize("cls, shapes", [(M.BatchNormNet, IMAGE), (M.HandWrittenBatchNorm, IMAGE),
                                           (M.MinibatchStdDev, [(1, 3, 4, 4)]), (M.ContrastiveLogits, IMAGE),
                                           (M.MixupInForward, IMAGE)],
@@ -252,3 +260,20 @@ def test_b001_quiet_on_reference_models_and_follows_their_batch(source, name, sh
     assert flow.available and not flow.events
     assert "x" in flow.confirmed
     assert all(v.proper and v.dim == 0 for v, _ in flow.returned(report.graph))
+
+
+def test_a_reshape_that_keeps_the_size_read_off_dim_0_confirms_the_batch():
+    class Rows(nn.Module):
+        def __init__(self, keep: bool):
+            super().__init__()
+            self.keep = keep
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x):
+            x = x.view(x.size(0), -1) if self.keep else x.view(-1, 6)
+            return torch.softmax(self.fc(x), dim=0)
+
+    kept = b001(lint(Rows(keep=True), [(1, 2, 3)]))
+    assert [f.severity for f in kept] == [Severity.WARNING]
+    assert kept[0].evidence["batch_confirmed_by"]
+    assert [f.severity for f in b001(lint(Rows(keep=False), [(1, 2, 3)]))] == [Severity.INFO]

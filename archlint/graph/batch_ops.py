@@ -100,6 +100,7 @@ class Interpreter(LayerTransfers):
         self.second = second  # (1, 1, ...) inputs read with the batch in dim 1
         self.batch = flow.batch
         self.sizes: dict[str, Any] = {}  # what ops returned when not a tensor: sizes
+        self.by_name = {step.name: step for step in steps}
 
     def run(self) -> None:
         for step in self.steps:
@@ -262,13 +263,19 @@ class Interpreter(LayerTransfers):
             return self._getitem(step, args)
         if base == "getattr":
             return self._getattr(step, args)
+        if base in ("type_as", "to", "copy") and step.kind == Kind.METHOD:
+            return [combine(tensors[:1], out[0])]  # the values are the first tensor's
         if base in ELEMENTWISE:
             return [combine(tensors, shape) for shape in out]
         if base in RESHAPES or base in ("expand", "expand_as", "broadcast_to"):
             x = tensors[0]
             if base in ("expand", "expand_as", "broadcast_to"):
                 return [combine([x], out[0])]
-            return [reshaped(x.value, x.shape, out[0], self.batch, step.name)]
+            value = reshaped(x.value, x.shape, out[0], self.batch, step.name)
+            if value.proper and value.dim == 0 and x.value.proper and x.value.dim == 0 and \
+                    (base == "flatten" or self._reads_batch_size(step, x.value)):
+                self.confirm(step, x.value)  # x.flatten(1), x.view(x.size(0), -1): dim 0 is a batch
+            return [value]
         if base in PERMUTES:
             return [self._permute(step, base, args, kwargs, tensors[0])]
         if base in ("repeat", "tile"):
@@ -313,6 +320,28 @@ class Interpreter(LayerTransfers):
         return None
 
     # --- reshapes and moves ----------------------------------------------------------------------
+    def _reads_batch_size(self, step: Step, value: BatchDim) -> bool:
+        """A reshape whose first size is read off a tensor's batch dim at run time
+        (`x.view(x.size(0), -1)`, `x.reshape(x.shape[0], ...)`)."""
+        sizes = list(step.args[1:])
+        if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+            sizes = list(sizes[0])
+        first = sizes[0] if sizes else None
+        producer = self.by_name.get(first) if isinstance(first, str) else None
+        if producer is None:
+            return False
+        if producer.op == "size" and producer.args[1:2] == (0,):
+            source = producer.args[0]
+        elif producer.op == "getitem" and producer.args[1:2] == (0,) and producer.args[0] in self.by_name:
+            shape = self.by_name[producer.args[0]]
+            if not (shape.op == "getattr" and shape.args[1:2] == ("shape",)) and shape.op != "size":
+                return False
+            source = shape.args[0]
+        else:
+            return False
+        read = self.flow.values.get(source, ())
+        return len(read) == 1 and read[0].proper and read[0].dim == 0 and read[0].sources == value.sources
+
     def _permute(self, step: Step, op: str, args, kwargs, x: T) -> BatchDim:
         v = x.value
         if v.state != AT:

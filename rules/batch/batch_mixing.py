@@ -29,6 +29,7 @@ _CONSEQUENCE = {
     "normalize-vector": "each sample is scaled by a norm taken over the batch",
 }
 _RESHAPES = frozenset({"view", "reshape", "_unsafe_view", "flatten"})
+_PERMUTES = frozenset({"permute", "transpose", "t", "swapaxes", "swapdims", "movedim", "moveaxis"})
 _SOFTMAXES = {"softmax": "softmax", "_softmax": "softmax", "log_softmax": "log_softmax",
               "_log_softmax": "log_softmax", "softmin": "softmin"}
 
@@ -345,7 +346,8 @@ class _Report:
         value = next((v for name in culprit.inputs for v in self.flow.of(name) if v.state == AT), None)
         sources = value.sources if value is not None else frozenset()
         severity = self._severity(sources, Severity.WARNING)
-        message = (f"{_label(culprit)} merges the batch into the features that {_label(failing)} reads, "
+        verb = "moves" if culprit.kind in CALLS and culprit.op in _PERMUTES else "merges"
+        message = (f"{_label(culprit)} {verb} the batch into the features that {_label(failing)} reads, "
                    f"so the model runs only with a batch of 1: at a batch of {self.flow.batch} it fails "
                    f"({failure.error})")
         evidence = {"fails_at": _label(failing), "analysis_batch": self.flow.batch, "error": failure.error,

@@ -10,8 +10,10 @@ from torch import nn
 
 # --- the measurement -------------------------------------------------------------------------
 
-def _first(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
+def _outputs(out) -> list[torch.Tensor]:
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in _outputs(o)]
+    return [out] if isinstance(out, torch.Tensor) else []
 
 
 def _rows(y: torch.Tensor, batch_dim: int) -> torch.Tensor:
@@ -19,10 +21,11 @@ def _rows(y: torch.Tensor, batch_dim: int) -> torch.Tensor:
 
 
 def mixes(model: nn.Module, shapes, batch: int, batch_dim: int = 0, train: bool = False,
-          seed: int = 0) -> bool:
+          seed: int = 0, out_dim: int | None = None) -> bool:
     """Whether output row i changes when only input row j != i changes, on real CPU tensors:
     the model's inputs (one shape per input, its batch dim sized `batch`) filled with random
-    values, each sample j perturbed in turn, every other row i of the output compared."""
+    values, each sample j perturbed in turn, every other row i of every output (its batch dim
+    `out_dim`, by default the inputs') compared."""
     model.train(train)
     gen = torch.Generator().manual_seed(seed)
     xs = []
@@ -34,17 +37,17 @@ def mixes(model: nn.Module, shapes, batch: int, batch_dim: int = 0, train: bool 
     def run(inputs):
         torch.manual_seed(seed)  # the same dropout masks, permutations, noise on every call
         with torch.no_grad():
-            return _rows(_first(model(*inputs)), batch_dim)
+            return [_rows(y, batch_dim if out_dim is None else out_dim) for y in _outputs(model(*inputs))]
 
-    y = run(xs)
+    ys = run(xs)
     for j in range(batch):
         moved = [x.clone() for x in xs]
         for x in moved:
             x.select(batch_dim, j).add_(torch.randn(x.select(batch_dim, j).shape, generator=gen))
-        y2 = run(moved)
-        for i in range(y.shape[0]):
-            if i != j and not torch.allclose(y[i], y2[i], atol=1e-6, rtol=1e-5):
-                return True
+        for y, y2 in zip(ys, run(moved)):
+            for i in range(y.shape[0]):
+                if i != j and not torch.allclose(y[i], y2[i], atol=1e-6, rtol=1e-5):
+                    return True
     return False
 
 
@@ -259,6 +262,57 @@ class ExportRungSoftmax(nn.Module):
         return torch.log_softmax(self.fc(self.conv(x).mean((2, 3))), dim=0)
 
 
+class SeqFirstMixtureHead(nn.Module):
+    """World Models' MDRNN before its fix: inputs (seq, batch, features), a sequence-first LSTM,
+    and the mixture weights' log-softmax over dim -2, the batch, for dim -1."""
+
+    def __init__(self, dim: int = -2):
+        super().__init__()
+        self.dim = dim
+        self.rnn = nn.LSTM(7, 16)
+        self.head = nn.Linear(16, 5 * 4 + 5)
+
+    def forward(self, actions, latents):
+        seq_len, bs = actions.size(0), actions.size(1)
+        out = self.head(self.rnn(torch.cat([actions, latents], dim=-1))[0])
+        mus = out[:, :, :20].view(seq_len, bs, 5, 4)
+        logpi = F.log_softmax(out[:, :, 20:].view(seq_len, bs, 5), dim=self.dim)
+        return mus, logpi
+
+
+class CellMixtureHead(nn.Module):
+    """World Models' MDRNNCell before its fix: one LSTMCell step, the mixture weights viewed as
+    (-1, gaussians) and log-softmaxed over dim -2, the batch."""
+
+    def __init__(self, dim: int = -2):
+        super().__init__()
+        self.dim = dim
+        self.cell = nn.LSTMCell(7, 16)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, action, latent):
+        h, c = self.cell(torch.cat([action, latent], dim=1))
+        return F.log_softmax(self.head(h).view(-1, 5), dim=self.dim)
+
+
+class SoftMoEDispatch(nn.Module):
+    """Soft-MoE's dispatch weights before their fix: a softmax over dim 0 of (b, m, n, p), the
+    batch, where the paper's dim 0 (tokens) is dim 1 once the batch is added."""
+
+    def __init__(self, dim: int = 0):
+        super().__init__()
+        self.dim = dim
+        self.phi = nn.Parameter(torch.randn(8, 2, 3) * 0.1)
+        self.expert = nn.Linear(8, 8)
+
+    def forward(self, x):
+        logits = torch.einsum("bmd,dnp->bmnp", x, self.phi)
+        dispatch = logits.softmax(dim=self.dim)
+        slots = torch.einsum("bmd,bmnp->bnpd", x, dispatch)
+        combine = logits.flatten(start_dim=2).softmax(dim=-1).view_as(logits)
+        return torch.einsum("bnpd,bmnp->bmd", self.expert(slots), combine)
+
+
 # --- models that keep the samples apart ----------------------------------------------------
 
 class HeadsMergedIntoBatch(nn.Module):
@@ -350,6 +404,20 @@ class ModulatedConv(nn.Module):
         weight = weight.view(B * self.o, C, 3, 3)
         out = F.conv2d(x.reshape(1, B * C, H, W), weight, padding=1, groups=B)
         return out.view(B, self.o, H, W)
+
+
+class StyleList(nn.Module):
+    """StyleGAN2's generator takes a list of style batches: its (1, 1, E) example is one style
+    (dim 0, iterated) for a batch of one (dim 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.mapping = nn.Linear(8, 8)
+        self.mean = torch.zeros(1, 8)  # a plain tensor attribute, made the input's type
+
+    def forward(self, styles):
+        styles = [self.mapping(s) for s in styles]
+        return styles[0] - self.mean.type_as(styles[0])
 
 
 class RecurrentBothWays(nn.Module):

@@ -46,6 +46,10 @@ MIXING = [  # (model, input shapes, words the message must hold)
     (M.RowsAcrossSamples, IMAGE, "rows mix samples"),
     (M.MetaRungSoftmax, IMAGE, "softmax over dim 0"),
     (M.ExportRungSoftmax, IMAGE, "log_softmax over dim 0"),
+    # as found in real code (the upstream fixes changed only the dim)
+    (M.SeqFirstMixtureHead, [(16, 1, 3), (16, 1, 4)], "log_softmax over dim 1"),
+    (M.CellMixtureHead, [(1, 3), (1, 4)], "log_softmax over dim 0"),
+    (M.SoftMoEDispatch, [(1, 16, 8)], "softmax over dim 0"),
 ]
 APART = [
     (M.HeadsMergedIntoBatch, SMALL_IMAGE, 0),
@@ -59,6 +63,11 @@ APART = [
     (M.EinsumAttention, SMALL_IMAGE, 0),
     (M.TwoViewsInOneBatch, IMAGE, 0),
     (M.BatchNormNet, IMAGE, 0),
+    (M.StyleList, [(1, 1, 8)], (1, 0)),
+    # the fixed versions of the real-code bugs above
+    (lambda: M.SeqFirstMixtureHead(dim=-1), [(16, 1, 3), (16, 1, 4)], 1),
+    (lambda: M.CellMixtureHead(dim=-1), [(1, 3), (1, 4)], 0),
+    (lambda: M.SoftMoEDispatch(dim=1), [(1, 16, 8)], 0),
 ]
 
 
@@ -66,19 +75,23 @@ APART = [
 def test_b001_warns_where_output_rows_depend_on_other_samples(cls, shapes, words):
     torch.manual_seed(0)
     model = cls()
-    assert M.mixes(model, shapes, batch=2) and M.mixes(model, shapes, batch=4)
+    batch_dim = 1 if cls is M.SeqFirstMixtureHead else 0
+    assert M.mixes(model, shapes, batch=2, batch_dim=batch_dim)
+    assert M.mixes(model, shapes, batch=4, batch_dim=batch_dim)
     found = b001(lint(model, shapes))
     assert [f.severity for f in found] == [Severity.WARNING], found
     assert words in found[0].message
     assert found[0].location is not None and found[0].fix is not None
 
 
-@pytest.mark.parametrize("cls, shapes, batch_dim", APART, ids=[c[0].__name__ for c in APART])
+@pytest.mark.parametrize("cls, shapes, batch_dim", APART,
+                         ids=[getattr(c[0], "__name__", "fixed") for c in APART])
 def test_b001_quiet_where_samples_stay_apart(cls, shapes, batch_dim):
     torch.manual_seed(0)
     model = cls()
-    assert not M.mixes(model, shapes, batch=2, batch_dim=batch_dim)
-    assert not M.mixes(model, shapes, batch=4, batch_dim=batch_dim)
+    batch_dim, out_dim = batch_dim if isinstance(batch_dim, tuple) else (batch_dim, batch_dim)
+    assert not M.mixes(model, shapes, batch=2, batch_dim=batch_dim, out_dim=out_dim)
+    assert not M.mixes(model, shapes, batch=4, batch_dim=batch_dim, out_dim=out_dim)
     report = lint(model, shapes)
     assert report.error is None and b001(report) == []
     flow = batch_flow(report.graph)
@@ -156,12 +169,18 @@ def test_b001_softmax_fix_is_the_module_on_dim_one_and_stops_the_mixing():
     assert not M.mixes(model, IMAGE, batch=3)
 
 
-def test_b001_implicit_softmax_fix_names_the_classes_dim():
+def test_b001_implicit_softmax_on_tokens_gets_advice_not_a_guessed_dim():
+    # (B, N, C): the classes may be dim 2, or the tokens dim 1 (Soft-MoE's dispatch weights,
+    # fixed upstream from dim=0 to dim=1): no code where the intended dim is not certain.
     [f] = b001(lint(M.ImplicitSoftmax(), SMALL_IMAGE))
-    assert f.fix.code == "F.softmax(x, dim=-1)" and f.fix.checked == "runs"
+    assert f.fix.code is None and "not no dim (PyTorch then takes dim 0)" in f.fix.description
     assert f.evidence["op"].startswith("softmax over dim 0 (no dim given")
-    fixed = M.ImplicitSoftmax(dim=-1)
-    assert not M.mixes(fixed, SMALL_IMAGE, batch=3)
+    assert not M.mixes(M.ImplicitSoftmax(dim=-1), SMALL_IMAGE, batch=3)
+
+
+def test_b001_functional_softmax_fix_on_a_matrix_of_scores():
+    [f] = b001(lint(M.SetMLP(), [(1, 6)]))
+    assert f.fix.code == "F.softmax(x, dim=1)" and f.fix.checked == "runs"
 
 
 @pytest.mark.parametrize("cls, code", [

@@ -476,6 +476,7 @@ class LayerTransfers:
         if isinstance(m, nn.RNNCellBase):
             v = x.value
             if v.state == AT and v.dim == 0 and x.ndim == 2:
+                self.confirm(step, v)  # an RNN cell's input is (N, features)
                 return [v] * len(out)
             if v.state == AT:
                 return [self.mix(step, "recur", x, f"an RNN cell over dim {v.dim}").but(state=UNKNOWN)] * len(out)

@@ -59,8 +59,9 @@ class BatchMixing(Rule):
         window partition) and be split back, which is not mixing as long as nothing reduces
         over that dim. Ops it cannot follow make it quiet, not loud.
 
-        Left alone: BatchNorm and SyncBatchNorm, which use batch statistics by design;
-        statistics of the batch concatenated as extra features (minibatch discrimination,
+        Left alone: BatchNorm and SyncBatchNorm, which use batch statistics by design, and the
+        same statistics written by hand (a mean or var per channel over the batch and the
+        positions, dims (0, 2, 3)); statistics of the batch concatenated as extra features (minibatch discrimination,
         ProGAN's minibatch standard deviation); a loss computed in forward (its output has no
         batch); similarity matrices across the batch (contrastive logits `q @ k.T`); indexing
         with a permutation (mixup). An output that keeps no batch axis after a reduction over
@@ -363,7 +364,7 @@ class _Report:
             return Fix(f"keep the batch where the layers after it expect it: on {line}, reorder "
                        "only the feature dims (`permute`/`transpose` that leave dim 0 in place), or "
                        "move the batch back before the op that mixes it")
-        if event.kind == "softmax" and event.dim == 0:
+        if event.kind == "softmax":
             return self._softmax_fix(event, mixer, line)
         if event.kind in ("attend", "recur") and mixer.kind == Kind.MODULE:
             code = _batch_first_call(mixer.module)
@@ -380,26 +381,36 @@ class _Report:
         return Fix(f"on {line}, keep the op to the dims of one sample: the batch is dim {event.dim} there")
 
     def _softmax_fix(self, event: Mixing, mixer: Layer, line: str) -> Fix:
+        """The softmax over the sample's own classes, as code where that dim is certain: the
+        other dim of a (batch, classes) matrix, the channels of a conv's (N, C, ...) map."""
         values = self.flow.of(mixer.inputs[0]) if mixer.inputs else ()
         shapes = self.flow.shapes.get(mixer.inputs[0], []) if mixer.inputs else []
-        if not shapes:
-            return Fix(f"on {line}, take the softmax over the classes (dim=1), not over the batch (dim=0)")
+        said = "no dim (PyTorch then takes dim 0)" if event.implicit else f"dim={event.dim}"
+        advice = (f"on {line}, take the softmax over the dim that holds one sample's alternatives "
+                  f"(its classes, tokens or slots), not {said}, which is the batch")
+        if not shapes or not values or values[0].state != AT:
+            return Fix(advice)
         ndim = len(shapes[0])
-        dim = 1 if ndim == 2 or _channels_first(self.graph, mixer) else -1
+        if ndim == 2:
+            dim = 1 - event.dim
+        elif event.dim == 0 and _channels_first(self.graph, mixer):
+            dim = 1
+        else:
+            return Fix(advice)
         name = _SOFTMAXES.get(mixer.op, "softmax") if mixer.kind in CALLS else None
         if mixer.kind == Kind.MODULE:
-            code = f"nn.{type(mixer.module).__name__}(dim={dim})" if isinstance(
-                mixer.module, (nn.Softmax, nn.LogSoftmax, nn.Softmin)) else None
+            if not isinstance(mixer.module, (nn.Softmax, nn.LogSoftmax, nn.Softmin)):
+                return Fix(advice)
+            code = f"nn.{type(mixer.module).__name__}(dim={dim})"
         elif mixer.kind == Kind.METHOD:
             code = f"x.{name}(dim={dim})"
         else:
             code = f"F.{name}(x, dim={dim})"
-        said = "no dim (PyTorch then takes dim 0)" if event.implicit else "dim=0"
-        text = (f"take the softmax over the classes: dim={dim}, not {said}, which is the batch "
-                f"(on {line}{'; x is the tensor it is applied to' if code and 'x' in code else ''})")
-        if code is not None and values and not _keeps_batch(code, shapes[0], values[0], self.flow.batch):
-            code = None
-        return Fix(text, code)
+        if not _keeps_batch(code, shapes[0], values[0], self.flow.batch):
+            return Fix(advice)
+        where = "; x is the tensor it is applied to" if mixer.kind in CALLS else ""
+        return Fix(f"take the softmax over the classes: dim={dim}, not {said}, which is the batch "
+                   f"(on {line}{where})", code)
 
     def _reshape_fix(self, culprit: Layer) -> Fix:
         line = _line(culprit)

@@ -206,8 +206,29 @@ def _steps_from_rerun(graph, ops) -> list[Step] | None:
 
 
 def _analyze(graph) -> BatchFlow:
+    """The flow at a batch of two. Where the rerun traces again (the graph holds the traced
+    sizes), running the traced graph first is cheaper, and enough when it shows nothing to
+    report: a size it holds wrongly can hide a mixing, not invent one. Anything it does show
+    is taken from the second trace."""
     if graph.rerun is None:
         return BatchFlow(False, "the graph cannot be run again at another batch size")
+    if graph.rerun_fast is not None:
+        first = _analyze_with(graph, graph.rerun_fast)
+        if first.available and _nothing_to_report(first, graph):
+            return first
+    return _analyze_with(graph, graph.rerun)
+
+
+def _nothing_to_report(flow: BatchFlow, graph) -> bool:
+    """Nothing mixed, nothing failed, and every output holds the batch as it came in (a
+    batch the first look lost could hide what the second trace would show)."""
+    if flow.events or flow.failure is not None:
+        return False
+    returned = flow.returned(graph)
+    return bool(returned) and all(v.proper or v.state == FREE for v, _ in returned)
+
+
+def _analyze_with(graph, run) -> BatchFlow:
     example, input_shapes = _example_batch(graph)
     if example is None:
         return BatchFlow(False, "no input has a batch dim")
@@ -221,7 +242,7 @@ def _analyze(graph) -> BatchFlow:
         for second in (False, True):
             if second and not any(len(shape) >= 2 and shape[:2] == (1, 1) for shape in input_shapes):
                 break
-            rerun = _rerun(graph, example, batch, second)
+            rerun = _rerun(run, example, batch, second)
             if isinstance(rerun, BatchFlow):
                 return rerun
             steps = _steps_from_rerun(graph, rerun.ops)
@@ -243,7 +264,7 @@ def _analyze(graph) -> BatchFlow:
     return flow
 
 
-def _rerun(graph, example: int, batch: int, second: bool):
+def _rerun(run, example: int, batch: int, second: bool):
     """The forward at `batch`, every input's batch dim widened; a BatchFlow saying why not."""
 
     def widen(t: torch.Tensor) -> torch.Tensor:
@@ -255,7 +276,7 @@ def _rerun(graph, example: int, batch: int, second: bool):
         return torch.empty(shape, dtype=t.dtype, device="meta")
 
     try:
-        return graph.rerun(widen)
+        return run(widen)
     except Exception as exc:  # the analysis must never take the lint down
         return BatchFlow(False, f"the forward could not be run at batch {batch}: {type(exc).__name__}")
 

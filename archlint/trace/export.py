@@ -17,7 +17,7 @@ from torch import nn
 
 from ..graph.ops import Kind, op_name
 from .fx import call_frames, retrace, scope
-from .interpreter import propagate
+from .interpreter import propagate, propagate_shapes
 from .meta import fake_cpu_inputs, fake_cpu_weights, fake_mode
 from .records import Op, Trace
 
@@ -111,7 +111,8 @@ def _quiet_torch_logs():
         logging.disable(logging.NOTSET)
 
 
-def trace_export(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
+def trace_export(model: nn.Module, inputs: Sequence[torch.Tensor], shapes_only: bool = False) -> Trace:
+    """`shapes_only`: a retrace for another input shape, which needs no MACs or storage."""
     from torch.export.graph_signature import InputKind
 
     # Exported with fake CPU tensors, so device checks in forward take the CPU path. The graph
@@ -125,7 +126,12 @@ def trace_export(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
         warnings.simplefilter("ignore")
         ep = torch.export.export(fake_model, fake_cpu_inputs(tuple(inputs), mode), strict=False)
     gm = ep.graph_module
-    records = propagate(gm, _export_args(ep, model, inputs))
+    if shapes_only:
+        records, failure = propagate_shapes(gm, _export_args(ep, model, inputs))
+        if failure is not None:
+            raise failure
+    else:
+        records = propagate(gm, _export_args(ep, model, inputs))
     weights = {spec.arg.name for spec in ep.graph_signature.input_specs
                if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)}
     weight_targets = {spec.arg.name: spec.target for spec in ep.graph_signature.input_specs}
@@ -232,7 +238,7 @@ def trace_export(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
             alias_of=name_of.get(rec.get("alias") or "", None),
             scope=scope(n),
             call_frames=call_frames(n),
-            opaque=isinstance(n.target, torch._ops.HigherOrderOperator),
+            opaque=isinstance(n.target, torch._ops.HigherOrderOperator), value=rec.get("value"),
         ))
         if op_name(n.target).endswith("_") and ext and ext[0].name not in weights:
             ops[-1].writes = sorted(set(ops[-1].writes) | {name_of.get(ext[0].name, ext[0].name)})

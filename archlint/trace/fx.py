@@ -61,7 +61,8 @@ def scope(node: fx.Node) -> str:
 
 
 def trace_fx(model: nn.Module, inputs: Sequence[torch.Tensor], tracer: LeafTracer | None = None,
-             concrete_args: dict | None = None) -> Trace:
+             concrete_args: dict | None = None, shapes_only: bool = False) -> Trace:
+    """`shapes_only`: a retrace for another input shape, which needs no MACs or storage."""
     tracer = tracer or LeafTracer()
     # Symbolic tracing runs tensor factories with constant sizes for real (`torch.zeros(10**11)`,
     # `torch.ones(4)`): made on meta they cost nothing and meet the meta inputs.
@@ -79,6 +80,11 @@ def trace_fx(model: nn.Module, inputs: Sequence[torch.Tensor], tracer: LeafTrace
     for name, value in constants.items():
         setattr(tracer.root, name, value)
     gm = fx.GraphModule(tracer.root, graph)
+    if shapes_only:
+        records, failure = propagate_shapes(gm, inputs)
+        if failure is not None:
+            raise failure
+        return Trace(ops_of(gm, records), "torch.fx", model)
     ops = ops_of(gm, propagate(gm, inputs))
     augmented_writes(ops)
     result = Trace(ops, "torch.fx", model)
@@ -126,7 +132,7 @@ def retrace(tracer, model: nn.Module, inputs: Sequence[Any], transform) -> Rerun
     new = torch.utils._pytree.tree_map(lambda v: transform(v) if isinstance(v, torch.Tensor) else v,
                                        tuple(inputs))
     try:
-        return Rerun(tracer(model, new).ops)
+        return Rerun(tracer(model, new, shapes_only=True).ops)
     except NodeFailed as exc:
         return Rerun([], exc.node.name, first_line(exc.error, 300))
     except Exception as exc:  # the rung cannot follow the forward at this shape

@@ -173,11 +173,13 @@ def _defaults_beyond(model: nn.Module, n_inputs: int) -> dict[str, Any]:
     return {p.name: p.default for p in extra if p.default is not inspect.Parameter.empty}
 
 
-def trace_meta_fx(model: nn.Module, inputs: Sequence[torch.Tensor]):
+def trace_meta_fx(model: nn.Module, inputs: Sequence[torch.Tensor], shapes_only: bool = False):
     result = trace_fx(model, inputs, tracer=MetaLeafTracer(inputs),
-                      concrete_args=_defaults_beyond(model, len(inputs)) or None)
+                      concrete_args=_defaults_beyond(model, len(inputs)) or None, shapes_only=shapes_only)
     result.tracer = "torch.fx (meta)"
     # The graph holds the sizes this input gave (`B, N, C = x.shape` are numbers in it), so
-    # another shape needs another trace, not another run of this graph.
+    # another shape needs another trace, not another run of this graph; running the graph
+    # again is a first look, right wherever the sizes it holds do not follow the input's.
+    result.rerun_fast = result.rerun
     result.rerun = lambda transform: retrace(trace_meta_fx, model, inputs, transform)
     return result

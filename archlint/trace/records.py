@@ -71,3 +71,7 @@ class Trace:
     # as where the batch goes (graph/batch.py). None where the trace cannot be repeated
     # (a model linted in parts). Nothing calls it unless such an analysis runs.
     rerun: Optional[Callable[[Callable[[torch.Tensor], Any]], Rerun]] = None
+    # A cheaper rerun that runs this trace's graph again although it holds the traced sizes:
+    # right where those sizes do not depend on the input's, possibly wrong elsewhere. Only for
+    # a first look whose findings `rerun` then checks.
+    rerun_fast: Optional[Callable[[Callable[[torch.Tensor], Any]], Rerun]] = None

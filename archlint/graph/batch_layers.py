@@ -102,7 +102,7 @@ class LayerTransfers:
             v = t.value
             return v.but(dim=position, moved=v.moved if position == v.dim else
                          (None if position == v.home and v.inner == v.outer == 1 else step.name),
-                         mixed=union([va.mixed, vb.mixed]))
+                         mixed=union([va.mixed, vb.mixed]), sources=va.sources | vb.sources)
         (k1, t1, p1), (k2, t2, p2) = where
         if k1 == k2 == "batch" and p1 == p2 and (t1.value.inner, t1.value.outer) == (t2.value.inner, t2.value.outer):
             self.confirm(step, t1.value)

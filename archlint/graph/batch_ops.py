@@ -263,7 +263,7 @@ class Interpreter(LayerTransfers):
             return self._getitem(step, args)
         if base == "getattr":
             return self._getattr(step, args)
-        if base in ("type_as", "to", "copy") and step.kind == Kind.METHOD:
+        if base in ("type_as", "to"):
             return [combine(tensors[:1], out[0])]  # the values are the first tensor's
         if base in ELEMENTWISE:
             return [combine(tensors, shape) for shape in out]

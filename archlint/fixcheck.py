@@ -1,7 +1,9 @@
 """Fix checks: a fix's code is built and run before it is shown.
 
 An expression fix (`nn.Sequential(nn.Conv2d(...), ...)`, a layer's replacement) is built on the
-meta device and run on the offending layer's input shape and dtype:
+meta device and run on the offending layer's input shape and dtype; a replacement for a
+function or method call in forward is written on `x`, the call's input (`x.flatten(1)`), and
+run on a meta tensor of that input's shape:
 - same output shape: a drop-in replacement ("runs");
 - another output shape: shown as changing the output from A to B, with what must follow
   ("changes-output");
@@ -12,6 +14,7 @@ advice (comments) is "advice".
 """
 from __future__ import annotations
 
+import ast
 import re
 import warnings
 from dataclasses import replace
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .findings import Finding, Fix
-from .graph.ops import Kind
+from .graph.ops import CALLS, Kind
 from .spans import is_expression as _is_expression
 from .trace import shapes
 
@@ -39,8 +42,11 @@ def _only_comments(code: str) -> bool:
 
 
 def _layer_for(graph, finding: Finding):
-    """The layer a finding is about: its own node, else the first call of its module that has
-    shapes."""
+    """The layer a finding is about: the op its evidence names (`node`), else its own node,
+    else the first call of its module that has shapes."""
+    node = finding.evidence.get("node")
+    if isinstance(node, str) and node in graph.g:
+        return graph.layer(node)
     fallback = None
     for layer in graph:
         if finding.layer and layer.name == finding.layer and layer.in_shapes and layer.out_shapes:
@@ -62,7 +68,10 @@ def _build(code: str) -> object:
 def _run(module: nn.Module, shape, dtype=torch.float32):
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return shapes.run(module, torch.empty(tuple(shape), dtype=dtype, device="meta"))
+        x = torch.empty(tuple(shape), dtype=dtype, device="meta")
+        if isinstance(module, nn.MultiheadAttention):
+            return module(x, x, x)  # run as self-attention on the layer's input
+        return shapes.run(module, x)
 
 
 def _constructor_lines(code: str) -> list[str] | None:
@@ -120,7 +129,41 @@ def _inputs_to_try(graph, layer):
     return chain + [("out", layer)]
 
 
+def _names(code: str) -> set[str]:
+    try:
+        tree = ast.parse(code.strip(), mode="eval")
+    except SyntaxError:
+        return set()
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+
+
+def _check_call(fix: Fix, layer, graph) -> Fix:
+    """A call's replacement on `x`, the call's first input: run on a meta tensor of its shape."""
+    shape = tuple(layer.in_shapes[0])
+    producer = graph.layer(layer.inputs[0]) if layer.inputs and layer.inputs[0] in graph.g else None
+    dtype = getattr(torch, producer.dtype, torch.float32) if producer is not None and producer.dtype else torch.float32
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = eval(compile(fix.code.strip(), "<fix>", "eval"),  # noqa: S307 (archlint's own code)
+                       {**_namespace(), "x": torch.empty(shape, dtype=dtype, device="meta")})
+    except Exception as exc:
+        return replace(fix, code=None, checked="",
+                       description=f"{fix.description} (archlint's code for this did not run on the "
+                                   f"call's input {_shape(shape)}: {type(exc).__name__})")
+    after = tuple(layer.out_shapes[0]) if layer.out_shapes else None
+    got = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+    if got == after:
+        return replace(fix, checked="runs", checked_on=_shape(shape))
+    shown = _shape(got) if got is not None else "a non-tensor"
+    return replace(fix, checked="changes-output", checked_on=_shape(shape),
+                   description=f"{fix.description}; this changes the output from {_shape(after or ())} "
+                               f"to {shown}, so the layers after it must take the new size")
+
+
 def _check_expression(fix: Fix, layer, graph) -> Fix:
+    if layer is not None and layer.kind in CALLS and layer.in_shapes and "x" in _names(fix.code):
+        return _check_call(fix, layer, graph)
     try:
         built = _build(fix.code)
     except Exception as exc:
@@ -136,6 +179,8 @@ def _check_expression(fix: Fix, layer, graph) -> Fix:
             out = _run(built, shape_in)
         except Exception:
             continue
+        if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+            out = out[0]  # an RNN's (output, state), an attention's (output, weights)
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
         if where == "in" and shape == after:
             return replace(fix, checked="runs", checked_on=_shape(shape_in))

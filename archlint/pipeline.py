@@ -131,6 +131,7 @@ def lint_parts(report: ModelReport, model: nn.Module, inputs: ExampleInputs, set
             # the image, and rules must not report it as one.
             for layer in graph:
                 layer.rf = None
+            graph.rerun = graph.rerun_fast = None  # nor are its inputs' first dims a batch
         report.notes.extend(f"{part.path}: {note}" for note in graph.notes)
         shapes = ", ".join("x".join(map(str, s)) for s in part.input_shapes[:4])
         report.findings.extend(run_rules(graph, rules, settings, f"{shapes} (captured for {part.path})",

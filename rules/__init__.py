@@ -9,6 +9,7 @@
     params         P: parameter counts and hardware efficiency
     architecture   A: nonlinearity, outputs, depth without skips
     upsampling     U: transposed convs and resizing
+    batch          B: samples of a batch mixed where they should stay apart
 
 A rule's module is named after its slug (`kernels/large_kernel.py` holds K001 large-kernel) and
 carries the class with its docs, options, examples and `check`, and the helpers only it uses;

@@ -30,6 +30,10 @@ class ArchGraph:
         self.coverage = None
         # Where each module (by qualified name) was built, also for modules forward never calls.
         self.construction: dict[str, tuple[Frame, ...]] = {}
+        # The traced forward run again at other input shapes (trace.records.Trace.rerun), for
+        # analyses that compare two shapes (graph/batch.py); None where that is not possible.
+        self.rerun = None
+        self.rerun_fast = None  # a cheaper first look, where `rerun` traces again
         self._order: list[Layer] = []
         self._module_names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
 

@@ -88,6 +88,7 @@ def build_graph(trace: Trace, input_shapes: Sequence[Shape],
     construction = construction or {}
     graph = ArchGraph(trace.model, trace.tracer, input_shapes, trace.notes)
     graph.construction = dict(construction)
+    graph.rerun, graph.rerun_fast = trace.rerun, trace.rerun_fast
     for index, op in enumerate(trace.ops):
         if op.kind == Kind.MODULE:
             qualname = op.target

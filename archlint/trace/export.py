@@ -16,8 +16,8 @@ import torch.fx as fx
 from torch import nn
 
 from ..graph.ops import Kind, op_name
-from .fx import call_frames, scope
-from .interpreter import arg_repr, propagate
+from .fx import call_frames, retrace, scope
+from .interpreter import propagate, propagate_shapes
 from .meta import fake_cpu_inputs, fake_cpu_weights, fake_mode
 from .outputs import flat_outputs
 from .records import Op, Trace
@@ -112,7 +112,8 @@ def _quiet_torch_logs():
         logging.disable(logging.NOTSET)
 
 
-def trace_export(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
+def trace_export(model: nn.Module, inputs: Sequence[torch.Tensor], shapes_only: bool = False) -> Trace:
+    """`shapes_only`: a retrace for another input shape, which needs no MACs or storage."""
     from torch.export.graph_signature import InputKind
 
     # Exported with fake CPU tensors, so device checks in forward take the CPU path. The graph
@@ -127,7 +128,12 @@ def trace_export(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
         warnings.simplefilter("ignore")
         ep = torch.export.export(fake_model, fake_cpu_inputs(tuple(inputs), mode), strict=False)
     gm = ep.graph_module
-    records = propagate(gm, _export_args(ep, model, inputs))
+    if shapes_only:
+        records, failure = propagate_shapes(gm, _export_args(ep, model, inputs))
+        if failure is not None:
+            raise failure
+    else:
+        records = propagate(gm, _export_args(ep, model, inputs))
     weights = {spec.arg.name for spec in ep.graph_signature.input_specs
                if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)}
     weight_targets = {spec.arg.name: spec.target for spec in ep.graph_signature.input_specs}
@@ -227,20 +233,28 @@ def trace_export(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Trace:
         ops.append(Op(
             name=n.name, kind=Kind.FUNCTION, target=op_name(n.target),
             inputs=[name_of.get(a.name, a.name) for a in ext],
-            args=arg_repr(n.args), kwargs=arg_repr(dict(n.kwargs)),
+            # Arguments name ops, as `inputs` do: a node inside a grouped layer is that layer.
+            args=_named(n.args, name_of), kwargs=_named(dict(n.kwargs), name_of),
             in_metas=rec.get("in", []), out_metas=rec.get("out", []), macs=rec.get("macs", 0),
             writes=[name_of.get(w, w) for w in rec.get("writes", [])],
             alias_of=name_of.get(rec.get("alias") or "", None),
             scope=scope(n),
             call_frames=call_frames(n),
-            opaque=isinstance(n.target, torch._ops.HigherOrderOperator),
+            opaque=isinstance(n.target, torch._ops.HigherOrderOperator), value=rec.get("value"),
         ))
         if op_name(n.target).endswith("_") and ext and ext[0].name not in weights:
             ops[-1].writes = sorted(set(ops[-1].writes) | {name_of.get(ext[0].name, ext[0].name)})
     result = Trace(ops, "torch.export", model)
     if unpacked.types:
         result.notes.append(unpacked.note())
+    # Export records the sizes it saw (`view(1, -1)` for `view(B, -1)`): another shape is
+    # another export.
+    result.rerun = lambda transform: retrace(trace_export, model, inputs, transform)
     return result
+
+
+def _named(value: Any, name_of: dict[str, str]) -> Any:
+    return fx.node.map_arg(value, lambda node: name_of.get(node.name, node.name))
 
 
 def _flatten_nodes(value: Any) -> list[fx.Node]:

@@ -10,12 +10,13 @@ import torch.fx as fx
 from torch import nn
 
 from .. import sources
+from ..errors import first_line
 from ..graph.ops import Kind, op_name
 from ..sources import Frame
 from . import leaves
-from .interpreter import arg_repr, augmented_writes, propagate
+from .interpreter import NodeFailed, arg_repr, augmented_writes, propagate, propagate_shapes
 from .meta import ModuleState
-from .records import Op, Trace
+from .records import Op, Rerun, Trace
 
 
 _KINDS = {"placeholder": Kind.INPUT, "call_module": Kind.MODULE, "call_function": Kind.FUNCTION,
@@ -73,7 +74,8 @@ def defaults_beyond(model: nn.Module, n_inputs: int) -> dict[str, Any]:
 
 
 def trace_fx(model: nn.Module, inputs: Sequence[torch.Tensor], tracer: LeafTracer | None = None,
-             concrete_args: dict | None = None) -> Trace:
+             concrete_args: dict | None = None, shapes_only: bool = False) -> Trace:
+    """`shapes_only`: a retrace for another input shape, which needs no MACs or storage."""
     tracer = tracer or LeafTracer()
     if concrete_args is None:
         concrete_args = defaults_beyond(model, len(inputs)) or None
@@ -92,14 +94,26 @@ def trace_fx(model: nn.Module, inputs: Sequence[torch.Tensor], tracer: LeafTrace
         state.restore()  # the attributes forward assigned while traced are dropped
     for name, value in constants.items():
         setattr(tracer.root, name, value)
-    root = tracer.root
-    records = propagate(root, inputs, graph)
+    gm = fx.GraphModule(tracer.root, graph)
+    if shapes_only:
+        records, failure = propagate_shapes(gm, inputs)
+        if failure is not None:
+            raise failure
+        return Trace(ops_of(gm, records), "torch.fx", model)
+    ops = ops_of(gm, propagate(gm, inputs))
+    augmented_writes(ops)
+    result = Trace(ops, "torch.fx", model)
+    result.rerun = lambda transform: rerun_graph(gm, inputs, transform)
+    return result
+
+
+def ops_of(gm: fx.GraphModule, records: dict) -> list[Op]:
+    """One Op per node of the graph, with what the interpreter recorded for it."""
     ops = []
-    for n in graph.nodes:
+    for n in gm.graph.nodes:
         rec = records.get(n.name, {})
         kind = _KINDS[n.op]
-        module = root.get_submodule(n.target) if n.op == "call_module" else None
-        frames = call_frames(n)
+        module = gm.get_submodule(n.target) if n.op == "call_module" else None
         op = Op(
             name=n.name, kind=kind,
             target=n.target if n.op in ("call_module", "get_attr", "placeholder") else op_name(n.target),
@@ -109,8 +123,34 @@ def trace_fx(model: nn.Module, inputs: Sequence[torch.Tensor], tracer: LeafTrace
             in_metas=rec.get("in", []), out_metas=rec.get("out", []),
             macs=rec.get("macs", 0), writes=list(rec.get("writes", [])), alias_of=rec.get("alias"),
             scope=n.target if n.op == "call_module" else scope(n),
-            call_frames=frames,
+            call_frames=call_frames(n), value=rec.get("value"),
         )
         ops.append(op)
-    augmented_writes(ops)
-    return Trace(ops, "torch.fx", model)
+    return ops
+
+
+def rerun_graph(gm: fx.GraphModule, inputs: Sequence[Any], transform) -> Rerun:
+    """The traced graph run again on `inputs` mapped through `transform`. A plain fx graph
+    reads sizes at run time (`x.size(0)` is a node), so the same graph serves any shape."""
+    records, failure = propagate_shapes(gm, torch.utils._pytree.tree_map(
+        lambda v: transform(v) if isinstance(v, torch.Tensor) else v, tuple(inputs)))
+    ops = [op for op in ops_of(gm, records) if op.name in records]
+    if failure is None:
+        return Rerun(ops)
+    return Rerun(ops, failure.node.name, first_line(failure.error, 300))
+
+
+def retrace(tracer, model: nn.Module, inputs: Sequence[Any], transform) -> Rerun:
+    """`tracer` (a rung whose graph holds the traced sizes) run again on `inputs` mapped
+    through `transform`."""
+    state = ModuleState(model)
+    new = torch.utils._pytree.tree_map(lambda v: transform(v) if isinstance(v, torch.Tensor) else v,
+                                       tuple(inputs))
+    try:
+        return Rerun(tracer(model, new, shapes_only=True).ops)
+    except NodeFailed as exc:
+        return Rerun([], exc.node.name, first_line(exc.error, 300))
+    except Exception as exc:  # the rung cannot follow the forward at this shape
+        return Rerun([], "", first_line(exc, 300))
+    finally:
+        state.restore()

@@ -56,6 +56,16 @@ def _to_meta_device(value: Any) -> Any:
     return _META if isinstance(value, torch.device) and value.type != "meta" else value
 
 
+def _size_value(value: Any) -> Any:
+    """A size or a shape an op returned (an int, a torch.Size, a short tuple of ints), else None."""
+    if isinstance(value, bool) or isinstance(value, (int, float)):
+        return value
+    if isinstance(value, (tuple, list)) and len(value) <= 16 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return tuple(value)
+    return None
+
+
 class NodeFailed(Exception):
     def __init__(self, node: fx.Node, inputs: list[TensorMeta], error: Exception,
                  seen: list[tuple[int, ...]] | None = None):
@@ -67,8 +77,9 @@ class NodeFailed(Exception):
 class Propagator(fx.Interpreter):
     """Runs a graph on meta tensors and records, per node, what rules need to know."""
 
-    def __init__(self, module: nn.Module, graph: fx.Graph | None = None):
+    def __init__(self, module: nn.Module, graph: fx.Graph | None = None, shapes_only: bool = False):
         super().__init__(module, garbage_collect_values=False, graph=graph)
+        self.shapes_only = shapes_only  # a rerun at other shapes: no MACs, no storage tracking
         self.records: dict[str, dict[str, Any]] = {}
         self._owner: dict[int, str] = {}  # id(storage root tensor) -> first node that made it
         self._flop_counter = None
@@ -110,6 +121,8 @@ class Propagator(fx.Interpreter):
                 and isinstance(args[0], torch.Tensor)):
             return shapes.same_shape(args[0])
         out = shapes.module_output(module, args, kwargs)
+        if out is None and self.shapes_only:
+            out = shapes.attention_output(module, args, kwargs)
         return out if out is not None else super().call_module(target, args, kwargs)
 
     def call_method(self, target, args, kwargs):
@@ -154,8 +167,20 @@ class Propagator(fx.Interpreter):
                     if m.op in ("call_module", "call_function", "call_method")}
         return [meta.shape for name, rec in self.records.items() if name in computed for meta in rec["out"]]
 
+    def _run_for_shapes(self, n: fx.Node, inputs: list[torch.Tensor]):
+        try:
+            result = super().run_node(n)
+        except Exception as exc:
+            raise NodeFailed(n, [TensorMeta.of(t) for t in inputs], exc) from exc
+        self.records[n.name] = {"out": [TensorMeta.of(t) for t in _tensors(result)],
+                                "in": [TensorMeta.of(t) for t in inputs], "macs": 0,
+                                "writes": [], "alias": None, "value": _size_value(result)}
+        return result
+
     def run_node(self, n: fx.Node):
         inputs = [v for a in n.all_input_nodes for v in _tensors(self.env.get(a))]
+        if self.shapes_only:
+            return self._run_for_shapes(n, inputs)
         versions = [(t, t._version) for t in inputs]
         kind, target = self._mac_key(n)
         counted = macs.needs_counter(kind, target)
@@ -190,14 +215,26 @@ class Propagator(fx.Interpreter):
 
 
 def propagate(module: nn.Module, args: Sequence[Any], graph: fx.Graph | None = None) -> dict[str, dict[str, Any]]:
-    """Run `graph` (a GraphModule's own, by default) over `module` on `args`. The traced root
-    and its graph serve as they are: building a GraphModule generates and compiles Python for
-    the whole graph, which nothing here reads (a tenth of a deep net's lint)."""
+    """Run `graph` (a GraphModule's own, by default) over `module` on `args`: per node, its
+    output shapes, MACs, in-place writes and aliasing."""
     prop = Propagator(module, graph)
     prop.on_meta = any(isinstance(a, torch.Tensor) and a.is_meta for a in torch.utils._pytree.tree_leaves(args))
     with torch.no_grad():
         prop.propagate(*args)
     return prop.records
+
+
+def propagate_shapes(gm: fx.GraphModule, args: Sequence[Any]) -> tuple[dict[str, dict[str, Any]], NodeFailed | None]:
+    """Output shapes only (no MACs, no storage tracking: a third of the time), and, when a
+    node fails at these shapes, the records up to it with the failure."""
+    prop = Propagator(gm, shapes_only=True)
+    prop.on_meta = any(isinstance(a, torch.Tensor) and a.is_meta for a in torch.utils._pytree.tree_leaves(args))
+    try:
+        with torch.no_grad():
+            prop.propagate(*args)
+    except NodeFailed as exc:
+        return prop.records, exc
+    return prop.records, None
 
 
 def augmented_writes(ops: list[Op]) -> None:

@@ -22,7 +22,7 @@ import torch.fx as fx
 from torch import nn
 
 from . import shapes
-from .fx import LeafTracer, trace_fx
+from .fx import LeafTracer, retrace, trace_fx
 
 _CPU = torch.device("cpu")
 
@@ -162,7 +162,12 @@ class MetaLeafTracer(LeafTracer):
         return proxy
 
 
-def trace_meta_fx(model: nn.Module, inputs: Sequence[torch.Tensor]):
-    result = trace_fx(model, inputs, tracer=MetaLeafTracer(inputs))
+def trace_meta_fx(model: nn.Module, inputs: Sequence[torch.Tensor], shapes_only: bool = False):
+    result = trace_fx(model, inputs, tracer=MetaLeafTracer(inputs), shapes_only=shapes_only)
     result.tracer = "torch.fx (meta)"
+    # The graph holds the sizes this input gave (`B, N, C = x.shape` are numbers in it), so
+    # another shape needs another trace, not another run of this graph; running the graph
+    # again is a first look, right wherever the sizes it holds do not follow the input's.
+    result.rerun_fast = result.rerun
+    result.rerun = lambda transform: retrace(trace_meta_fx, model, inputs, transform)
     return result

@@ -6,6 +6,7 @@ turns it into the annotated graph rules read.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -45,6 +46,18 @@ class Op:
     # A higher-order op (torch.export's wrapper of a checkpoint, grad-mode or cond region):
     # the layers inside it are not in the trace.
     opaque: bool = False
+    # What a rerun's op returned when that is a size, not a tensor (`x.size(0) // 2`).
+    value: Any = None
+
+
+@dataclass
+class Rerun:
+    """The same forward run again at other input shapes: its ops, as far as it got, and the op
+    that failed (with torch's message) when it did not get through."""
+
+    ops: list[Op]
+    failed: str | None = None
+    error: str = ""
 
 
 @dataclass
@@ -53,3 +66,12 @@ class Trace:
     tracer: str  # "torch.fx" | "torch.export"
     model: nn.Module  # the meta copy that was traced
     notes: list[str] = field(default_factory=list)
+    # Runs the traced forward again on the example inputs mapped through a function (each
+    # tensor to a meta tensor of another shape), for analyses that need a second shape, such
+    # as where the batch goes (graph/batch.py). None where the trace cannot be repeated
+    # (a model linted in parts). Nothing calls it unless such an analysis runs.
+    rerun: Optional[Callable[[Callable[[torch.Tensor], Any]], Rerun]] = None
+    # A cheaper rerun that runs this trace's graph again although it holds the traced sizes:
+    # right where those sizes do not depend on the input's, possibly wrong elsewhere. Only for
+    # a first look whose findings `rerun` then checks.
+    rerun_fast: Optional[Callable[[Callable[[torch.Tensor], Any]], Rerun]] = None

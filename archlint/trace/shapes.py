@@ -205,6 +205,33 @@ def module_output(module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor 
     return _norm(module, x)
 
 
+def attention_output(module: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
+    """nn.MultiheadAttention's (output, weights) for plain 3-D query, key and value without
+    masks, or None. Only for reruns that need shapes, not MACs: the layer is not run."""
+    if type(module) is not nn.MultiheadAttention or module._forward_hooks or module._forward_pre_hooks:
+        return None
+    bound = _bind(args, kwargs, ("query", "key", "value", "key_padding_mask", "need_weights",
+                                 "attn_mask", "average_attn_weights", "is_causal"),
+                  {"key_padding_mask": None, "need_weights": True, "attn_mask": None,
+                   "average_attn_weights": True, "is_causal": False})
+    if bound is None or any(k not in bound for k in ("query", "key", "value")) \
+            or bound["key_padding_mask"] is not None or bound["attn_mask"] is not None:
+        return None
+    q, k, v = bound["query"], bound["key"], bound["value"]
+    if not all(_plain(t) and t.dim() == 3 and t.dtype == q.dtype for t in (q, k, v)):
+        return None
+    n_at, l_at = (0, 1) if module.batch_first else (1, 0)
+    if not (q.shape[n_at] == k.shape[n_at] == v.shape[n_at] and k.shape[l_at] == v.shape[l_at]
+            and q.shape[2] == module.embed_dim and k.shape[2] == module.kdim and v.shape[2] == module.vdim):
+        return None
+    n, length, source = q.shape[n_at], q.shape[l_at], k.shape[l_at]
+    weights = None
+    if bound["need_weights"]:
+        heads = () if bound["average_attn_weights"] else (module.num_heads,)
+        weights = _new((n, *heads, length, source), q.dtype)
+    return same_shape(q), weights
+
+
 def run(module: nn.Module, x: torch.Tensor) -> Any:
     """Call `module` on the meta tensor `x`, answering its layers in closed form where they
     have one (a Sequential is walked layer by layer): what checking a fix's code costs."""

@@ -1,0 +1,1 @@
+"""B: the samples of a batch, which a model should treat one by one."""

@@ -16,7 +16,6 @@ that holds it at its own path, so layer names (and findings) stay qualified from
 from __future__ import annotations
 
 import inspect
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Sequence

@@ -12,7 +12,6 @@ subclass that may override forward) means None.
 """
 from __future__ import annotations
 
-import math
 import operator
 from typing import Any, Callable
 

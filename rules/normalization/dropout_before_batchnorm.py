@@ -4,8 +4,8 @@ from __future__ import annotations
 from torch import nn
 
 from archlint.findings import Fix, Severity
-from archlint.graph.ops import (BATCH_NORM_TYPES, INSTANCE_NORM_TYPES, Kind, is_alpha_dropout,
-                                is_batch_norm, is_dropout, is_merge, is_softmax)
+from archlint.graph.ops import (BATCH_NORM_TYPES, INSTANCE_NORM_TYPES, Kind, is_batch_norm, is_merge,
+                                is_softmax)
 from archlint.rule import Option, Rule
 
 from ..helpers import built_where, dropout_rate

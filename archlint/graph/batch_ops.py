@@ -62,8 +62,8 @@ LOSSES = frozenset({"cross_entropy", "nll_loss", "mse_loss", "l1_loss", "smooth_
                     "kl_div", "poisson_nll_loss", "gaussian_nll_loss", "cosine_embedding_loss",
                     "margin_ranking_loss", "hinge_embedding_loss", "soft_margin_loss",
                     "multilabel_soft_margin_loss", "triplet_margin_loss", "ctc_loss"})
-SPLITS = frozenset({"chunk", "split", "unbind", "tensor_split", "split_with_sizes", "hsplit",
-                    "vsplit", "unsafe_split", "unsafe_chunk"})
+SPLITS = frozenset({"chunk", "split", "unbind", "tensor_split", "split_with_sizes",
+                    "unsafe_split", "unsafe_chunk"})
 CONCATS = frozenset({"cat", "concat", "concatenate", "stack", "hstack", "vstack"})
 SELECTS = frozenset({"select", "slice", "narrow", "index_select", "gather", "take_along_dim"})
 SPATIAL = frozenset({"max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d",

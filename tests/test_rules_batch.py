@@ -16,6 +16,9 @@ from archlint.graph.batch import AT, SCRAMBLED, BatchDim, batch_flow, reshaped
 from . import batch_models as M
 from .helpers import timm_model, torchvision_model
 
+# ImplicitSoftmax calls F.softmax without dim on purpose
+pytestmark = pytest.mark.filterwarnings("ignore:Implicit dimension choice for softmax")
+
 IMAGE = [(1, 3, 8, 8)]
 SMALL_IMAGE = [(1, 3, 16, 16)]
 SEQUENCE = [(1, 4, 10)]

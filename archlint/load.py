@@ -88,9 +88,12 @@ class _SkipMetaValueWrites(torch.overrides.TorchFunctionMode):
             # are undefined anyway; nothing may read them before the (skipped) init.
             kwargs = {**(kwargs or {}), "device": "meta"}
             return func(*args, **kwargs)
+        # torch.nn.init passes its tensor by keyword (`kaiming_uniform_(tensor=w, ...)`): missed,
+        # every conv's init ran torch's meta decomposition of uniform_, a third of a deep net's build.
+        written = args[0] if args else (kwargs or {}).get("tensor")
+        if name in _VALUE_ONLY_INPLACE and isinstance(written, torch.Tensor) and written.is_meta:
+            return written
         if name in _VALUE_ONLY_INPLACE and args and isinstance(args[0], torch.Tensor):
-            if args[0].is_meta:
-                return args[0]
             # A real buffer filled from values computed with meta parameters (timm swinv2's
             # relative_coords_table): there are no values to copy; the buffer keeps its shape.
             if name == "copy_" and len(args) > 1 and isinstance(args[1], torch.Tensor) and args[1].is_meta:

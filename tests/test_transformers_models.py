@@ -62,7 +62,9 @@ def findings_of(report):
 ], ids=["gpt2", "llama", "t5"])
 def test_a_decoder_with_its_cache_on_is_traced_whole_with_exact_numbers(build, inputs, cache):
     model, report = linted(build, inputs)
-    assert report.tracer == "torch.export"
+    # Off torch.export since issue 14: the **kwargs forward is traced through a positional
+    # root, the shape checks on meta-backed proxies, and the cache unpacked as fx's output.
+    assert report.tracer == "torch.fx (meta)"
     assert not report.parts and not any("could not be traced" in n for n in report.notes)
     assert any(f"does not take {cache}" in n for n in report.notes), report.notes
     assert report.summary["params"] == sum(p.numel() for p in model.parameters())
@@ -76,7 +78,7 @@ def test_a_decoder_with_its_cache_on_is_traced_whole_with_exact_numbers(build, i
 
 def test_bert_is_traced_whole_with_full_coverage():
     model, report = linted(bert)
-    assert report.tracer == "torch.export" and not report.parts
+    assert report.tracer == "torch.fx (meta)" and not report.parts
     assert report.summary["params"] == sum(p.numel() for p in model.parameters())
     assert report.coverage["params"] == 1.0 and not report.coverage["unreached"]
 
@@ -95,7 +97,7 @@ def test_a_file_building_llama_on_meta_lints_whole_through_the_cli(write_model):
                                        "--input-shape", "1,32:int64", str(path)])
     model = json.loads(result.output)["models"][0]
     assert "error" not in model, model
-    assert model["tracer"] == "torch.export"
+    assert model["tracer"] == "torch.fx (meta)"
     with torch.device("meta"):
         expected = sum(p.numel() for p in llama().parameters())
     assert model["summary"]["params"] == expected

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+from contextlib import contextmanager
 from typing import Any, Sequence
 
 import torch
@@ -16,6 +17,7 @@ from ..sources import Frame
 from . import leaves
 from .interpreter import NodeFailed, arg_repr, augmented_writes, propagate, propagate_shapes
 from .meta import ModuleState
+from .outputs import flat_outputs
 from .records import Op, Rerun, Trace
 
 
@@ -39,7 +41,43 @@ class LeafTracer(fx.Tracer):
 
     def trace(self, root, concrete_args=None):
         self._outermost = sys._getframe()
+        self._tensor_names: dict[bool, dict[int, tuple[str, torch.Tensor]]] = {}
         return super().trace(root, concrete_args)
+
+    # fx finds the name of every weight a forward touches by walking all of the root's
+    # parameters or buffers (once per use: quadratic, half of timm's EfficientNet trace, whose
+    # norm layers pass their buffers to F.batch_norm). One table per trace instead; a tensor not
+    # in it (reassigned while traced) gets fx's own search.
+    def _name_of(self, tensor: torch.Tensor) -> str | None:
+        is_param = isinstance(tensor, nn.Parameter)
+        table = self._tensor_names.get(is_param)
+        if table is None:
+            named = self.root.named_parameters() if is_param else self.root.named_buffers()
+            table = self._tensor_names[is_param] = {}
+            for name, t in named:
+                table.setdefault(id(t), (name, t))
+        entry = table.get(id(tensor))
+        return entry[0] if entry is not None and entry[1] is tensor else None
+
+    def create_arg(self, a):
+        if isinstance(a, torch.Tensor) and not isinstance(a, fx.Proxy) and hasattr(self, "root"):
+            name = self._name_of(a)
+            if name is not None:
+                return self.create_node("get_attr", name, (), {})
+        return super().create_arg(a)
+
+    def getattr(self, attr, attr_val, parameter_proxy_cache):
+        if isinstance(attr_val, nn.Parameter) or (
+                self.proxy_buffer_attributes and isinstance(attr_val, torch.Tensor)):
+            name = self._name_of(attr_val)
+            if name is not None:
+                if name not in parameter_proxy_cache:
+                    factory = None if not self.param_shapes_constant else (
+                        lambda node: fx.proxy.ParameterProxy(self, node, name, attr_val))
+                    parameter_proxy_cache[name] = self.create_proxy(
+                        "get_attr", name, (), {}, proxy_factory_fn=factory)
+                return parameter_proxy_cache[name]
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
 
     def create_node(self, *args, **kwargs):
         node = super().create_node(*args, **kwargs)
@@ -73,18 +111,58 @@ def defaults_beyond(model: nn.Module, n_inputs: int) -> dict[str, Any]:
     return {p.name: p.default for p in extra if p.default is not inspect.Parameter.empty}
 
 
+_POSITIONAL_FORWARD = "_archlint_positional_forward"
+
+
+def _takes_var_args(model: nn.Module) -> bool:
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
+
+
+@contextmanager
+def positional_forward(model: nn.Module, n_inputs: int):
+    """A root forward taking exactly the given inputs, for a forward with `*args` or `**kwargs`
+    (every Hugging Face model): fx rewrites such a forward's code object to trace it, which
+    fails on Python 3.11 ("co_varnames is too small"), and the model went to torch.export,
+    ten times slower. The wrapper lives on the model's class only while it is traced; forward's
+    other parameters take their defaults, as they do when the model is called with the
+    inputs alone. Yields the wrapper's name and what the output unpacked (outputs.Unpacked),
+    or None, None where forward needs no wrapper."""
+    if not _takes_var_args(model):
+        yield None, None
+        return
+    names = [f"input_{i}" for i in range(n_inputs)]
+    namespace: dict[str, Any] = {}
+    exec(f"def {_POSITIONAL_FORWARD}(self, {', '.join(names)}):\n"
+         f"    return self.forward({', '.join(names)})\n", namespace)
+    cls = type(model)
+    setattr(cls, _POSITIONAL_FORWARD, namespace[_POSITIONAL_FORWARD])
+    try:
+        # A key/value cache in the output (use_cache=True) is no value fx can record: the
+        # output is then the tensors it holds, as on the export rung (outputs.py).
+        with flat_outputs(model, (torch.Tensor, fx.Proxy), "torch.fx") as unpacked:
+            yield _POSITIONAL_FORWARD, unpacked
+    finally:
+        delattr(cls, _POSITIONAL_FORWARD)
+
+
 def trace_fx(model: nn.Module, inputs: Sequence[torch.Tensor], tracer: LeafTracer | None = None,
              concrete_args: dict | None = None, shapes_only: bool = False) -> Trace:
     """`shapes_only`: a retrace for another input shape, which needs no MACs or storage."""
     tracer = tracer or LeafTracer()
-    if concrete_args is None:
-        concrete_args = defaults_beyond(model, len(inputs)) or None
     # Symbolic tracing runs tensor factories with constant sizes for real (`torch.zeros(10**11)`,
     # `torch.ones(4)`): made on meta they cost nothing and meet the meta inputs.
     state = ModuleState(model)
     constants = {}
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), positional_forward(model, len(inputs)) as (wrapper, unpacked):
+            if wrapper is not None:
+                tracer.traced_func_name = wrapper
+            elif concrete_args is None:
+                concrete_args = defaults_beyond(model, len(inputs)) or None
             graph = tracer.trace(model, concrete_args)
         # Tensors forward made (`x + torch.ones(4)`) are kept on the root as fx's constants,
         # which the restore below would drop with the attributes forward assigned.
@@ -94,26 +172,31 @@ def trace_fx(model: nn.Module, inputs: Sequence[torch.Tensor], tracer: LeafTrace
         state.restore()  # the attributes forward assigned while traced are dropped
     for name, value in constants.items():
         setattr(tracer.root, name, value)
-    gm = fx.GraphModule(tracer.root, graph)
+    # No GraphModule: the interpreter runs the graph over the root, and a GraphModule's
+    # generated code (a sixth of a deep net's trace) would never run.
+    root = tracer.root
     if shapes_only:
-        records, failure = propagate_shapes(gm, inputs)
+        records, failure = propagate_shapes(root, inputs, graph)
         if failure is not None:
             raise failure
-        return Trace(ops_of(gm, records), "torch.fx", model)
-    ops = ops_of(gm, propagate(gm, inputs))
+        return Trace(ops_of(root, graph, records), "torch.fx", model)
+    ops = ops_of(root, graph, propagate(root, inputs, graph))
     augmented_writes(ops)
     result = Trace(ops, "torch.fx", model)
-    result.rerun = lambda transform: rerun_graph(gm, inputs, transform)
+    if unpacked is not None and unpacked.types:
+        result.notes.append(unpacked.note())
+    result.rerun = lambda transform: rerun_graph(root, graph, inputs, transform)
     return result
 
 
-def ops_of(gm: fx.GraphModule, records: dict) -> list[Op]:
-    """One Op per node of the graph, with what the interpreter recorded for it."""
+def ops_of(root: nn.Module, graph: fx.Graph, records: dict) -> list[Op]:
+    """One Op per node of `graph` (traced over `root`), with what the interpreter recorded."""
     ops = []
-    for n in gm.graph.nodes:
+    modules = dict(root.named_modules(remove_duplicate=False))
+    for n in graph.nodes:
         rec = records.get(n.name, {})
         kind = _KINDS[n.op]
-        module = gm.get_submodule(n.target) if n.op == "call_module" else None
+        module = (modules.get(n.target) or root.get_submodule(n.target)) if n.op == "call_module" else None
         op = Op(
             name=n.name, kind=kind,
             target=n.target if n.op in ("call_module", "get_attr", "placeholder") else op_name(n.target),
@@ -129,12 +212,12 @@ def ops_of(gm: fx.GraphModule, records: dict) -> list[Op]:
     return ops
 
 
-def rerun_graph(gm: fx.GraphModule, inputs: Sequence[Any], transform) -> Rerun:
+def rerun_graph(root: nn.Module, graph: fx.Graph, inputs: Sequence[Any], transform) -> Rerun:
     """The traced graph run again on `inputs` mapped through `transform`. A plain fx graph
     reads sizes at run time (`x.size(0)` is a node), so the same graph serves any shape."""
-    records, failure = propagate_shapes(gm, torch.utils._pytree.tree_map(
-        lambda v: transform(v) if isinstance(v, torch.Tensor) else v, tuple(inputs)))
-    ops = [op for op in ops_of(gm, records) if op.name in records]
+    records, failure = propagate_shapes(root, torch.utils._pytree.tree_map(
+        lambda v: transform(v) if isinstance(v, torch.Tensor) else v, tuple(inputs)), graph)
+    ops = [op for op in ops_of(root, graph, records) if op.name in records]
     if failure is None:
         return Rerun(ops)
     return Rerun(ops, failure.node.name, first_line(failure.error, 300))

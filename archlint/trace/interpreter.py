@@ -56,6 +56,12 @@ def _to_meta_device(value: Any) -> Any:
     return _META if isinstance(value, torch.device) and value.type != "meta" else value
 
 
+def _devices_to_meta(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    if any(isinstance(v, (torch.device, list, tuple, dict)) for v in (*args, *kwargs.values())):
+        return torch.utils._pytree.tree_map(_to_meta_device, (args, kwargs))
+    return args, kwargs
+
+
 def _size_value(value: Any) -> Any:
     """A size or a shape an op returned (an int, a torch.Size, a short tuple of ints), else None."""
     if isinstance(value, bool) or isinstance(value, (int, float)):
@@ -83,6 +89,9 @@ class Propagator(fx.Interpreter):
         self.records: dict[str, dict[str, Any]] = {}
         self._owner: dict[int, str] = {}  # id(storage root tensor) -> first node that made it
         self._flop_counter = None
+        # fx looks each layer up through one getattr per dotted part, twice per call: a tenth of
+        # a deep net's interpretation.
+        self._attrs: dict[str, Any] = dict(module.named_modules(remove_duplicate=False))
 
     @property
     def _counter(self):
@@ -96,6 +105,16 @@ class Propagator(fx.Interpreter):
 
     def _flops(self) -> int:
         return sum(self._counter.flop_counts["Global"].values())
+
+    def fetch_attr(self, target: str):
+        found = self._attrs.get(target)  # layers only: a buffer may be reassigned as forward runs
+        return found if found is not None else super().fetch_attr(target)
+
+    def _run_base(self, n: fx.Node):
+        # fx's run_node without its current-node context (kept for fx's own error messages,
+        # which NodeFailed replaces): per node, two context managers less.
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        return getattr(self, n.op)(n.target, args, kwargs)
 
     def propagate(self, *args):
         with warnings.catch_warnings():
@@ -126,6 +145,8 @@ class Propagator(fx.Interpreter):
         return out if out is not None else super().call_module(target, args, kwargs)
 
     def call_method(self, target, args, kwargs):
+        if self.on_meta:  # `pos_emb.to(x.device)`: the meta-fx rung's proxies report the CPU
+            args, kwargs = _devices_to_meta(args, kwargs)
         out = shapes.method_output(target, args, kwargs)
         return out if out is not None else super().call_method(target, args, kwargs)
 
@@ -134,6 +155,8 @@ class Propagator(fx.Interpreter):
         # trips FlopCounterMode's module tracker, which hooks the autograd graph of inputs that
         # require grad and finds none under no_grad. Shapes are all that is needed here.
         value = super().get_attr(target, args, kwargs)
+        if isinstance(value, torch.Tensor) and self.on_meta and not value.is_meta:
+            value = value.to(_META)  # a constant made for real while traced (meta-fx's CPU tensors)
         return value.detach() if isinstance(value, torch.Tensor) and value.requires_grad else value
 
     # Tensors forward creates (`x + torch.ones(4)`, `torch.zeros(10**12)`) are made on the meta
@@ -151,8 +174,7 @@ class Propagator(fx.Interpreter):
                 kwargs = {**kwargs, "device": _META}
             # An exported graph names the device its factories and copies ran on at export
             # time (cpu), as keyword or positional arguments.
-            if any(isinstance(v, (torch.device, list, tuple, dict)) for v in (*args, *kwargs.values())):
-                args, kwargs = torch.utils._pytree.tree_map(_to_meta_device, (args, kwargs))
+            args, kwargs = _devices_to_meta(args, kwargs)
         if op_name(target) in self._SAME_SHAPE_FUNCTIONS and args and isinstance(args[0], torch.Tensor):
             return shapes.same_shape(args[0])
         out = shapes.function_output(target, args, kwargs)
@@ -169,7 +191,7 @@ class Propagator(fx.Interpreter):
 
     def _run_for_shapes(self, n: fx.Node, inputs: list[torch.Tensor]):
         try:
-            result = super().run_node(n)
+            result = self._run_base(n)
         except Exception as exc:
             raise NodeFailed(n, [TensorMeta.of(t) for t in inputs], exc) from exc
         self.records[n.name] = {"out": [TensorMeta.of(t) for t in _tensors(result)],
@@ -187,9 +209,9 @@ class Propagator(fx.Interpreter):
         try:
             if counted:
                 with self._counter:
-                    result = super().run_node(n)
+                    result = self._run_base(n)
             else:
-                result = super().run_node(n)
+                result = self._run_base(n)
         except Exception as exc:
             raise NodeFailed(n, [TensorMeta.of(t) for t in inputs], exc, self._activations()) from exc
         outputs = _tensors(result)
@@ -224,10 +246,11 @@ def propagate(module: nn.Module, args: Sequence[Any], graph: fx.Graph | None = N
     return prop.records
 
 
-def propagate_shapes(gm: fx.GraphModule, args: Sequence[Any]) -> tuple[dict[str, dict[str, Any]], NodeFailed | None]:
+def propagate_shapes(module: nn.Module, args: Sequence[Any], graph: fx.Graph | None = None,
+                     ) -> tuple[dict[str, dict[str, Any]], NodeFailed | None]:
     """Output shapes only (no MACs, no storage tracking: a third of the time), and, when a
     node fails at these shapes, the records up to it with the failure."""
-    prop = Propagator(gm, shapes_only=True)
+    prop = Propagator(module, graph, shapes_only=True)
     prop.on_meta = any(isinstance(a, torch.Tensor) and a.is_meta for a in torch.utils._pytree.tree_leaves(args))
     try:
         with torch.no_grad():

@@ -20,11 +20,13 @@ from typing import Any, Sequence
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from . import shapes
 from .fx import LeafTracer, retrace, trace_fx
 
 _CPU = torch.device("cpu")
+_META = torch.device("meta")
 
 
 class MetaProxy(fx.Proxy):
@@ -90,7 +92,9 @@ def _meta_of(value: Any) -> Any:
     if isinstance(value, fx.Proxy):
         raise LookupError("unknown")
     if isinstance(value, torch.device):
-        return torch.device("meta")
+        return _META
+    if isinstance(value, torch.Tensor) and not value.is_meta:  # made for real while traced
+        return value.to(_META)
     return value
 
 
@@ -128,6 +132,46 @@ def _compute(tracer: "MetaLeafTracer", kind: str, target: Any, args: tuple, kwar
     return None
 
 
+class _MetaMeetsCpu(TorchFunctionMode):
+    """The proxies say their tensors are on the CPU, so tensors forward makes for real beside
+    them are made there (Hugging Face's `torch.arange(n, device=x.device)`), with their values:
+    a position or mask check on them is decided as it is on the user's machine. Where such a
+    tensor meets a meta one outside the graph (a meta buffer `.to(x.device)`, a CPU tensor
+    concatenated with a meta value), the operation runs on meta. Operations on proxies are
+    recorded as they are; the interpreter moves their devices to meta when it runs them."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if not any(issubclass(t, fx.Proxy) for t in types):
+            metas, others = _devices_in((args, kwargs))
+            if metas and others:
+                args, kwargs = fx.node.map_aggregate((args, kwargs), _on_meta)
+        return func(*args, **kwargs)
+
+
+def _devices_in(value: Any) -> tuple[bool, bool]:
+    """(a meta tensor is among `value`'s leaves, a CPU tensor or a device other than meta is)."""
+    metas = others = False
+
+    def look(leaf):
+        nonlocal metas, others
+        if isinstance(leaf, torch.Tensor) and not isinstance(leaf, fx.Proxy):
+            metas, others = metas or leaf.is_meta, others or not leaf.is_meta
+        elif isinstance(leaf, torch.device) and leaf.type != "meta":
+            others = True
+        return leaf
+    fx.node.map_aggregate(value, look)
+    return metas, others
+
+
+def _on_meta(leaf: Any) -> Any:
+    if isinstance(leaf, torch.Tensor) and not isinstance(leaf, fx.Proxy) and not leaf.is_meta:
+        return leaf.to(_META)
+    if isinstance(leaf, torch.device) and leaf.type != "meta":
+        return _META
+    return leaf
+
+
 class MetaLeafTracer(LeafTracer):
     """LeafTracer whose proxies carry meta values; `inputs` feed the placeholders in order."""
 
@@ -135,6 +179,10 @@ class MetaLeafTracer(LeafTracer):
         super().__init__()
         self._inputs = list(inputs)
         self._placeholders = 0
+
+    def trace(self, root, concrete_args=None):
+        with _MetaMeetsCpu():
+            return super().trace(root, concrete_args)
 
     def proxy(self, node: fx.Node) -> MetaProxy:
         return MetaProxy(node, self)

@@ -37,21 +37,23 @@ MAX_DEPTH = 8  # an encoder-decoder cache is 3 deep: cache -> self-attention cac
 MAX_OBJECTS = 10_000  # objects opened at most, so an output holding a large object graph stays quick
 
 
-def exportable(value: Any) -> bool:
-    """Whether torch.export takes `value` as an output as it is."""
-    return all(isinstance(leaf, _PLAIN) for leaf in pytree.tree_leaves(value))
+def exportable(value: Any, tensor_types: tuple[type, ...] = (torch.Tensor,)) -> bool:
+    """Whether torch.export takes `value` as an output as it is (torch.fx, with its proxies
+    among `tensor_types`)."""
+    return all(isinstance(leaf, (_PLAIN, tensor_types)) for leaf in pytree.tree_leaves(value))
 
 
-def tensors_in(value: Any) -> tuple[list[torch.Tensor], list[str]]:
-    """The tensors `value` holds, in order, each once, and the names of the outermost
-    non-pytree types they were read out of (`DynamicCache`, not its layers)."""
+def tensors_in(value: Any, tensor_types: tuple[type, ...] = (torch.Tensor,),
+               ) -> tuple[list[torch.Tensor], list[str]]:
+    """The tensors (`tensor_types`) `value` holds, in order, each once, and the names of the
+    outermost non-pytree types they were read out of (`DynamicCache`, not its layers)."""
     found: list[torch.Tensor] = []
     opened: list[str] = []
     seen: set[int] = set()
 
     def walk(item: Any, depth: int) -> None:
         for leaf in pytree.tree_leaves(item):
-            if isinstance(leaf, torch.Tensor):
+            if isinstance(leaf, tensor_types):
                 if id(leaf) not in seen:
                     seen.add(id(leaf))
                     found.append(leaf)
@@ -96,19 +98,21 @@ class Unpacked:
 
     types: list[str] = dataclasses.field(default_factory=list)
     tensors: int = 0
+    tracer: str = "torch.export"
 
     def note(self) -> str:
-        return (f"torch.export does not take {' or '.join(self.types)} as an output: traced with "
+        return (f"{self.tracer} does not take {' or '.join(self.types)} as an output: traced with "
                 f"the {self.tensors} tensors the output holds as the graph's outputs")
 
 
 @contextmanager
-def flat_outputs(model: nn.Module) -> Iterator[Unpacked]:
-    """While active, `model`'s forward returns an output export refuses as the tuple of its
-    tensors, and the `Unpacked` yielded says what it unpacked, for the trace's note. Patched
-    on the instance, so module names, hooks and the signature export binds the inputs to are
-    the model's own."""
-    unpacked = Unpacked()
+def flat_outputs(model: nn.Module, tensor_types: tuple[type, ...] = (torch.Tensor,),
+                 tracer: str = "torch.export") -> Iterator[Unpacked]:
+    """While active, `model`'s forward returns an output `tracer` refuses as the tuple of its
+    tensors (`tensor_types`: torch.fx's proxies), and the `Unpacked` yielded says what it
+    unpacked, for the trace's note. Patched on the instance, so module names, hooks and the
+    signature export binds the inputs to are the model's own."""
+    unpacked = Unpacked(tracer=tracer)
     had_own = "forward" in model.__dict__
     own = model.__dict__.get("forward")
     forward = model.forward
@@ -116,9 +120,9 @@ def flat_outputs(model: nn.Module) -> Iterator[Unpacked]:
     @functools.wraps(forward)
     def flattening_forward(*args, **kwargs):
         out = forward(*args, **kwargs)
-        if exportable(out):
+        if exportable(out, tensor_types):
             return out
-        tensors, unpacked.types = tensors_in(out)
+        tensors, unpacked.types = tensors_in(out, tensor_types)
         unpacked.tensors = len(tensors)
         return tuple(tensors)
 

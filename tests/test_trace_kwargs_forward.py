@@ -1,0 +1,97 @@
+"""Forwards written as Hugging Face writes them stay on the fx rungs (issue 14): a `**kwargs`
+forward, a cache object in the output, position ids made for real beside meta values and
+checked by value. Each went to torch.export before, several times slower."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import archlint
+
+
+class KVCache:
+    """A cache that is not a pytree node: fx cannot record it as an output."""
+
+    def __init__(self):
+        self.keys: list[torch.Tensor] = []
+
+
+class Rotary(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, dim, 2).float() / dim)))
+
+    def forward(self, x):
+        # Made for real on the device the proxy reports, then checked by value, as
+        # transformers' masking code does with position ids.
+        positions = torch.arange(x.shape[1], device=x.device)
+        if not (positions[:1] == 0).all():
+            raise ValueError("packed sequences")
+        freqs = positions[:, None].float() * self.inv_freq.to(x.device)[None, :]
+        return torch.cat([freqs.cos(), freqs.sin()], dim=-1)
+
+
+class TinyDecoder(nn.Module):
+    def __init__(self, vocab: int = 100, width: int = 32, use_cache: bool = True):
+        super().__init__()
+        self.use_cache = use_cache
+        self.embed = nn.Embedding(vocab, width)
+        self.rotary = Rotary(width)
+        self.proj = nn.Linear(width, width)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, input_ids, attention_mask=None, use_cache=None, **kwargs):
+        use_cache = self.use_cache if use_cache is None else use_cache
+        h = self.embed(input_ids)
+        if h.shape[-1] != self.proj.in_features:
+            raise ValueError("width")
+        h = self.proj(h + self.rotary(h))
+        logits = self.head(torch.relu(h))
+        if not use_cache:
+            return {"logits": logits}
+        cache = KVCache()
+        cache.keys.append(h)
+        return {"logits": logits, "past_key_values": cache}
+
+
+IDS = torch.zeros(1, 12, dtype=torch.long)
+
+
+def test_a_kwargs_forward_with_shape_checks_is_traced_by_fx_not_export():
+    model = TinyDecoder()
+    report = archlint.lint(model, IDS)
+    assert report.tracer == "torch.fx (meta)", report.notes
+    assert not report.parts
+    assert report.summary["params"] == sum(p.numel() for p in model.parameters())
+    assert report.coverage["params"] == 1.0
+
+
+def test_a_cache_object_in_a_kwargs_forward_output_is_read_as_its_tensors():
+    report = archlint.lint(TinyDecoder(), IDS)
+    assert any("torch.fx does not take KVCache as an output" in n for n in report.notes), report.notes
+    without = archlint.lint(TinyDecoder(use_cache=False), IDS)
+    assert without.tracer == "torch.fx (meta)"
+    assert report.summary == without.summary
+
+
+def test_the_positional_root_is_gone_from_the_class_after_the_trace():
+    model = TinyDecoder()
+    archlint.lint(model, IDS)
+    assert not any(name.startswith("_archlint") for name in vars(TinyDecoder))
+    assert "forward" not in vars(model)  # the output unpacking was patched on the instance only
+    out = model(IDS)  # and the model still runs as the user wrote it
+    assert isinstance(out["past_key_values"], KVCache)
+
+
+def test_plain_forwards_keep_their_own_signature():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+        def forward(self, x, scale: float = 1.0):
+            return self.conv(x) * scale
+
+    report = archlint.lint(Net(), torch.randn(1, 3, 16, 16))
+    assert report.tracer == "torch.fx"
+    assert report.graph.inputs[0].name == "x"  # not the positional root's input_0

@@ -10,6 +10,7 @@ Timings are measured by bench/bench_speed.py, never here.
 from __future__ import annotations
 
 import json
+import operator
 import os
 import subprocess
 import sys
@@ -185,3 +186,47 @@ def test_what_torch_would_reject_is_left_to_torch():
     assert shapes.function_output(torch.mean, (meta(2, 3, dtype=torch.long),), {}) is None
     assert shapes.method_output("add_", (meta(1, 3), meta(2, 3)), {}) is None
     assert shapes.function_output(F.linear, (meta(3, 4), meta(7, 5)), {}) is None
+
+
+q4, k4, v4 = meta(2, 4, 6, 8), meta(2, 4, 5, 8), meta(2, 4, 5, 3)
+PRODUCT_CASES = [
+    (torch.matmul, (meta(3, 4), meta(4, 5)), {}), (operator.matmul, (meta(2, 3, 4), meta(4, 5)), {}),
+    (torch.matmul, (meta(2, 1, 3, 4), meta(5, 4, 6)), {}), (torch.bmm, (meta(2, 3, 4), meta(2, 4, 5)), {}),
+    (operator.matmul, (q4, k4.transpose(-2, -1)), {}),  # a transposed key: any layout
+    (F.scaled_dot_product_attention, (q4, k4, v4), {}),
+    (F.scaled_dot_product_attention, (q4, k4, v4), {"is_causal": True}),
+    (F.scaled_dot_product_attention, (q4, k4, v4, meta(6, 5)), {}),
+    (F.scaled_dot_product_attention, (q4, k4, v4), {"attn_mask": torch.empty(2, 1, 6, 5, dtype=torch.bool, device="meta")}),
+    (F.scaled_dot_product_attention, (q4, meta(2, 2, 5, 8), meta(2, 2, 5, 3)), {"enable_gqa": True}),
+    (F.scaled_dot_product_attention, (meta(3, 6, 8), meta(3, 5, 8), meta(3, 5, 8)), {"scale": 0.5}),
+]
+
+
+@pytest.mark.parametrize("fn,args,kwargs", PRODUCT_CASES, ids=lambda v: getattr(v, "__name__", "")[:20])
+def test_products_and_attention_match_torch_and_its_flop_count(fn, args, kwargs):
+    """Shapes in closed form, and the MACs FlopCounterMode would have counted running the op."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from archlint.graph import macs
+    from archlint.graph.ops import op_name
+
+    with FlopCounterMode(display=False) as counter:
+        expected = fn(*args, **kwargs)
+    got = shapes.function_output(fn, args, kwargs)
+    assert got is not None
+    assert (got.shape, got.dtype) == (expected.shape, expected.dtype)
+    assert macs.of_products(op_name(fn), args, kwargs, got) == counter.get_total_flops() // 2
+
+
+def test_products_torch_would_reject_are_left_to_torch():
+    assert shapes.function_output(torch.matmul, (meta(3, 4), meta(5, 6)), {}) is None
+    assert shapes.function_output(torch.matmul, (meta(2, 3, 4), meta(3, 4, 5)), {}) is None
+    assert shapes.function_output(torch.matmul, (meta(4), meta(4, 5)), {}) is None  # vectors: torch's
+    assert shapes.function_output(torch.bmm, (meta(2, 3, 4), meta(3, 4, 5)), {}) is None
+    sdpa = F.scaled_dot_product_attention
+    assert shapes.function_output(sdpa, (q4, meta(2, 4, 5, 7), v4), {}) is None  # key width
+    assert shapes.function_output(sdpa, (q4, k4, meta(2, 4, 4, 3)), {}) is None  # value length
+    assert shapes.function_output(sdpa, (q4, k4, v4, meta(6, 4)), {}) is None  # mask shape
+    assert shapes.function_output(sdpa, (q4, k4, v4, meta(6, 5)), {"is_causal": True}) is None
+    assert shapes.function_output(sdpa, (q4, meta(2, 2, 5, 8), meta(2, 2, 5, 3)), {}) is None  # heads
+    assert shapes.function_output(sdpa, (q4, meta(2, 3, 5, 8), meta(2, 3, 5, 3)), {"enable_gqa": True}) is None

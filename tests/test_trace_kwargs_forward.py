@@ -95,3 +95,18 @@ def test_plain_forwards_keep_their_own_signature():
     report = archlint.lint(Net(), torch.randn(1, 3, 16, 16))
     assert report.tracer == "torch.fx"
     assert report.graph.inputs[0].name == "x"  # not the positional root's input_0
+
+
+def test_meta_values_are_computed_without_recording_nodes():
+    """Computing a proxy's meta value reads the layer's weights and runs it: none of that may
+    land in the graph, which is then the plain fx graph of the same forward."""
+    from archlint.trace import meta_copy
+    from archlint.trace.fx import trace_fx
+    from archlint.trace.meta_fx import trace_meta_fx
+
+    model = meta_copy(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                                    nn.Linear(8 * 14 * 14, 4)))
+    x = torch.empty(1, 3, 16, 16, device="meta")
+    plain = [(op.name, op.kind, op.target) for op in trace_fx(model, [x]).ops]
+    meta = [(op.name, op.kind, op.target) for op in trace_meta_fx(model, [x]).ops]
+    assert meta == plain

@@ -68,3 +68,16 @@ def closed_form(kind: str, target: object, inputs: Sequence[torch.Tensor],
         weight = inputs[1]  # (C_out, C_in / groups, *kernel)
         return out.numel() * weight.shape[1] * math.prod(weight.shape[2:])
     return 0
+
+
+def of_products(name: str, args: tuple, kwargs: dict, out: torch.Tensor) -> int | None:
+    """MACs of a matrix product or attention whose output the interpreter gave in closed form
+    (trace/shapes.py), so FlopCounterMode saw no op run: as it counts them, halved. None for
+    any other op."""
+    if name in ("matmul", "bmm") and len(args) == 2:
+        return out.numel() * args[0].shape[-1]
+    if name == "scaled_dot_product_attention":
+        q, k, v = (list(args[:3]) + [kwargs.get(n) for n in ("query", "key", "value")[len(args[:3]):]])
+        batch = math.prod(q.shape[:-2])
+        return batch * q.shape[-2] * k.shape[-2] * (q.shape[-1] + v.shape[-1])
+    return None

@@ -89,6 +89,7 @@ class Propagator(fx.Interpreter):
         self.records: dict[str, dict[str, Any]] = {}
         self._owner: dict[int, str] = {}  # id(storage root tensor) -> first node that made it
         self._flop_counter = None
+        self._closed_macs: int | None = None  # MACs of the running node's closed-form product
         # fx looks each layer up through one getattr per dotted part, twice per call: a tenth of
         # a deep net's interpretation.
         self._attrs: dict[str, Any] = dict(module.named_modules(remove_duplicate=False))
@@ -148,7 +149,10 @@ class Propagator(fx.Interpreter):
         if self.on_meta:  # `pos_emb.to(x.device)`: the meta-fx rung's proxies report the CPU
             args, kwargs = _devices_to_meta(args, kwargs)
         out = shapes.method_output(target, args, kwargs)
-        return out if out is not None else super().call_method(target, args, kwargs)
+        if out is not None:
+            self._closed_macs = macs.of_products(target, args, kwargs, out)
+            return out
+        return super().call_method(target, args, kwargs)
 
     def get_attr(self, target, args, kwargs):
         # A parameter passed straight into a layer (timm's attention-pool `self.q(self.latent)`)
@@ -179,6 +183,7 @@ class Propagator(fx.Interpreter):
             return shapes.same_shape(args[0])
         out = shapes.function_output(target, args, kwargs)
         if out is not None:
+            self._closed_macs = macs.of_products(op_name(target), args, kwargs, out)
             return out
         # fx hands lists over as immutable_list; a wrapped user function that edits its list
         # argument in place (torchvision's swin3d `_get_window_and_shift_size`) runs eagerly fine.
@@ -206,6 +211,7 @@ class Propagator(fx.Interpreter):
         versions = [(t, t._version) for t in inputs]
         kind, target = self._mac_key(n)
         counted = macs.needs_counter(kind, target)
+        self._closed_macs = None
         try:
             if counted:
                 with self._counter:
@@ -215,8 +221,14 @@ class Propagator(fx.Interpreter):
         except Exception as exc:
             raise NodeFailed(n, [TensorMeta.of(t) for t in inputs], exc, self._activations()) from exc
         outputs = _tensors(result)
-        # FlopCounterMode starts from zero each time it is entered: its total is this node's.
-        work = self._flops() // 2 if counted else macs.closed_form(kind, target, inputs, outputs)
+        # FlopCounterMode starts from zero each time it is entered: its total is this node's. A
+        # product given in closed form ran no op for it to count: its MACs come with the shape.
+        if self._closed_macs is not None:
+            work = self._closed_macs
+        elif counted:
+            work = self._flops() // 2
+        else:
+            work = macs.closed_form(kind, target, inputs, outputs)
         alias = None
         for t in outputs:
             root = t._base if t._base is not None else t

@@ -14,7 +14,6 @@ CPU path.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Any, Sequence
 
 import torch
@@ -98,20 +97,6 @@ def _meta_of(value: Any) -> Any:
     return value
 
 
-@contextmanager
-def _modules_unpatched():
-    """While fx traces, Module.__call__ and __getattr__ record nodes; computing a value runs
-    the real layers, whose own calls must not land in the graph."""
-    from torch.fx import _symbolic_trace as symbolic
-
-    patched = nn.Module.__call__, nn.Module.__getattr__
-    nn.Module.__call__, nn.Module.__getattr__ = symbolic._orig_module_call, symbolic._orig_module_getattr
-    try:
-        yield
-    finally:
-        nn.Module.__call__, nn.Module.__getattr__ = patched
-
-
 def _compute(tracer: "MetaLeafTracer", kind: str, target: Any, args: tuple, kwargs: dict) -> Any:
     args, kwargs = fx.node.map_aggregate((args, kwargs), _meta_of)
     if kind == "call_function":
@@ -179,6 +164,7 @@ class MetaLeafTracer(LeafTracer):
         super().__init__()
         self._inputs = list(inputs)
         self._placeholders = 0
+        self._computing = 0  # > 0 while a proxy's meta value is being computed
 
     def trace(self, root, concrete_args=None):
         with _MetaMeetsCpu():
@@ -196,14 +182,27 @@ class MetaLeafTracer(LeafTracer):
                 proxy._meta = self._inputs[self._placeholders]
             self._placeholders += 1
             return proxy
+        self._computing += 1
         try:
-            with torch.no_grad(), _modules_unpatched():
+            with torch.no_grad():
                 proxy._meta = _compute(self, kind, target, args, kwargs)
         except Exception:  # unknown: this proxy behaves as plain fx's
             proxy._meta = None
+        finally:
+            self._computing -= 1
         return proxy
 
+    # While a value is computed, the layers run as they are: fx's patched Module.__call__ and
+    # __getattr__ hand over to these two, which then record nothing. (Swapping the patches
+    # out instead cost ~0.2 ms a node with a model zoo's subclasses of nn.Module loaded.)
+    def call_module(self, m, forward, args, kwargs):
+        if self._computing:
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
     def getattr(self, attr, attr_val, parameter_proxy_cache):
+        if self._computing:
+            return attr_val
         proxy = super().getattr(attr, attr_val, parameter_proxy_cache)
         if isinstance(proxy, MetaProxy) and proxy._meta is None and isinstance(attr_val, torch.Tensor):
             proxy._meta = attr_val

@@ -437,7 +437,75 @@ def _adaptive_function(n: int) -> Callable:
     return run
 
 
+def _float_meta(x: Any) -> bool:
+    """A meta tensor of any layout: products and attention read only shapes, so a transposed
+    key (`k.transpose(-2, -1)`) is as good as a contiguous one."""
+    return type(x) is torch.Tensor and x.is_meta and x.is_floating_point() and not x.requires_grad
+
+
+def _matmul(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """`a @ b` for a and b of two dims or more (batch dims broadcast); vectors are left to torch."""
+    if len(args) != 2 or kwargs:
+        return None
+    a, b = args
+    if not (_float_meta(a) and _float_meta(b)) or a.dtype != b.dtype or a.dim() < 2 or b.dim() < 2 \
+            or a.shape[-1] != b.shape[-2]:
+        return None
+    batch = _broadcast(tuple(a.shape[:-2]), tuple(b.shape[:-2]))
+    return None if batch is None else _new(batch + (a.shape[-2], b.shape[-1]), a.dtype)
+
+
+def _bmm(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    if len(args) != 2 or kwargs or not all(_float_meta(t) and t.dim() == 3 for t in args):
+        return None
+    a, b = args
+    if a.dtype != b.dtype or a.shape[0] != b.shape[0] or a.shape[2] != b.shape[1]:
+        return None
+    return _new((a.shape[0], a.shape[1], b.shape[2]), a.dtype)
+
+
+_SDPA_NAMES = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+
+
+def sdpa_inputs(args: tuple, kwargs: dict) -> dict | None:
+    """F.scaled_dot_product_attention's arguments by name, or None."""
+    return _bind(args, kwargs, _SDPA_NAMES, {"attn_mask": None, "dropout_p": 0.0, "is_causal": False,
+                                             "scale": None, "enable_gqa": False})
+
+
+def _sdpa(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """Attention over (..., heads, L, E) queries and (..., heads_kv, S, E) keys: (..., heads, L, Ev).
+    Only where torch would certainly accept it: same batch dims (heads may differ only with
+    enable_gqa, as a multiple), no mask together with is_causal, a mask that broadcasts."""
+    bound = sdpa_inputs(args, kwargs)
+    if bound is None:
+        return None
+    q, k, v, mask = bound["query"], bound["key"], bound["value"], bound["attn_mask"]
+    if not all(_float_meta(t) for t in (q, k, v)) or not q.dtype == k.dtype == v.dtype \
+            or not q.dim() == k.dim() == v.dim() or q.dim() < 2:
+        return None
+    if not isinstance(bound["is_causal"], bool) or not isinstance(bound["enable_gqa"], bool) \
+            or not isinstance(bound["dropout_p"], (int, float)) \
+            or not (bound["scale"] is None or isinstance(bound["scale"], (int, float))):
+        return None
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2] or k.shape[:-1] != v.shape[:-1]:
+        return None
+    if q.shape[:-3] != k.shape[:-3] or (q.dim() >= 3 and q.shape[-3] != k.shape[-3] and not (
+            bound["enable_gqa"] and q.shape[-3] % k.shape[-3] == 0)):
+        return None
+    if mask is not None:
+        if bound["is_causal"] or type(mask) is not torch.Tensor or not mask.is_meta \
+                or mask.dtype not in (torch.bool, q.dtype) or mask.dim() > q.dim():
+            return None
+        scores = tuple(q.shape[:-1]) + (k.shape[-2],)
+        if _broadcast(tuple(mask.shape), scores) != scores:
+            return None
+    return _new(tuple(q.shape[:-1]) + (v.shape[-1],), q.dtype)
+
+
 _OTHER_FUNCTIONS: dict[Callable, Callable] = {
+    operator.matmul: _matmul, torch.matmul: _matmul, torch.bmm: _bmm,
+    F.scaled_dot_product_attention: _sdpa,
     torch.mean: lambda a, k: _reduce("mean", a, k), torch.sum: lambda a, k: _reduce("sum", a, k),
     torch.cat: _cat, torch.concat: _cat, F.linear: _linear,
     F.conv1d: _conv_function(1), F.conv2d: _conv_function(2), F.conv3d: _conv_function(3),
@@ -447,7 +515,10 @@ _OTHER_FUNCTIONS: dict[Callable, Callable] = {
     F.adaptive_avg_pool1d: _adaptive_function(1), F.adaptive_avg_pool2d: _adaptive_function(2),
     F.adaptive_avg_pool3d: _adaptive_function(3),
 }
-_OTHER_METHODS = {"mean": lambda a, k: _reduce("mean", a, k), "sum": lambda a, k: _reduce("sum", a, k)}
+_OTHER_METHODS = {"mean": lambda a, k: _reduce("mean", a, k), "sum": lambda a, k: _reduce("sum", a, k),
+                  "matmul": _matmul, "bmm": _bmm}
+# Whose first argument need not be contiguous (function_output asks _plain of the others).
+_ANY_LAYOUT = (operator.matmul, torch.matmul, torch.bmm, F.scaled_dot_product_attention)
 
 
 def function_output(target: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
@@ -462,7 +533,9 @@ def function_output(target: Any, args: tuple, kwargs: dict) -> torch.Tensor | No
             return _binary(args, kwargs, in_place=True)
         run = _OTHER_FUNCTIONS.get(target)
         if run is not None:
-            return run(args, kwargs) if args and _plain(args[0]) or target in (torch.cat, torch.concat) else None
+            if target in _ANY_LAYOUT or target in (torch.cat, torch.concat):
+                return run(args, kwargs)
+            return run(args, kwargs) if args and _plain(args[0]) else None
     except TypeError:  # an unhashable target (a partial, a bound method of a list)
         return None
     return None
@@ -470,6 +543,8 @@ def function_output(target: Any, args: tuple, kwargs: dict) -> torch.Tensor | No
 
 def method_output(name: str, args: tuple, kwargs: dict) -> torch.Tensor | None:
     """The output of an fx call_method node (`x.mean(...)`), or None."""
+    if name in ("matmul", "bmm"):
+        return _OTHER_METHODS[name](args, kwargs)
     if not args or not _plain(args[0]):
         return None
     if name in _UNARY_METHODS:

@@ -110,3 +110,17 @@ def test_meta_values_are_computed_without_recording_nodes():
     plain = [(op.name, op.kind, op.target) for op in trace_fx(model, [x]).ops]
     meta = [(op.name, op.kind, op.target) for op in trace_meta_fx(model, [x]).ops]
     assert meta == plain
+
+
+def test_tensors_made_for_real_while_traced_stay_small():
+    """Position ids made on the device the proxies report keep their values, for the checks
+    forward makes on them; anything large (a one-hot of them, a huge mask) is made on meta."""
+    from archlint.trace.meta_fx import MAX_REAL_ELEMENTS, _MetaMeetsCpu
+
+    with _MetaMeetsCpu():
+        positions = torch.arange(16, device="cpu")
+        assert not positions.is_meta and bool((positions[:1] == 0).all())
+        assert not torch.nn.functional.one_hot(positions, 1024).is_meta
+        assert torch.zeros(MAX_REAL_ELEMENTS + 1, device="cpu").is_meta
+        ids = torch.arange(4096, device="cpu")
+        assert torch.nn.functional.one_hot(ids, 4097).is_meta  # 16.8M values: 134 MB if real

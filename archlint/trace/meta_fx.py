@@ -127,11 +127,31 @@ class _MetaMeetsCpu(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if isinstance(kwargs.get("device"), str):  # device="cpu" is the same as a torch.device
+            kwargs = {**kwargs, "device": torch.device(kwargs["device"])}
         if not any(issubclass(t, fx.Proxy) for t in types):
             metas, others = _devices_in((args, kwargs))
             if metas and others:
                 args, kwargs = fx.node.map_aggregate((args, kwargs), _on_meta)
+            elif others:
+                # Made for real only while small: timm's Gemma 4 one-hot encodes its position
+                # ids (377 MB). Its size is known from a run on meta first; a large one stays
+                # on meta, and a value read from it later sends the model to export as before.
+                on_meta = fx.node.map_aggregate((args, kwargs), _on_meta)
+                try:
+                    out = func(*on_meta[0], **on_meta[1])
+                except Exception:
+                    out = None
+                if _elements(out) > MAX_REAL_ELEMENTS:
+                    return out
         return func(*args, **kwargs)
+
+
+MAX_REAL_ELEMENTS = 1 << 24  # a 4096 x 4096 attention mask
+
+
+def _elements(value: Any) -> int:
+    return sum(t.numel() for t in torch.utils._pytree.tree_leaves(value) if isinstance(t, torch.Tensor))
 
 
 def _devices_in(value: Any) -> tuple[bool, bool]:

@@ -2,7 +2,8 @@
 
 A ladder, cheapest rung first, and the rung used is recorded:
 
-1. ``torch.fx`` symbolic tracing with torch.nn layers as leaves (`fx`, milliseconds);
+1. ``torch.fx`` symbolic tracing with torch.nn layers as leaves (`fx`, milliseconds; a
+   `*args`/`**kwargs` forward is traced through a root that takes the given inputs);
 2. the same with proxies that carry meta values, when the forward branches on shapes
    (`meta_fx`, "torch.fx (meta)");
 3. ``torch.export.export(strict=False)`` when fx cannot follow the code (`export`, seconds);

@@ -10,7 +10,11 @@ computed falls back to plain fx behaviour, and data-dependent branches still fai
 ladder climbs to export for them.
 
 `.device` reports the CPU, as the export rung's fake tensors do, so device checks take the
-CPU path.
+CPU path. Tensors forward then makes on that device outside the graph (Hugging Face's position
+ids and masks) are real and small, so checks on their values are decided too; where they meet
+meta values, or would be large, they are made on meta (`_MetaMeetsCpu`). With the positional
+root of `fx.positional_forward` and the output unpacking of `outputs.py`, this is the rung
+Hugging Face models take (GPT-2 2.4 s -> 0.5 s, against torch.export).
 """
 from __future__ import annotations
 

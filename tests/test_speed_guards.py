@@ -146,6 +146,8 @@ FUNCTION_CASES = [
     (F.dropout, (x4, 0.5, False), {}), (F.dropout, (x4,), {"p": 0.2, "training": True}),
     (torch.add, (x4, meta(8, 1, 1)), {}), (torch.mul, (meta(1, 6), meta(5, 1)), {}),
     (torch.add, (x4, 1), {"alpha": 2}),
+    (operator.mul, (0.5, x4), {}), (operator.add, (1, x4), {}), (operator.sub, (1.0, x4), {}),
+    (torch.pow, (x4, 3.0), {}), (operator.pow, (x4, 2), {}), (operator.pow, (2.0, x4), {}),
     (torch.mean, (x4, (2, 3)), {}), (torch.mean, (x4,), {"dim": -1, "keepdim": True}),
     (torch.mean, (x4,), {}), (torch.sum, (x4, 1), {}),
     (torch.cat, ([x4, meta(2, 3, 6, 6)],), {"dim": 1}), (torch.cat, ((x4, x4), -1), {}),
@@ -167,7 +169,7 @@ def test_function_closed_forms_match_torch(fn, args, kwargs):
 
 METHOD_CASES = [("mean", (x4, (2, 3)), {}), ("mean", (x4,), {"dim": 1, "keepdim": True}),
                 ("sum", (x4,), {}), ("softmax", (x4, -1), {}), ("relu", (x4,), {}),
-                ("add", (x4, x4), {}), ("mul", (x4, 2.0), {})]
+                ("add", (x4, x4), {}), ("mul", (x4, 2.0), {}), ("pow", (x4, 3), {})]
 
 
 @pytest.mark.parametrize("name,args,kwargs", METHOD_CASES, ids=lambda v: v if isinstance(v, str) else "")
@@ -193,6 +195,8 @@ PRODUCT_CASES = [
     (torch.matmul, (meta(3, 4), meta(4, 5)), {}), (operator.matmul, (meta(2, 3, 4), meta(4, 5)), {}),
     (torch.matmul, (meta(2, 1, 3, 4), meta(5, 4, 6)), {}), (torch.bmm, (meta(2, 3, 4), meta(2, 4, 5)), {}),
     (operator.matmul, (q4, k4.transpose(-2, -1)), {}),  # a transposed key: any layout
+    (torch.addmm, (meta(5), meta(3, 4), meta(4, 5)), {}), (torch.addmm, (meta(3, 5), meta(3, 4), meta(4, 5)), {}),
+    (torch.addmm, (meta(5), meta(3, 4), meta(4, 5)), {"beta": 0.5, "alpha": 2}),
     (F.scaled_dot_product_attention, (q4, k4, v4), {}),
     (F.scaled_dot_product_attention, (q4, k4, v4), {"is_causal": True}),
     (F.scaled_dot_product_attention, (q4, k4, v4, meta(6, 5)), {}),
@@ -223,6 +227,8 @@ def test_products_torch_would_reject_are_left_to_torch():
     assert shapes.function_output(torch.matmul, (meta(2, 3, 4), meta(3, 4, 5)), {}) is None
     assert shapes.function_output(torch.matmul, (meta(4), meta(4, 5)), {}) is None  # vectors: torch's
     assert shapes.function_output(torch.bmm, (meta(2, 3, 4), meta(3, 4, 5)), {}) is None
+    assert shapes.function_output(torch.addmm, (meta(4), meta(3, 4), meta(4, 5)), {}) is None  # bias
+    assert shapes.function_output(torch.addmm, (meta(5), meta(3, 4), meta(3, 5)), {}) is None
     sdpa = F.scaled_dot_product_attention
     assert shapes.function_output(sdpa, (q4, meta(2, 4, 5, 7), v4), {}) is None  # key width
     assert shapes.function_output(sdpa, (q4, k4, meta(2, 4, 4, 3)), {}) is None  # value length

@@ -76,6 +76,9 @@ def of_products(name: str, args: tuple, kwargs: dict, out: torch.Tensor) -> int 
     any other op."""
     if name in ("matmul", "bmm") and len(args) == 2:
         return out.numel() * args[0].shape[-1]
+    if name == "addmm":
+        mat1 = args[1] if len(args) > 1 else kwargs["mat1"]
+        return out.numel() * mat1.shape[-1]
     if name == "scaled_dot_product_attention":
         q, k, v = (list(args[:3]) + [kwargs.get(n) for n in ("query", "key", "value")[len(args[:3]):]])
         batch = math.prod(q.shape[:-2])

@@ -308,10 +308,11 @@ def _unary(name: str, args: tuple, kwargs: dict, method: bool) -> torch.Tensor |
 
 _BINARY = {operator.add: "add", operator.sub: "sub", operator.mul: "mul",
            operator.truediv: "div", torch.add: "add", torch.sub: "sub", torch.mul: "mul",
-           torch.div: "div", torch.true_divide: "div"}
+           torch.div: "div", torch.true_divide: "div", operator.pow: "pow", torch.pow: "pow"}
 _BINARY_INPLACE = {operator.iadd: "add", operator.isub: "sub", operator.imul: "mul",
                    operator.itruediv: "div"}
-_BINARY_METHODS = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "truediv": "div"}
+_BINARY_METHODS = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "truediv": "div",
+                   "pow": "pow"}
 _BINARY_INPLACE_METHODS = {"add_": "add", "sub_": "sub", "mul_": "mul", "div_": "div"}
 
 
@@ -326,13 +327,19 @@ def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None
     return tuple(reversed(out))
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _binary(args: tuple, kwargs: dict, in_place: bool) -> torch.Tensor | None:
     if len(args) != 2 or any(k != "alpha" for k in kwargs):
         return None
     a, b = args
+    if _number(a) and _plain(b) and not in_place:
+        a, b = b, a  # `0.5 * x`, `1 + x`: the tensor's shape and dtype
     if not _plain(a):
         return None
-    if isinstance(b, (int, float)) and not isinstance(b, bool):
+    if _number(b):
         shape, dtype = tuple(a.shape), a.dtype  # a float tensor with a Python number keeps its dtype
     elif _plain(b) and b.dtype == a.dtype:
         shape, dtype = _broadcast(tuple(a.shape), tuple(b.shape)), a.dtype
@@ -464,6 +471,22 @@ def _bmm(args: tuple, kwargs: dict) -> torch.Tensor | None:
     return _new((a.shape[0], a.shape[1], b.shape[2]), a.dtype)
 
 
+def _addmm(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """`bias + a @ b` for 2-D a and b (Hugging Face's Conv1D layers)."""
+    rest = dict(kwargs)
+    if not all(_number(rest.pop(k, 1)) for k in ("beta", "alpha")):
+        return None
+    bound = _bind(args, rest, ("input", "mat1", "mat2"), {})
+    if bound is None:
+        return None
+    bias, a, b = bound["input"], bound["mat1"], bound["mat2"]
+    if not all(_float_meta(t) for t in (bias, a, b)) or not bias.dtype == a.dtype == b.dtype \
+            or a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0] or bias.dim() > 2:
+        return None
+    shape = (a.shape[0], b.shape[1])
+    return _new(shape, a.dtype) if _broadcast(tuple(bias.shape), shape) == shape else None
+
+
 _SDPA_NAMES = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
 
 
@@ -504,7 +527,7 @@ def _sdpa(args: tuple, kwargs: dict) -> torch.Tensor | None:
 
 
 _OTHER_FUNCTIONS: dict[Callable, Callable] = {
-    operator.matmul: _matmul, torch.matmul: _matmul, torch.bmm: _bmm,
+    operator.matmul: _matmul, torch.matmul: _matmul, torch.bmm: _bmm, torch.addmm: _addmm,
     F.scaled_dot_product_attention: _sdpa,
     torch.mean: lambda a, k: _reduce("mean", a, k), torch.sum: lambda a, k: _reduce("sum", a, k),
     torch.cat: _cat, torch.concat: _cat, F.linear: _linear,
@@ -518,7 +541,7 @@ _OTHER_FUNCTIONS: dict[Callable, Callable] = {
 _OTHER_METHODS = {"mean": lambda a, k: _reduce("mean", a, k), "sum": lambda a, k: _reduce("sum", a, k),
                   "matmul": _matmul, "bmm": _bmm}
 # Whose first argument need not be contiguous (function_output asks _plain of the others).
-_ANY_LAYOUT = (operator.matmul, torch.matmul, torch.bmm, F.scaled_dot_product_attention)
+_ANY_LAYOUT = (operator.matmul, torch.matmul, torch.bmm, torch.addmm, F.scaled_dot_product_attention)
 
 
 def function_output(target: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
@@ -528,6 +551,8 @@ def function_output(target: Any, args: tuple, kwargs: dict) -> torch.Tensor | No
         if name is not None:
             return _unary(name, args, kwargs, method=False) if args and _plain(args[0]) else None
         if target in _BINARY:
+            if _BINARY[target] == "pow" and kwargs:
+                return None  # pow takes no alpha
             return _binary(args, kwargs, in_place=False)
         if target in _BINARY_INPLACE:
             return _binary(args, kwargs, in_place=True)

@@ -299,3 +299,55 @@ def test_a_reshape_that_keeps_the_size_read_off_dim_0_confirms_the_batch():
     assert [f.severity for f in kept] == [Severity.WARNING]
     assert kept[0].evidence["batch_confirmed_by"]
     assert [f.severity for f in b001(lint(Rows(keep=False), [(1, 2, 3)]))] == [Severity.INFO]
+
+
+# --- graphs whose ops all keep the samples apart: the flow without the rerun ------------------
+
+class _Broadcast(nn.Module):
+    """A per-sample vector added to a feature map of another rank: at a batch of one it
+    broadcasts without error, at a batch of two the samples meet (or the forward fails)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 8)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y + self.fc(torch.flatten(self.pool(y), 1))  # (1, 8) aligned with (H, W) = (8, 8)
+
+
+@pytest.mark.parametrize("cls, shapes, words", MIXING, ids=[c[0].__name__ for c in MIXING])
+def test_every_mixing_model_goes_to_the_full_analysis(cls, shapes, words):
+    from archlint.graph.batch_apart import flow_if_apart
+
+    report = lint(cls(), shapes)
+    assert flow_if_apart(report.graph) is None
+
+
+def test_a_lower_rank_operand_goes_to_the_full_analysis():
+    from archlint.graph.batch_apart import flow_if_apart
+
+    assert flow_if_apart(lint(_Broadcast(), IMAGE).graph) is None
+
+
+@pytest.mark.parametrize("build", [
+    lambda: torchvision_model("resnet18"), lambda: torchvision_model("mobilenet_v3_small"),
+    lambda: torchvision_model("densenet121"), lambda: torchvision_model("efficientnet_b0"),
+    M.BatchNormNet,
+], ids=["resnet18", "mobilenet_v3_small", "densenet121", "efficientnet_b0", "BatchNormNet"])
+def test_without_the_rerun_the_flow_is_the_full_analysis(build):
+    """Where every op keeps each sample apart, the flow read off the graph says what the rerun
+    at a batch of two finds: every output at dim 0, nothing mixed, the same inputs confirmed."""
+    from archlint.graph import batch as B
+    from archlint.graph.batch_apart import flow_if_apart
+
+    model = build()
+    shapes = IMAGE if isinstance(model, M.BatchNormNet) else [(1, 3, 64, 64)]
+    graph = lint(model, shapes).graph
+    fast, full = flow_if_apart(graph), B._analyze(graph)
+    assert fast is not None and full.available and not full.events and not fast.events
+    returned = lambda flow: [(v.state, v.dim, v.proper, s) for v, s in flow.returned(graph)]
+    assert returned(fast) == returned(full)
+    assert set(fast.confirmed) == set(full.confirmed)

@@ -133,9 +133,13 @@ _cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def batch_flow(graph) -> BatchFlow:
-    """The graph's batch flow, computed on first use."""
+    """The graph's batch flow, computed on first use: without the rerun where every op keeps
+    each sample apart at dim 0 (batch_apart.py), where the flow has nothing to follow."""
     if graph not in _cache:
-        _cache[graph] = _analyze(graph)
+        from .batch_apart import flow_if_apart
+
+        apart = flow_if_apart(graph) if graph.rerun is not None else None
+        _cache[graph] = apart if apart is not None else _analyze(graph)
     return _cache[graph]
 
 

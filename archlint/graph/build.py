@@ -78,6 +78,9 @@ def _propagate_rf(graph: ArchGraph) -> None:
 def _param_count(module: nn.Module | None) -> int:
     if module is None:
         return 0
+    if not module._modules:  # a leaf (most layers): its own table, without parameters()'s walk
+        unique = {id(p): p for p in module._parameters.values() if p is not None}
+        return sum(p.numel() for p in unique.values())
     return sum(p.numel() for p in module.parameters())
 
 

@@ -288,13 +288,18 @@ def augmented_writes(ops: list[Op]) -> None:
         runs[-1].append(op)
     by_name = {op.name: op for op in ops}
     moved: dict[str, str] = {}  # storage owner fx saw -> the storage it really is
+    operators: dict[tuple[str, int], str | None] = {}  # per line: every block repeats its lines
     for run in runs:
-        source = run[0].call_frames[0].source() if run[0].call_frames else ""
-        match = _AUGMENTED_RE.match(source)
-        if not match:
+        frame = run[0].call_frames[0] if run[0].call_frames else None
+        where = (frame.path, frame.line) if frame is not None else ("", 0)
+        if where not in operators:
+            found = _AUGMENTED_RE.match(frame.source()) if frame is not None else None
+            operators[where] = found.group(1) if found else None
+        operator = operators[where]
+        if operator is None:
             continue
         matching = [op for op in run if op.kind == Kind.FUNCTION and op.inputs and op.out_metas
-                    and _AUGMENTED.get(match.group(1)) == op.target
+                    and _AUGMENTED.get(operator) == op.target
                     and op.args and op.args[0] == op.inputs[0]]
         if not matching:
             continue

@@ -53,14 +53,20 @@ def meta_copy(model: nn.Module, in_place: bool = False) -> nn.Module:
     return model
 
 
+_ATOMS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device})
+
+
 def _holds_model_state(value: Any) -> bool:
+    # Asked of every attribute of every module (a dozen each): the plain values first.
+    if type(value) in _ATOMS:
+        return False
     if isinstance(value, (nn.Module, torch.Tensor)):
         return True
     if isinstance(value, dict):
         value = value.values()
     elif not isinstance(value, (list, tuple, set)):
         return False
-    return any(isinstance(v, (nn.Module, torch.Tensor)) for v in value)
+    return bool(value) and any(isinstance(v, (nn.Module, torch.Tensor)) for v in value)
 
 
 _TABLES = ("_parameters", "_buffers", "_modules")  # filled in afterwards, around the meta tensors
@@ -84,24 +90,32 @@ def _structural_copy(model: nn.Module, memo: dict[int, Any]) -> nn.Module | None
     keeps modules or tensors anywhere but its registered tables (a plain list of layers, a
     tensor attribute), or copies itself its own way."""
     modules = list(model.modules())
-    for module in modules:
-        if hasattr(type(module), "__deepcopy__") or isinstance(module, torch.jit.ScriptModule):
-            return None
-        for key, value in module.__dict__.items():
-            if key not in _TABLES and _holds_model_state(value):
-                return None
+    copyable: dict[type, bool] = {}
     copies: dict[int, nn.Module] = {}
-    for module in modules:
-        clone = type(module).__new__(type(module))
-        clone.__dict__.update({k: _copy_container(v) for k, v in module.__dict__.items()
-                               if k not in _TABLES})
+    for module in modules:  # one pass over the attributes: checked and copied together
+        cls = type(module)
+        if cls not in copyable:
+            copyable[cls] = not (hasattr(cls, "__deepcopy__") or issubclass(cls, torch.jit.ScriptModule))
+        if not copyable[cls]:
+            return None
+        attrs = {}
+        for key, value in module.__dict__.items():
+            if type(value) in _ATOMS:
+                attrs[key] = value
+            elif key not in _TABLES:
+                if _holds_model_state(value):
+                    return None
+                attrs[key] = _copy_container(value)
+        clone = cls.__new__(cls)
+        clone.__dict__.update(attrs)
         copies[id(module)] = clone
     for module in modules:
-        clone = copies[id(module)]
-        clone._parameters = {k: None if v is None else memo.get(id(v), v)
-                             for k, v in module._parameters.items()}
-        clone._buffers = {k: None if v is None else memo.get(id(v), v) for k, v in module._buffers.items()}
-        clone._modules = {k: None if v is None else copies[id(v)] for k, v in module._modules.items()}
+        # Into the clone's __dict__ directly: nn.Module.__setattr__'s checks are for user code.
+        tables = copies[id(module)].__dict__
+        tables["_parameters"] = {k: None if v is None else memo.get(id(v), v)
+                                 for k, v in module._parameters.items()}
+        tables["_buffers"] = {k: None if v is None else memo.get(id(v), v) for k, v in module._buffers.items()}
+        tables["_modules"] = {k: None if v is None else copies[id(v)] for k, v in module._modules.items()}
     return copies[id(model)]
 
 

@@ -21,6 +21,7 @@ from .inputs import ExampleInputs
 from .registry import load_rules
 from .results import ModelReport
 from .trace import meta_copy, trace
+from .trace.meta import weights_on_meta
 from .trace.parts import describe, plan_parts
 
 
@@ -89,6 +90,9 @@ def _trace_in_eval(meta_model: nn.Module, inputs: ExampleInputs, in_training: Ar
 def lint_model(model: nn.Module, inputs: ExampleInputs, settings: Settings, *,
                report: ModelReport | None = None, owned: bool = False) -> ModelReport:
     """Lint one built model into `report` (a new one named after the model's class if none)."""
+    if not owned:  # the user's own model: on meta while linted, its weights back after
+        with weights_on_meta(model):
+            return lint_model(model, inputs, settings, report=report, owned=True)
     report = report if report is not None else ModelReport(target=type(model).__name__)
     report.inputs, report.input_source = inputs.shapes, inputs.source
     try:

@@ -258,3 +258,26 @@ def test_functional_conv_and_linear_macs():
 
     report = archlint.lint(Functional(), input_shape=(2, 3, 8, 8))
     assert report.summary["macs"] == 2 * 6 * 8 * 8 * 3 * 9 + 2 * 6 * 10
+
+
+def test_the_users_model_is_linted_in_place_and_given_back_as_it_was():
+    """archlint.lint puts the live model's weights on meta while it lints, without copying the
+    module tree, and puts its own tensors and modes back, also when the lint fails."""
+    from archlint.errors import ArchlintError
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 6 * 6, 2))
+    model.train()
+    model[1].eval()
+    before = {name: t for name, t in list(model.named_parameters()) + list(model.named_buffers())}
+    values = {name: t.detach().clone() for name, t in before.items()}
+    x = torch.randn(2, 3, 8, 8)
+    report = archlint.lint(model, x)
+    assert report.error is None and report.summary["params"] == sum(p.numel() for p in model.parameters())
+    after = dict(list(model.named_parameters()) + list(model.named_buffers()))
+    assert all(after[name] is t and torch.equal(t, values[name]) for name, t in before.items())
+    assert model.training and not model[1].training
+    with pytest.raises(ArchlintError):
+        archlint.lint(model, torch.randn(1, 4, 8, 8))  # the conv takes 3 channels
+    assert all(not t.is_meta for t in list(model.parameters()) + list(model.buffers()))
+    model(x)  # still runs as the user built it

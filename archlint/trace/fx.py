@@ -79,9 +79,14 @@ class LeafTracer(fx.Tracer):
                 return parameter_proxy_cache[name]
         return super().getattr(attr, attr_val, parameter_proxy_cache)
 
+    # A retrace at another shape (shapes_only) reports no locations: no call stacks, a quarter
+    # of a Hugging Face model's trace, whose stacks are deep.
+    record_frames = True
+
     def create_node(self, *args, **kwargs):
         node = super().create_node(*args, **kwargs)
-        node.meta["archlint_frames"] = sources.current_frames(stop=self._outermost)
+        if self.record_frames:
+            node.meta["archlint_frames"] = sources.current_frames(stop=self._outermost)
         return node
 
 
@@ -157,6 +162,7 @@ def trace_fx(model: nn.Module, inputs: Sequence[torch.Tensor], tracer: LeafTrace
              concrete_args: dict | None = None, shapes_only: bool = False) -> Trace:
     """`shapes_only`: a retrace for another input shape, which needs no MACs or storage."""
     tracer = tracer or LeafTracer()
+    tracer.record_frames = not shapes_only
     # Symbolic tracing runs tensor factories with constant sizes for real (`torch.zeros(10**11)`,
     # `torch.ones(4)`): made on meta they cost nothing and meet the meta inputs.
     state = ModuleState(model)

@@ -206,7 +206,11 @@ def ops_of(root: nn.Module, graph: fx.Graph, records: dict) -> list[Op]:
     for n in graph.nodes:
         rec = records.get(n.name, {})
         kind = _KINDS[n.op]
-        module = (modules.get(n.target) or root.get_submodule(n.target)) if n.op == "call_module" else None
+        module = None
+        if n.op == "call_module":  # an empty container is falsy: compared with None, not `or`
+            module = modules.get(n.target)
+            if module is None:
+                module = root.get_submodule(n.target)
         op = Op(
             name=n.name, kind=kind,
             target=n.target if n.op in ("call_module", "get_attr", "placeholder") else op_name(n.target),

@@ -63,10 +63,11 @@ def weights_on_meta(model: nn.Module) -> Iterator[nn.Module]:
     live model this way: a copy of the module tree cost a sixth of a 1000-block net's lint.
     The trace restores whatever forward assigns to its modules (ModuleState); the modules'
     train/eval modes are put back here."""
-    saved = [(table, key, tensor) for module in model.modules()
-             for table in (module._parameters, module._buffers)
-             for key, tensor in table.items() if tensor is not None and not tensor.is_meta]
-    modes = [(module, module.training) for module in model.modules()]  # an eval-mode retry
+    saved, modes = [], []  # modes: an eval-mode retry switches them
+    for module in model.modules():
+        modes.append((module, module.training))
+        saved.extend((table, key, tensor) for table in (module._parameters, module._buffers)
+                     for key, tensor in table.items() if tensor is not None and not tensor.is_meta)
     try:
         meta_copy(model, in_place=True)
         yield model
@@ -78,9 +79,6 @@ def weights_on_meta(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def _holds_model_state(value: Any) -> bool:
-    # Asked of every attribute of every module (a dozen each): the plain values first.
-    if type(value) in _ATOMS:
-        return False
     if isinstance(value, (nn.Module, torch.Tensor)):
         return True
     if isinstance(value, dict):
@@ -121,7 +119,7 @@ def _structural_copy(model: nn.Module, memo: dict[int, Any]) -> nn.Module | None
             return None
         attrs = {}
         for key, value in module.__dict__.items():
-            if type(value) in _ATOMS:
+            if type(value) in _ATOMS:  # most attributes: nothing to check or copy
                 attrs[key] = value
             elif key not in _TABLES:
                 if _holds_model_state(value):

@@ -144,15 +144,26 @@ def frames_from_stack_trace(stack_trace: str | None) -> tuple[Frame, ...]:
 
 def current_frames(stop=None) -> tuple[Frame, ...]:
     """The caller's stack as frames, innermost first, torch's and archlint's own left out,
-    up to (not including) the frame `stop`."""
+    up to (not including) the frame `stop`. Asked for every traced node: the file test is
+    looked up inline and each line's Frame is made once (a few lines make every node)."""
     frames = []
     frame = sys._getframe(1)
     while frame is not None and frame is not stop:
         path = frame.f_code.co_filename
-        if not is_internal(path):
-            frames.append(Frame(path, frame.f_lineno))
+        internal = _internal.get(path)
+        if internal is None:
+            internal = is_internal(path)
+        if not internal:
+            key = (path, frame.f_lineno)
+            found = _frames.get(key)
+            if found is None:
+                found = _frames[key] = Frame(path, frame.f_lineno)
+            frames.append(found)
         frame = frame.f_back
     return tuple(frames)
+
+
+_frames: dict[tuple[str, int], Frame] = {}
 
 
 _SUPPRESS_RE = re.compile(r"#\s*archlint:\s*disable\s*=\s*([A-Za-z0-9_,\s]+)")

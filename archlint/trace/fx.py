@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Sequence
 
@@ -34,6 +35,11 @@ class LeafTracer(fx.Tracer):
     def __init__(self):
         super().__init__(autowrap_functions=leaves.autowrap_functions())
         self._extra_leaves = leaves.leaf_types()
+        # fx copies the module stack into every node and the scope into every module call
+        # with copy.copy, which finds no __copy__ on either and goes through __reduce_ex__:
+        # a tenth of a deep net's trace. The same contents, copied directly.
+        self.module_stack = _ModuleStack()
+        self.scope = _Scope(self.scope.module_path, self.scope.module_type)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return (super().is_leaf_module(m, module_qualified_name)
@@ -60,10 +66,19 @@ class LeafTracer(fx.Tracer):
         return entry[0] if entry is not None and entry[1] is tensor else None
 
     def create_arg(self, a):
-        if isinstance(a, torch.Tensor) and not isinstance(a, fx.Proxy) and hasattr(self, "root"):
-            name = self._name_of(a)
-            if name is not None:
-                return self.create_node("get_attr", name, (), {})
+        if isinstance(a, torch.Tensor):
+            if hasattr(self, "root"):
+                name = self._name_of(a)
+                if name is not None:
+                    return self.create_node("get_attr", name, (), {})
+            return super().create_arg(a)
+        # fx's own table of the common argument types (a Proxy, a number, a tuple), which
+        # its Tracer consults only after checks meant for tensors and modules: most of the
+        # arguments of most nodes. (A plain torch.Tensor is in that table too, as itself:
+        # handled above, where fx would make it a constant.)
+        handler = _ARG_TYPES.get(type(a))
+        if handler is not None:
+            return handler(self, a)
         return super().create_arg(a)
 
     def getattr(self, attr, attr_val, parameter_proxy_cache):
@@ -83,11 +98,31 @@ class LeafTracer(fx.Tracer):
     # of a Hugging Face model's trace, whose stacks are deep.
     record_frames = True
 
-    def create_node(self, *args, **kwargs):
-        node = super().create_node(*args, **kwargs)
+    def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
+        # The arguments are set after the node is made: fx's Graph.create_node walks them with
+        # pytree to warn of raw SymInts (a fifth of a deep net's trace), which a trace on
+        # concrete shapes never makes. Setting them does the same bookkeeping of users.
+        node = super().create_node(kind, target, (), {}, name, type_expr)
+        if args:
+            node.args = args
+        if kwargs:
+            node.kwargs = kwargs
         if self.record_frames:
             node.meta["archlint_frames"] = sources.current_frames(stop=self._outermost)
         return node
+
+
+_ARG_TYPES = getattr(fx.proxy, "_create_arg_bypass", {})
+
+
+class _ModuleStack(OrderedDict):
+    def __copy__(self):
+        return _ModuleStack(self)
+
+
+class _Scope(fx.proxy.Scope):
+    def __copy__(self):
+        return _Scope(self.module_path, self.module_type)
 
 
 def call_frames(node: fx.Node) -> tuple[Frame, ...]:

@@ -65,8 +65,7 @@ def _portable_graph(graph: Any) -> Any:
     portable.model = _skeleton(type(model).__name__, types, graph.params)
     portable._module_names = {}
     portable.rerun = portable.rerun_fast = None  # they run the user's model: they stay in the child
-    portable.g = graph.g.__class__()
-    portable._order = []
+    portable.clear()
     for layer in graph:
         portable.add(dataclasses.replace(layer, module=None, args=(), kwargs={}))
     return portable

@@ -20,7 +20,6 @@ class ArchGraph:
 
     def __init__(self, model: nn.Module, tracer: str, input_shapes: Sequence[Shape],
                  notes: Sequence[str] = ()):
-        self.g = nx.DiGraph()
         self.model = model
         self.tracer = tracer
         self.input_shapes = [tuple(s) for s in input_shapes]
@@ -34,15 +33,30 @@ class ArchGraph:
         # analyses that compare two shapes (graph/batch.py); None where that is not possible.
         self.rerun = None
         self.rerun_fast = None  # a cheaper first look, where `rerun` traces again
-        self._order: list[Layer] = []
+        self.clear()
+        self._params: int | None = None
         self._module_names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
 
     # --- building ----------------------------------------------------------------------------
+    def clear(self) -> None:
+        self.g = nx.DiGraph()
+        self._order: list[Layer] = []
+        # Every rule asks for a layer's neighbours, most of them for every layer: kept as
+        # lists when the layer is added (in execution order, so successors come sorted).
+        self._predecessors: dict[str, list[Layer]] = {}
+        self._successors: dict[str, list[Layer]] = {}
+
     def add(self, layer: Layer) -> None:
         self.g.add_node(layer.name, layer=layer)
+        before = []
         for source in layer.inputs:
             if source in self.g:
-                self.g.add_edge(source, layer.name)
+                before.append(self.layer(source))
+                if not self.g.has_edge(source, layer.name):
+                    self.g.add_edge(source, layer.name)
+                    self._successors[source].append(layer)
+        self._predecessors[layer.name] = before
+        self._successors[layer.name] = []
         self._order.append(layer)
 
     # --- reading -----------------------------------------------------------------------------
@@ -56,10 +70,10 @@ class ArchGraph:
         return self.g.nodes[name]["layer"]
 
     def predecessors(self, layer: Layer) -> list[Layer]:
-        return [self.layer(n) for n in layer.inputs if n in self.g]
+        return list(self._predecessors[layer.name])
 
     def successors(self, layer: Layer) -> list[Layer]:
-        return sorted((self.layer(n) for n in self.g.successors(layer.name)), key=lambda l: l.index)
+        return list(self._successors[layer.name])
 
     def modules(self, *types: type) -> list[Layer]:
         return [l for l in self._order if l.kind == Kind.MODULE and isinstance(l.module, types)]
@@ -83,7 +97,9 @@ class ArchGraph:
     @property
     def params(self) -> int:
         """Unique parameters: a weight shared by two layers counts once."""
-        return sum(p.numel() for p in self.model.parameters())
+        if self._params is None:  # asked by several rules and the report; a walk of the model
+            self._params = sum(p.numel() for p in self.model.parameters())
+        return self._params
 
     @property
     def macs(self) -> int:

@@ -15,6 +15,7 @@ from .archgraph import ArchGraph
 from .layer import Layer, Shape
 from .ops import Kind
 from .receptive_field import ReceptiveField
+from .weights import parameters_of
 from .windows import window_of
 
 
@@ -76,12 +77,7 @@ def _propagate_rf(graph: ArchGraph) -> None:
 
 
 def _param_count(module: nn.Module | None) -> int:
-    if module is None:
-        return 0
-    if not module._modules:  # a leaf (most layers): its own table, without parameters()'s walk
-        unique = {id(p): p for p in module._parameters.values() if p is not None}
-        return sum(p.numel() for p in unique.values())
-    return sum(p.numel() for p in module.parameters())
+    return 0 if module is None else sum(p.numel() for p in parameters_of(module))
 
 
 def build_graph(trace: Trace, input_shapes: Sequence[Shape],

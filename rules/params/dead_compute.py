@@ -4,6 +4,7 @@ from __future__ import annotations
 from archlint.findings import Fix, Severity
 from archlint.graph import Layer
 from archlint.graph.ops import Kind
+from archlint.graph.weights import has_buffers
 from archlint.rule import Option, Rule
 
 from ..helpers import human
@@ -128,7 +129,7 @@ def live_layers(graph) -> set[str]:
     live: set[str] = set()
     frontier = [l for l in graph if l.kind == Kind.OUTPUT or l.writes or
                 (l.alias_of and l.alias_of != l.name) or
-                (l.kind == Kind.MODULE and any(True for _ in l.module.buffers()))]
+                (l.kind == Kind.MODULE and has_buffers(l.module))]
     while frontier:
         layer = frontier.pop()
         if layer.name in live:

@@ -11,6 +11,7 @@ from torch import nn
 from archlint.findings import Fix, Severity
 from archlint.graph import Layer
 from archlint.graph.ops import Kind
+from archlint.graph.weights import parameters_of
 from archlint.rule import Rule
 
 from ..helpers import conv_call, human, shape_text
@@ -191,7 +192,7 @@ def _used_parameters(graph) -> set[int]:
     used: set[int] = set()
     for layer in graph:
         if layer.kind == Kind.MODULE and layer.module is not None:
-            used.update(id(p) for p in layer.module.parameters())
+            used.update(id(p) for p in parameters_of(layer.module))
         elif layer.kind == Kind.ATTR:
             try:
                 used.add(id(graph.model.get_parameter(layer.qualname)))

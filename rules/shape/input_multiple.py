@@ -94,6 +94,8 @@ class InputMultiple(Rule):
     def check(self, graph, ctx):
         if not graph.input_shapes or len(graph.input_shapes[0]) < 3:
             return
+        if not any(is_upsampling(layer) for layer in graph):
+            return  # nothing upsampled: no maps to misfit their skips
         image = graph.input_shapes[0][2:]
         ndim = len(image)
         mended = []  # (merge, the layer that changed a size, its size before, after)

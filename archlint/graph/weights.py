@@ -1,0 +1,21 @@
+"""The tensors a layer holds. Rules and the graph ask this of every layer; a leaf layer (most
+of them) answers from its own tables, without nn.Module's recursive generators (a walk each,
+about 6 us: a tenth of the rules' time on a 1000-block net)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def parameters_of(module: nn.Module) -> list[torch.Tensor]:
+    """`module.parameters()`: its own and its submodules', each once."""
+    if not module._modules:
+        return list({id(p): p for p in module._parameters.values() if p is not None}.values())
+    return list(module.parameters())
+
+
+def has_buffers(module: nn.Module) -> bool:
+    """Whether `module` or a submodule of it has a buffer (BatchNorm's running statistics)."""
+    if not module._modules:
+        return any(b is not None for b in module._buffers.values())
+    return any(True for _ in module.buffers())

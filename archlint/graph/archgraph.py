@@ -41,6 +41,7 @@ class ArchGraph:
     def clear(self) -> None:
         self.g = nx.DiGraph()
         self._order: list[Layer] = []
+        self._by_name: dict[str, Layer] = {}
         # Every rule asks for a layer's neighbours, most of them for every layer: kept as
         # lists when the layer is added (in execution order, so successors come sorted).
         self._predecessors: dict[str, list[Layer]] = {}
@@ -57,6 +58,7 @@ class ArchGraph:
                     self._successors[source].append(layer)
         self._predecessors[layer.name] = before
         self._successors[layer.name] = []
+        self._by_name[layer.name] = layer
         self._order.append(layer)
 
     # --- reading -----------------------------------------------------------------------------
@@ -67,7 +69,7 @@ class ArchGraph:
         return len(self._order)
 
     def layer(self, name: str) -> Layer:
-        return self.g.nodes[name]["layer"]
+        return self._by_name[name]
 
     def predecessors(self, layer: Layer) -> list[Layer]:
         return list(self._predecessors[layer.name])

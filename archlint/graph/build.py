@@ -112,7 +112,9 @@ def build_graph(trace: Trace, input_shapes: Sequence[Shape],
             built_frames=built, call_frames=op.call_frames, opaque=op.opaque,
         )
         graph.add(layer)
-    for layer in graph:  # after all are added: a window folds in the pad that feeds it
-        layer.window = window_of(layer, graph)
+    # After all are added: a window folds in the pad that feeds it, if the graph has any.
+    pads = graph if any(ops.is_pad(layer) for layer in graph) else None
+    for layer in graph:
+        layer.window = window_of(layer, pads)
     _propagate_rf(graph)
     return graph

@@ -37,12 +37,15 @@ _ZERO_MAC_FUNCTIONS = frozenset("""
 """.split())
 
 
+_CLOSED_FORM_FUNCTIONS = _ZERO_MAC_FUNCTIONS | {"linear", "conv1d", "conv2d", "conv3d"}
+
+
 def needs_counter(kind: str, target: object) -> bool:
     """Whether an op's MACs need FlopCounterMode (else `closed_form` has them)."""
     if kind == "module":
         return not isinstance(target, (nn.modules.conv._ConvNd, nn.Linear, *_ZERO_MAC_MODULES))
     if kind in ("function", "method"):
-        return target not in _ZERO_MAC_FUNCTIONS | {"linear", "conv1d", "conv2d", "conv3d"}
+        return target not in _CLOSED_FORM_FUNCTIONS
     return False
 
 

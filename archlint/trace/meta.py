@@ -22,35 +22,56 @@ def meta_copy(model: nn.Module, in_place: bool = False) -> nn.Module:
     (two modules that share a Parameter share its meta copy) and no weight memory is allocated.
     By default the original is not touched (the structure is deep-copied around meta tensors);
     `in_place=True`, for models archlint built itself, swaps the tensors without a copy."""
+    if in_place:
+        _swap_to_meta(model)
+        return model
     memo: dict[int, Any] = {}
     for tensor in list(model.parameters()) + list(model.buffers()):
-        if id(tensor) in memo:
-            continue
-        if tensor.device.type == "meta":
+        if id(tensor) not in memo:
             # Already weightless (a model built on meta): the copy may share it, as a trace
             # changes nothing in a tensor that has no data. Copying cost 1 s at 1000 blocks.
-            if not in_place:
-                memo[id(tensor)] = tensor
-            continue
-        meta = torch.empty_like(tensor, device="meta")
-        if isinstance(tensor, nn.Parameter):
-            meta = type(tensor)(meta, requires_grad=tensor.requires_grad)
-        memo[id(tensor)] = meta
-    if not in_place:
-        # deepcopy recurses a few frames per level of nesting: a Sequential 150 levels deep
-        # overflows the default limit of 1000 although its copy is small.
-        limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(limit, 20000))
-        try:
-            return _structural_copy(model, memo) or copy.deepcopy(model, memo)
-        finally:
-            sys.setrecursionlimit(limit)
+            memo[id(tensor)] = tensor if tensor.is_meta else _meta_of(tensor)
+    # deepcopy recurses a few frames per level of nesting: a Sequential 150 levels deep
+    # overflows the default limit of 1000 although its copy is small.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20000))
+    try:
+        return _structural_copy(model, memo) or copy.deepcopy(model, memo)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+_META = torch.device("meta")
+
+
+def _meta_of(tensor: torch.Tensor) -> torch.Tensor:
+    """A tensor's weightless twin: same class, shape, strides, dtype and requires_grad.
+    (empty_strided with a device object: a third cheaper than empty_like with a string.)"""
+    meta = torch.empty_strided(tensor.size(), tensor.stride(), dtype=tensor.dtype, device=_META)
+    cls = type(tensor)
+    if issubclass(cls, nn.Parameter):  # not isinstance: Parameter's own check runs Python
+        meta = cls(meta, requires_grad=tensor.requires_grad)
+    return meta
+
+
+def _swap_to_meta(model: nn.Module) -> list[tuple[dict, str, torch.Tensor]]:
+    """Every parameter and buffer of `model` not on meta replaced by its meta twin, in one
+    walk of the modules (a tensor two modules share gets one twin); what was replaced is
+    returned as (table, key, tensor) so that it can be put back."""
+    twins: dict[int, torch.Tensor] = {}
+    swapped = []
     for module in model.modules():
         for table in (module._parameters, module._buffers):
             for key, tensor in table.items():
-                if tensor is not None and id(tensor) in memo:
-                    table[key] = memo[id(tensor)]
-    return model
+                if tensor is None or tensor.is_meta:
+                    continue
+                twin = twins.get(id(tensor))
+                if twin is None:
+                    twin = twins[id(tensor)] = _meta_of(tensor)
+                swapped.append((table, key, tensor))
+    for table, key, tensor in swapped:  # after the walk: no table changes while it is read
+        table[key] = twins[id(tensor)]
+    return swapped
 
 
 _ATOMS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device})
@@ -63,13 +84,10 @@ def weights_on_meta(model: nn.Module) -> Iterator[nn.Module]:
     live model this way: a copy of the module tree cost a sixth of a 1000-block net's lint.
     The trace restores whatever forward assigns to its modules (ModuleState); the modules'
     train/eval modes are put back here."""
-    saved, modes = [], []  # modes: an eval-mode retry switches them
-    for module in model.modules():
-        modes.append((module, module.training))
-        saved.extend((table, key, tensor) for table in (module._parameters, module._buffers)
-                     for key, tensor in table.items() if tensor is not None and not tensor.is_meta)
+    modes = [(module, module.training) for module in model.modules()]  # an eval-mode retry switches them
+    saved = []
     try:
-        meta_copy(model, in_place=True)
+        saved = _swap_to_meta(model)
         yield model
     finally:
         for table, key, tensor in saved:

@@ -220,24 +220,28 @@ def trace_fx(model: nn.Module, inputs: Sequence[torch.Tensor], tracer: LeafTrace
     # No GraphModule: the interpreter runs the graph over the root, and a GraphModule's
     # generated code (a sixth of a deep net's trace) would never run.
     root = tracer.root
+    modules = dict(root.named_modules(remove_duplicate=False))  # for the runs and the ops
     if shapes_only:
-        records, failure = propagate_shapes(root, inputs, graph)
+        records, failure = propagate_shapes(root, inputs, graph, modules)
         if failure is not None:
             raise failure
-        return Trace(ops_of(root, graph, records), "torch.fx", model)
-    ops = ops_of(root, graph, propagate(root, inputs, graph))
+        return Trace(ops_of(root, graph, records, modules), "torch.fx", model)
+    ops = ops_of(root, graph, propagate(root, inputs, graph, modules), modules)
     augmented_writes(ops)
     result = Trace(ops, "torch.fx", model)
     if unpacked is not None and unpacked.types:
         result.notes.append(unpacked.note())
-    result.rerun = lambda transform: rerun_graph(root, graph, inputs, transform)
+    result.rerun = lambda transform: rerun_graph(root, graph, inputs, transform, modules)
     return result
 
 
-def ops_of(root: nn.Module, graph: fx.Graph, records: dict) -> list[Op]:
-    """One Op per node of `graph` (traced over `root`), with what the interpreter recorded."""
+def ops_of(root: nn.Module, graph: fx.Graph, records: dict,
+           modules: dict[str, nn.Module] | None = None) -> list[Op]:
+    """One Op per node of `graph` (traced over `root`), with what the interpreter recorded.
+    `modules`: root's named modules, duplicates kept, if the caller has them."""
     ops = []
-    modules = dict(root.named_modules(remove_duplicate=False))
+    if modules is None:
+        modules = dict(root.named_modules(remove_duplicate=False))
     for n in graph.nodes:
         rec = records.get(n.name, {})
         kind = _KINDS[n.op]
@@ -261,12 +265,13 @@ def ops_of(root: nn.Module, graph: fx.Graph, records: dict) -> list[Op]:
     return ops
 
 
-def rerun_graph(root: nn.Module, graph: fx.Graph, inputs: Sequence[Any], transform) -> Rerun:
+def rerun_graph(root: nn.Module, graph: fx.Graph, inputs: Sequence[Any], transform,
+                modules: dict[str, nn.Module] | None = None) -> Rerun:
     """The traced graph run again on `inputs` mapped through `transform`. A plain fx graph
     reads sizes at run time (`x.size(0)` is a node), so the same graph serves any shape."""
     records, failure = propagate_shapes(root, torch.utils._pytree.tree_map(
-        lambda v: transform(v) if isinstance(v, torch.Tensor) else v, tuple(inputs)), graph)
-    ops = [op for op in ops_of(root, graph, records) if op.name in records]
+        lambda v: transform(v) if isinstance(v, torch.Tensor) else v, tuple(inputs)), graph, modules)
+    ops = [op for op in ops_of(root, graph, records, modules) if op.name in records]
     if failure is None:
         return Rerun(ops)
     return Rerun(ops, failure.node.name, first_line(failure.error, 300))

@@ -83,7 +83,8 @@ class NodeFailed(Exception):
 class Propagator(fx.Interpreter):
     """Runs a graph on meta tensors and records, per node, what rules need to know."""
 
-    def __init__(self, module: nn.Module, graph: fx.Graph | None = None, shapes_only: bool = False):
+    def __init__(self, module: nn.Module, graph: fx.Graph | None = None, shapes_only: bool = False,
+                 modules: dict[str, nn.Module] | None = None):
         super().__init__(module, garbage_collect_values=False, graph=graph)
         self.shapes_only = shapes_only  # a rerun at other shapes: no MACs, no storage tracking
         self.records: dict[str, dict[str, Any]] = {}
@@ -91,8 +92,9 @@ class Propagator(fx.Interpreter):
         self._flop_counter = None
         self._closed_macs: int | None = None  # MACs of the running node's closed-form product
         # fx looks each layer up through one getattr per dotted part, twice per call: a tenth of
-        # a deep net's interpretation.
-        self._attrs: dict[str, Any] = dict(module.named_modules(remove_duplicate=False))
+        # a deep net's interpretation. (`modules`: the caller's table of them, if it has one.)
+        self._attrs: dict[str, Any] = modules if modules is not None else dict(
+            module.named_modules(remove_duplicate=False))
 
     @property
     def _counter(self):
@@ -248,10 +250,11 @@ class Propagator(fx.Interpreter):
         return result
 
 
-def propagate(module: nn.Module, args: Sequence[Any], graph: fx.Graph | None = None) -> dict[str, dict[str, Any]]:
+def propagate(module: nn.Module, args: Sequence[Any], graph: fx.Graph | None = None,
+              modules: dict[str, nn.Module] | None = None) -> dict[str, dict[str, Any]]:
     """Run `graph` (a GraphModule's own, by default) over `module` on `args`: per node, its
-    output shapes, MACs, in-place writes and aliasing."""
-    prop = Propagator(module, graph)
+    output shapes, MACs, in-place writes and aliasing. `modules`: `module`'s named modules."""
+    prop = Propagator(module, graph, modules=modules)
     prop.on_meta = any(isinstance(a, torch.Tensor) and a.is_meta for a in torch.utils._pytree.tree_leaves(args))
     with torch.no_grad():
         prop.propagate(*args)
@@ -259,10 +262,11 @@ def propagate(module: nn.Module, args: Sequence[Any], graph: fx.Graph | None = N
 
 
 def propagate_shapes(module: nn.Module, args: Sequence[Any], graph: fx.Graph | None = None,
+                     modules: dict[str, nn.Module] | None = None,
                      ) -> tuple[dict[str, dict[str, Any]], NodeFailed | None]:
     """Output shapes only (no MACs, no storage tracking: a third of the time), and, when a
     node fails at these shapes, the records up to it with the failure."""
-    prop = Propagator(module, graph, shapes_only=True)
+    prop = Propagator(module, graph, shapes_only=True, modules=modules)
     prop.on_meta = any(isinstance(a, torch.Tensor) and a.is_meta for a in torch.utils._pytree.tree_leaves(args))
     try:
         with torch.no_grad():

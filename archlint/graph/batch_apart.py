@@ -62,15 +62,21 @@ def flow_if_apart(graph, batch: int = 2):
             return None  # a tensor made inside forward: where its batch is needs the rerun
         if not _per_sample(layer, data):
             return None
-        sources[layer.name] = frozenset().union(*(sources[n] for n in data))
+        first = sources[data[0]]
+        sources[layer.name] = first if all(sources[n] == first for n in data[1:]) else frozenset().union(
+            *(sources[n] for n in data))
         if layer.kind == Kind.MODULE and not isinstance(layer.module, _ELEMENTWISE):
             for name in sources[layer.name]:
                 confirmed.setdefault(name, layer.name)
     flow = BatchFlow(True, "every op keeps each sample apart at dim 0", batch=batch)
+    dims: dict[frozenset[str], BatchDim] = {}  # immutable: one per set of inputs serves all
     for layer in graph:
         if layer.name in sources:
-            flow.values[layer.name] = tuple(BatchDim(AT, 0, sources=sources[layer.name])
-                                            for _ in layer.out_shapes)
+            came_from = sources[layer.name]
+            dim = dims.get(came_from)
+            if dim is None:
+                dim = dims[came_from] = BatchDim(AT, 0, sources=came_from)
+            flow.values[layer.name] = (dim,) * len(layer.out_shapes)
             flow.shapes[layer.name] = [(s[0] * batch, *s[1:]) for s in layer.out_shapes]
     flow.confirmed = confirmed
     return flow

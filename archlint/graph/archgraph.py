@@ -35,7 +35,8 @@ class ArchGraph:
         self.rerun_fast = None  # a cheaper first look, where `rerun` traces again
         self.clear()
         self._params: int | None = None
-        self._module_names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+        self._modules = dict(model.named_modules(remove_duplicate=False))
+        self._module_names = {id(m): n for n, m in self._modules.items()}
 
     # --- building ----------------------------------------------------------------------------
     def clear(self) -> None:
@@ -106,6 +107,12 @@ class ArchGraph:
     @property
     def macs(self) -> int:
         return sum(l.macs for l in self._order)
+
+    def parameter(self, qualname: str) -> nn.Parameter | None:
+        """The model's parameter of that name (`blocks.0.bn.weight`), None if there is none:
+        read from its module's table (get_parameter walks the path, once per call)."""
+        owner = self._modules.get(qualname.rpartition(".")[0])
+        return None if owner is None else owner._parameters.get(qualname.rpartition(".")[2])
 
     def name_of(self, module: nn.Module) -> str:
         return self._module_names.get(id(module), "")

@@ -98,10 +98,8 @@ def build_graph(trace: Trace, input_shapes: Sequence[Shape],
             qualname, kind_name = op.scope, op.target
         params = _param_count(op.module)
         if op.kind == Kind.ATTR:
-            try:
-                params = trace.model.get_parameter(op.target).numel()
-            except AttributeError:
-                params = 0
+            weight = graph.parameter(op.target)
+            params = weight.numel() if weight is not None else 0
         built = construction.get(qualname, ()) if op.kind == Kind.MODULE else ()
         layer = Layer(
             name=op.name, index=index, kind=op.kind, op=kind_name, qualname=qualname,

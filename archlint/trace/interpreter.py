@@ -110,8 +110,20 @@ class Propagator(fx.Interpreter):
         return sum(self._counter.flop_counts["Global"].values())
 
     def fetch_attr(self, target: str):
-        found = self._attrs.get(target)  # layers only: a buffer may be reassigned as forward runs
-        return found if found is not None else super().fetch_attr(target)
+        found = self._attrs.get(target)
+        if found is not None:
+            return found
+        # A weight or buffer (`blocks.0.bn.running_mean`) read from its module's tables now,
+        # not from a table made before the run: a layer's forward may reassign its buffer.
+        owner, _, key = target.rpartition(".")
+        module = self._attrs.get(owner)
+        if module is not None:
+            found = module._parameters.get(key)
+            if found is None:
+                found = module._buffers.get(key)
+            if found is not None:
+                return found
+        return super().fetch_attr(target)
 
     def _run_base(self, n: fx.Node):
         # fx's run_node without its current-node context (kept for fx's own error messages,

@@ -194,10 +194,9 @@ def _used_parameters(graph) -> set[int]:
         if layer.kind == Kind.MODULE and layer.module is not None:
             used.update(id(p) for p in parameters_of(layer.module))
         elif layer.kind == Kind.ATTR:
-            try:
-                used.add(id(graph.model.get_parameter(layer.qualname)))
-            except AttributeError:
-                pass
+            weight = graph.parameter(layer.qualname)
+            if weight is not None:
+                used.add(id(weight))
     return used
 
 

@@ -15,7 +15,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..graph import macs
-from ..graph.ops import NORM_TYPES, Kind, op_name
+from ..graph.ops import Kind, op_name
 from . import shapes
 from .records import Op, TensorMeta
 
@@ -143,17 +143,11 @@ class Propagator(fx.Interpreter):
             return Kind.FUNCTION, op_name(n.target)
         return n.op, None
 
-    # Normalization keeps its input's shape and does no multiply-accumulate work that MACs count,
-    # yet on meta tensors it runs through Python decompositions (~4 ms a call, half of a
-    # 1000-block net's trace). Its output shape is known in closed form, so it is not run.
-    _SAME_SHAPE_MODULES = NORM_TYPES
-    _SAME_SHAPE_FUNCTIONS = {"batch_norm", "group_norm", "layer_norm", "instance_norm"}
-
     def call_module(self, target, args, kwargs):
         module = self.fetch_attr(target)
-        if (isinstance(module, self._SAME_SHAPE_MODULES) and len(args) == 1 and not kwargs
-                and isinstance(args[0], torch.Tensor)):
-            return shapes.same_shape(args[0])
+        out = shapes.norm_output("call_module", module, args, kwargs)
+        if out is not None:
+            return out
         out = shapes.module_output(module, args, kwargs)
         if out is None and self.shapes_only:
             out = shapes.attention_output(module, args, kwargs)
@@ -193,8 +187,9 @@ class Propagator(fx.Interpreter):
             # An exported graph names the device its factories and copies ran on at export
             # time (cpu), as keyword or positional arguments.
             args, kwargs = _devices_to_meta(args, kwargs)
-        if op_name(target) in self._SAME_SHAPE_FUNCTIONS and args and isinstance(args[0], torch.Tensor):
-            return shapes.same_shape(args[0])
+        out = shapes.norm_output("call_function", target, args, kwargs)
+        if out is not None:
+            return out
         out = shapes.function_output(target, args, kwargs)
         if out is not None:
             self._closed_macs = macs.of_products(op_name(target), args, kwargs, out)

@@ -96,22 +96,32 @@ def _meta_of(value: Any) -> Any:
         raise LookupError("unknown")
     if isinstance(value, torch.device):
         return _META
-    if isinstance(value, torch.Tensor) and not value.is_meta:  # made for real while traced
-        return value.to(_META)
+    if isinstance(value, torch.Tensor):
+        if not value.is_meta:  # made for real while traced
+            return value.to(_META)
+        # A weight: values are computed under no_grad, where it makes no graph, and the
+        # closed forms take it as the interpreter's detached copy (Hugging Face's Conv1D
+        # addmm ran its Python decomposition instead: a quarter of GPT-2's trace).
+        if value.requires_grad:
+            return value.detach()
     return value
 
 
 def _compute(tracer: "MetaLeafTracer", kind: str, target: Any, args: tuple, kwargs: dict) -> Any:
     args, kwargs = fx.node.map_aggregate((args, kwargs), _meta_of)
     if kind == "call_function":
-        out = shapes.function_output(target, args, kwargs)
+        out = shapes.norm_output(kind, target, args, kwargs)
+        if out is None:
+            out = shapes.function_output(target, args, kwargs)
         return out if out is not None else target(*args, **kwargs)
     if kind == "call_method":
         out = shapes.method_output(target, args, kwargs)
         return out if out is not None else getattr(args[0], target)(*args[1:], **kwargs)
     if kind == "call_module":
         module = tracer.root.get_submodule(target)
-        out = shapes.module_output(module, args, kwargs)
+        out = shapes.norm_output(kind, module, args, kwargs)
+        if out is None:
+            out = shapes.module_output(module, args, kwargs)
         return out if out is not None else module(*args, **kwargs)
     if kind == "get_attr":
         value = tracer.root
@@ -130,6 +140,8 @@ class _MetaMeetsCpu(TorchFunctionMode):
     recorded as they are; the interpreter moves their devices to meta when it runs them."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _QUERIES:  # most calls: they make no tensor, on any device
+            return func(*args, **(kwargs or {}))
         kwargs = kwargs or {}
         if isinstance(kwargs.get("device"), str):  # device="cpu" is the same as a torch.device
             kwargs = {**kwargs, "device": torch.device(kwargs["device"])}
@@ -152,6 +164,14 @@ class _MetaMeetsCpu(TorchFunctionMode):
 
 
 MAX_REAL_ELEMENTS = 1 << 24  # a 4096 x 4096 attention mask
+
+# Reads of a tensor's properties, and the grad mode's switch, which return no tensor: passed
+# through without looking at devices (four in five of the calls a trace makes).
+_QUERIES = frozenset({
+    torch._C._set_grad_enabled, torch.Tensor.is_contiguous, torch.Tensor.is_floating_point,
+    torch.Tensor.size, torch.Tensor.dim, torch.Tensor.stride, torch.Tensor.numel,
+    *(getattr(torch._C.TensorBase, name).__get__ for name in (
+        "shape", "dtype", "device", "is_meta", "requires_grad", "ndim", "is_cuda", "layout"))})
 
 
 def _elements(value: Any) -> int:

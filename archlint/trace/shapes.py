@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..graph.ops import NORM_TYPES, op_name
+
 _META = torch.device("meta")
 
 
@@ -60,6 +62,25 @@ def same_shape(x: torch.Tensor) -> torch.Tensor:
     if x.is_contiguous():
         return _new(tuple(x.shape), x.dtype)
     return torch.empty_like(x)
+
+
+# Normalization keeps its input's shape and does no multiply-accumulate work that MACs count,
+# yet on meta tensors it runs through Python decompositions (~4 ms a call, half of a 1000-block
+# net's trace). Its output shape is known, so it is not run.
+_NORM_FUNCTIONS = frozenset({"batch_norm", "group_norm", "layer_norm", "instance_norm"})
+
+
+def norm_output(kind: str, target: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """A normalization's output (a norm layer called on one tensor, or F.batch_norm,
+    F.group_norm, F.layer_norm, F.instance_norm), or None for any other node. `kind` is fx's
+    node op; `target` the module for call_module, the function for call_function."""
+    if kind == "call_module":
+        if isinstance(target, NORM_TYPES) and len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
+            return same_shape(args[0])
+    elif kind == "call_function" and op_name(target) in _NORM_FUNCTIONS and args \
+            and isinstance(args[0], torch.Tensor):
+        return same_shape(args[0])
+    return None
 
 
 # --- windows: convolution and pooling --------------------------------------------------------

@@ -236,3 +236,69 @@ def test_products_torch_would_reject_are_left_to_torch():
     assert shapes.function_output(sdpa, (q4, k4, v4, meta(6, 5)), {"is_causal": True}) is None
     assert shapes.function_output(sdpa, (q4, meta(2, 2, 5, 8), meta(2, 2, 5, 3)), {}) is None  # heads
     assert shapes.function_output(sdpa, (q4, meta(2, 3, 5, 8), meta(2, 3, 5, 3)), {"enable_gqa": True}) is None
+
+
+class _Conv1D(nn.Module):
+    """Hugging Face's linear layer as an addmm on its own weights (GPT-2's)."""
+
+    def __init__(self, nf: int, nx: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(nx, nf))
+        self.bias = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x):
+        size = x.size()[:-1] + (self.weight.shape[1],)
+        return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(size)
+
+
+class _WidthChecked(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = _Conv1D(32, 16)
+        self.norm = nn.LayerNorm(32)
+
+    def forward(self, x):
+        if x.shape[-1] % 16:  # Python on a size: plain fx cannot trace this, the meta rung can
+            raise ValueError("width")
+        return self.norm(self.proj(x))
+
+
+def test_the_meta_rung_takes_weights_into_the_closed_forms(monkeypatch):
+    """A proxy's value on the meta rung comes from the same closed forms as the interpreter's,
+    weights (Parameters that require grad) included: without them, GPT-2's addmm ran torch's
+    Python decomposition once per layer."""
+    import archlint
+
+    real = shapes._OTHER_FUNCTIONS[torch.addmm]
+    answered = []
+    monkeypatch.setitem(shapes._OTHER_FUNCTIONS, torch.addmm,
+                        lambda args, kwargs: answered.append(real(args, kwargs)) or answered[-1])
+    report = archlint.lint(_WidthChecked(), torch.randn(1, 8, 16))
+    assert report.tracer == "torch.fx (meta)"
+    assert len(answered) >= 2 and all(out is not None for out in answered)  # the tracer's and the interpreter's
+    proj = next(l for l in report.graph if l.op == "addmm")
+    assert proj.out_shape == (8, 32) and proj.macs == 8 * 16 * 32
+
+
+def test_graph_neighbours_keep_the_order_and_repeats_of_the_inputs():
+    """Kept as lists when each layer is added: a layer's producers (`y + y` has one) and its
+    users once each, in execution order."""
+    import archlint
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.other = nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            y = torch.relu(self.conv(x))
+            return y + y, self.other(y)
+
+    graph = archlint.lint(Twice(), torch.randn(1, 3, 8, 8)).graph
+    relu = next(l for l in graph if l.op == "relu")
+    add = next(l for l in graph if l.op == "add")
+    assert [p.name for p in graph.predecessors(add)] == [relu.name]
+    users = graph.successors(relu)
+    assert [u.op for u in users] == ["add", "Conv2d"]
+    assert [u.index for u in users] == sorted(u.index for u in users)

@@ -91,8 +91,8 @@ def _meta_of(value: Any) -> Any:
     if isinstance(value, MetaProxy):
         if value._meta is None:
             raise LookupError("unknown")
-        return value._meta
-    if isinstance(value, fx.Proxy):
+        value = value._meta
+    elif isinstance(value, fx.Proxy):
         raise LookupError("unknown")
     if isinstance(value, torch.device):
         return _META

@@ -45,7 +45,7 @@ def _layer_for(graph, finding: Finding):
     """The layer a finding is about: the op its evidence names (`node`), else its own node,
     else the first call of its module that has shapes."""
     node = finding.evidence.get("node")
-    if isinstance(node, str) and node in graph.g:
+    if isinstance(node, str) and graph.has(node):
         return graph.layer(node)
     fallback = None
     for layer in graph:
@@ -140,7 +140,7 @@ def _names(code: str) -> set[str]:
 def _check_call(fix: Fix, layer, graph) -> Fix:
     """A call's replacement on `x`, the call's first input: run on a meta tensor of its shape."""
     shape = tuple(layer.in_shapes[0])
-    producer = graph.layer(layer.inputs[0]) if layer.inputs and layer.inputs[0] in graph.g else None
+    producer = graph.layer(layer.inputs[0]) if layer.inputs and graph.has(layer.inputs[0]) else None
     dtype = getattr(torch, producer.dtype, torch.float32) if producer is not None and producer.dtype else torch.float32
     try:
         with torch.no_grad(), warnings.catch_warnings():

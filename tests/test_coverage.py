@@ -118,28 +118,15 @@ def test_threshold_is_an_option_and_full_coverage_is_quiet(tmp_path):
 
 
 def test_an_opaque_op_leaves_its_parameters_unreached():
-    class Graph:
-        """A stand-in graph: one weight read only by an op the tracer could not open."""
-
-        def __init__(self, layers, edges):
-            import networkx as nx
-
-            self._layers = {l.name: l for l in layers}
-            self.g = nx.DiGraph(edges)
-            self.g.add_nodes_from(self._layers)
-
-        def __iter__(self):
-            return iter(self._layers.values())
-
-        def layer(self, name):
-            return self._layers[name]
-
+    """A graph with one weight read only by an op the tracer could not open."""
+    from archlint.graph.archgraph import ArchGraph
     from archlint.graph.layer import Layer
     from archlint.graph.ops import Kind
 
     model = nn.Sequential(nn.Linear(4, 4))
-    weight = Layer("w", 0, Kind.ATTR, "attr", "0.weight")
-    hop = Layer("hop", 1, Kind.FUNCTION, "wrap_with_set_grad_enabled", "", opaque=True)
-    coverage = measure(model, [Graph([weight, hop], [("w", "hop")])])
+    graph = ArchGraph(model, "torch.export", [(1, 4)])
+    graph.add(Layer("w", 0, Kind.ATTR, "attr", "0.weight"))
+    graph.add(Layer("hop", 1, Kind.FUNCTION, "wrap_with_set_grad_enabled", "", inputs=["w"], opaque=True))
+    coverage = measure(model, [graph])
     assert coverage.params_reached == 0
     assert "could not open" in coverage.unreached[0][2]

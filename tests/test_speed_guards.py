@@ -1,10 +1,12 @@
-"""Speed guards (issue 14): a plain CNN is linted without importing torch._dynamo, sympy or
-the FLOP counter, and the closed-form shapes that make that possible agree with torch's own
-meta kernels.
+"""Speed guards (issue 14): a plain CNN is linted without importing torch._dynamo, sympy,
+the FLOP counter or networkx, and the closed-form shapes that make that possible agree with
+torch's own meta kernels.
 
 The first op a process runs through torch's Python references imports torch._dynamo and sympy
 (1-2 s): one common op left without a closed form brings the whole cost back, silently. The FLOP
 counter imports triton where it is installed (0.3 s), for the MACs of an op with no closed form.
+networkx (0.1 s, a fifth of a small model's check) is imported only by the graph algorithms
+that need it (ArchGraph.g).
 Timings are measured by bench/bench_speed.py, never here.
 """
 from __future__ import annotations
@@ -25,7 +27,7 @@ from archlint.trace import shapes
 from .helpers import write_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HEAVY = ("torch._dynamo", "sympy", "torch.utils.flop_counter")
+HEAVY = ("torch._dynamo", "sympy", "torch.utils.flop_counter", "networkx")
 
 CHILD = r"""
 import json, sys
@@ -73,7 +75,7 @@ FUNCTIONAL_CNN = '''
 '''
 
 
-def test_a_small_cnn_is_linted_without_dynamo_sympy_or_the_flop_counter():
+def test_a_small_cnn_is_linted_without_dynamo_sympy_the_flop_counter_or_networkx():
     assert imported_after_check("examples/small_cnn.py") == {name: False for name in HEAVY}
 
 

@@ -1,13 +1,15 @@
-"""The architecture graph: one networkx DiGraph of layers, whatever tracer produced it.
+"""The architecture graph: the layers of one traced model, whatever tracer produced it, and
+their edges, also as a networkx DiGraph (`g`) for graph algorithms.
 
 A node is one operation of the forward pass: a torch.nn layer call, a function (`add`, `cat`,
 `flatten`) or a tensor method. Each carries a `Layer`. Edges run from producer to consumer.
+The rules read layers and their neighbours from lists kept as layers are added; the DiGraph
+is made on first use (importing networkx is a fifth of a small model's `archlint check`).
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-import networkx as nx
 from torch import nn
 
 from .layer import Layer, Shape
@@ -40,7 +42,7 @@ class ArchGraph:
 
     # --- building ----------------------------------------------------------------------------
     def clear(self) -> None:
-        self.g = nx.DiGraph()
+        self._g = None
         self._order: list[Layer] = []
         self._by_name: dict[str, Layer] = {}
         # Every rule asks for a layer's neighbours, most of them for every layer: kept as
@@ -49,20 +51,44 @@ class ArchGraph:
         self._successors: dict[str, list[Layer]] = {}
 
     def add(self, layer: Layer) -> None:
-        self.g.add_node(layer.name, layer=layer)
-        before = []
+        before, linked = [], set()
         for source in layer.inputs:
-            if source in self.g:
-                before.append(self.layer(source))
-                if not self.g.has_edge(source, layer.name):
-                    self.g.add_edge(source, layer.name)
+            if source in self._by_name:
+                before.append(self._by_name[source])
+                if source not in linked:
+                    linked.add(source)
                     self._successors[source].append(layer)
+        self._g = None
         self._predecessors[layer.name] = before
         self._successors[layer.name] = []
         self._by_name[layer.name] = layer
         self._order.append(layer)
 
     # --- reading -----------------------------------------------------------------------------
+    @property
+    def g(self):
+        """The graph as a networkx DiGraph: a node per layer (its `layer` attribute), an edge
+        from each producer to each of its users."""
+        if self._g is None:
+            import networkx as nx
+
+            g = nx.DiGraph()
+            for layer in self._order:
+                g.add_node(layer.name, layer=layer)
+            g.add_edges_from((name, user.name) for name, users in self._successors.items() for user in users)
+            self._g = g
+        return self._g
+
+    def has(self, name: str) -> bool:
+        """Whether a layer of that name is in the graph."""
+        return name in self._by_name
+
+    def has_path(self, source: str, target: str) -> bool:
+        """Whether the output of layer `source` reaches layer `target`."""
+        import networkx as nx
+
+        return nx.has_path(self.g, source, target)
+
     def __iter__(self) -> Iterator[Layer]:
         return iter(self._order)
 

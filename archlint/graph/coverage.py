@@ -80,7 +80,7 @@ def measure(model: nn.Module, graphs: Sequence, skipped: Iterable[tuple[str, str
             if layer.kind == Kind.MODULE:
                 called.add(layer.qualname)
             elif layer.kind == Kind.ATTR:
-                users = [graph.layer(n) for n in graph.g.successors(layer.name)]
+                users = graph.successors(layer)
                 opaque = [u for u in users if getattr(u, "opaque", False)]
                 if opaque and len(opaque) == len(users):
                     opaque_reads[layer.qualname] = opaque[0].op

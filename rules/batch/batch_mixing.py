@@ -259,7 +259,7 @@ class _Report:
 
     def _confirmation(self, sources) -> dict:
         by = [self.flow.confirmed[s] for s in sorted(sources) if s in self.flow.confirmed]
-        return {"batch_confirmed_by": [_label(self.graph.layer(b)) for b in by if b in self.graph.g]}
+        return {"batch_confirmed_by": [_label(self.graph.layer(b)) for b in by if self.graph.has(b)]}
 
     # --- what reaches an output ------------------------------------------------------------
     def output(self, value: BatchDim, shape: tuple[int, ...]) -> None:

@@ -101,7 +101,7 @@ class InplaceOverwritesShared(Rule):
             if not graph.successors(writer):
                 continue  # result discarded: the mutation is the point
             for written in writer.writes:
-                if written not in graph.g:
+                if not graph.has(written):
                     continue
                 old = storage.overlapping(written, writer.index)
                 ancestors = set(storage.ancestors(written))

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import math
 
-import networkx as nx
-
 from archlint.findings import Fix, Severity
 from archlint.graph.ops import Kind
 from archlint.graph.receptive_field import ReceptiveField
@@ -111,7 +109,7 @@ class DilationGridding(Rule):
         feeding the other (ASPP branches), rather than later in the same stack (a residual
         path reaching the next block's conv too)."""
         return any(other != conv and dilated[other].dilation != dilated[conv].dilation
-                   and not nx.has_path(graph.g, conv, other) and not nx.has_path(graph.g, other, conv)
+                   and not graph.has_path(conv, other) and not graph.has_path(other, conv)
                    for other in siblings)
 
     @staticmethod

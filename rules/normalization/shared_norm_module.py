@@ -141,12 +141,6 @@ class SharedNormModule(Rule):
             return "on outputs of different layers"
         for a in members:
             for b in members:
-                if a.index < b.index and _reaches(graph, a, b):
+                if a.index < b.index and graph.has_path(a.name, b.name):
                     return "each call feeds the next: one module at several depths"
         return None
-
-
-def _reaches(graph, start, goal) -> bool:
-    import networkx as nx
-
-    return nx.has_path(graph.g, start.name, goal.name)

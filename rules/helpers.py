@@ -183,14 +183,21 @@ def is_global(layer: Layer) -> bool:
     return after is not None and all(a == 1 for a in after)
 
 
-def data_dependent(graph) -> set[str]:
+def data_dependent(graph) -> frozenset[str]:
     """Names of the layers whose output depends on the model's input. A parameter reshaped
-    and multiplied in (layer scale, a position embedding) is not a second data branch."""
-    found: set[str] = set()
-    for layer in graph:
-        if layer.kind == Kind.INPUT or any(p in found for p in layer.inputs):
-            found.add(layer.name)
+    and multiplied in (layer scale, a position embedding) is not a second data branch.
+    Computed once per graph: four rules ask."""
+    found = _dependent.get(graph)
+    if found is None:
+        names: set[str] = set()
+        for layer in graph:
+            if layer.kind == Kind.INPUT or any(p in names for p in layer.inputs):
+                names.add(layer.name)
+        found = _dependent[graph] = frozenset(names)
     return found
+
+
+_dependent: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def tensor_inputs(graph, layer: Layer, dependent: set[str]) -> list[Layer]:

@@ -37,7 +37,7 @@ def trace(model: nn.Module, inputs: Sequence[torch.Tensor], inputs_desc: str = "
     ("layer-rejected-input": the user must fix it) or the code could not be followed."""
     state = ModuleState(model)
     try:
-        return trace_fx(model, inputs)
+        return trace_fx(model, inputs, state=state)
     except NodeFailed as exc:
         # fx followed the code and a layer rejected its input: a real shape error that
         # export would only repeat, slower and less precisely.
@@ -49,7 +49,7 @@ def trace(model: nn.Module, inputs: Sequence[torch.Tensor], inputs_desc: str = "
     finally:
         state.restore()
     try:
-        result = trace_meta_fx(model, inputs)
+        result = trace_meta_fx(model, inputs, state=state)
     except Exception:  # any failure here is export's to report, as before this rung existed
         pass
     else:

@@ -194,13 +194,16 @@ def positional_forward(model: nn.Module, n_inputs: int):
 
 
 def trace_fx(model: nn.Module, inputs: Sequence[torch.Tensor], tracer: LeafTracer | None = None,
-             concrete_args: dict | None = None, shapes_only: bool = False) -> Trace:
-    """`shapes_only`: a retrace for another input shape, which needs no MACs or storage."""
+             concrete_args: dict | None = None, shapes_only: bool = False,
+             state: ModuleState | None = None) -> Trace:
+    """`shapes_only`: a retrace for another input shape, which needs no MACs or storage.
+    `state`: the model's attributes as the caller saved them before anything ran forward
+    (a snapshot of every module costs a few ms per thousand)."""
     tracer = tracer or LeafTracer()
     tracer.record_frames = not shapes_only
     # Symbolic tracing runs tensor factories with constant sizes for real (`torch.zeros(10**11)`,
     # `torch.ones(4)`): made on meta they cost nothing and meet the meta inputs.
-    state = ModuleState(model)
+    state = state or ModuleState(model)
     constants = {}
     try:
         with torch.device("meta"), positional_forward(model, len(inputs)) as (wrapper, unpacked):

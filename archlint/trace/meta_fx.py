@@ -253,8 +253,9 @@ class MetaLeafTracer(LeafTracer):
         return proxy
 
 
-def trace_meta_fx(model: nn.Module, inputs: Sequence[torch.Tensor], shapes_only: bool = False):
-    result = trace_fx(model, inputs, tracer=MetaLeafTracer(inputs), shapes_only=shapes_only)
+def trace_meta_fx(model: nn.Module, inputs: Sequence[torch.Tensor], shapes_only: bool = False,
+                  state=None):
+    result = trace_fx(model, inputs, tracer=MetaLeafTracer(inputs), shapes_only=shapes_only, state=state)
     result.tracer = "torch.fx (meta)"
     # The graph holds the sizes this input gave (`B, N, C = x.shape` are numbers in it), so
     # another shape needs another trace, not another run of this graph; running the graph

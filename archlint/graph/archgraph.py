@@ -14,6 +14,7 @@ from torch import nn
 
 from .layer import Layer, Shape
 from .ops import CALLS, Kind
+from .weights import registered
 
 
 
@@ -136,9 +137,8 @@ class ArchGraph:
 
     def parameter(self, qualname: str) -> nn.Parameter | None:
         """The model's parameter of that name (`blocks.0.bn.weight`), None if there is none:
-        read from its module's table (get_parameter walks the path, once per call)."""
-        owner = self._modules.get(qualname.rpartition(".")[0])
-        return None if owner is None else owner._parameters.get(qualname.rpartition(".")[2])
+        read from its module's table."""
+        return registered(self._modules, qualname, buffers=False)
 
     def name_of(self, module: nn.Module) -> str:
         return self._module_names.get(id(module), "")

@@ -1,6 +1,7 @@
 """The tensors a layer holds. Rules and the graph ask this of every layer; a leaf layer (most
 of them) answers from its own tables, without nn.Module's recursive generators (a walk each,
-about 6 us: a tenth of the rules' time on a 1000-block net)."""
+about 6 us: a tenth of the rules' time on a 1000-block net). A weight named by its path is read
+from its module's tables too: get_parameter walks the path on every call."""
 from __future__ import annotations
 
 import torch
@@ -19,3 +20,17 @@ def has_buffers(module: nn.Module) -> bool:
     if not module._modules:
         return any(b is not None for b in module._buffers.values())
     return any(True for _ in module.buffers())
+
+
+def registered(modules: dict[str, nn.Module], qualname: str, buffers: bool = True) -> torch.Tensor | None:
+    """The parameter (with `buffers`, or the buffer) registered as `qualname`
+    (`blocks.0.bn.weight`), read from its module in `modules` (qualified name -> module) as
+    it is now; None if there is none."""
+    path, _, key = qualname.rpartition(".")
+    owner = modules.get(path)
+    if owner is None:
+        return None
+    found = owner._parameters.get(key)
+    if found is None and buffers:
+        found = owner._buffers.get(key)
+    return found

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..graph import macs
 from ..graph.ops import Kind, op_name
+from ..graph.weights import registered
 from . import shapes
 from .records import Op, TensorMeta
 
@@ -115,15 +116,8 @@ class Propagator(fx.Interpreter):
             return found
         # A weight or buffer (`blocks.0.bn.running_mean`) read from its module's tables now,
         # not from a table made before the run: a layer's forward may reassign its buffer.
-        owner, _, key = target.rpartition(".")
-        module = self._attrs.get(owner)
-        if module is not None:
-            found = module._parameters.get(key)
-            if found is None:
-                found = module._buffers.get(key)
-            if found is not None:
-                return found
-        return super().fetch_attr(target)
+        found = registered(self._attrs, target)
+        return found if found is not None else super().fetch_attr(target)
 
     def _run_base(self, n: fx.Node):
         # fx's run_node without its current-node context (kept for fx's own error messages,

@@ -128,6 +128,15 @@ def conv_channels(layer: Layer) -> tuple[int, int, int, bool]:
     return c_in, weight[0], max(1, c_in // weight[1]), len(layer.in_shapes) > 2
 
 
+def nn_class(module: nn.Module) -> str:
+    """The torch.nn class a module is or subclasses, as fix code names it (`nn.BatchNorm2d`
+    for timm's BatchNormAct2d, whose own name is not in torch.nn)."""
+    for cls in type(module).__mro__:
+        if cls.__module__.startswith("torch.nn") and getattr(nn, cls.__name__, None) is cls:
+            return f"nn.{cls.__name__}"
+    return f"nn.{type(module).__name__}"
+
+
 def norm_call(module: nn.Module, num_features: int | None = None) -> str:
     """The constructor call of a BatchNorm-like module (for `num_features` channels if given),
     non-default arguments only."""
@@ -140,7 +149,7 @@ def norm_call(module: nn.Module, num_features: int | None = None) -> str:
         parts.append("affine=False")
     if not module.track_running_stats:
         parts.append("track_running_stats=False")
-    return f"nn.{type(module).__name__}({', '.join(parts)})"
+    return f"{nn_class(module)}({', '.join(parts)})"
 
 
 def frozen_batchnorm(module: nn.Module, model_training: bool) -> bool:

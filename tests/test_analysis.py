@@ -177,6 +177,50 @@ def test_export_rung_when_no_fx_tracer_can_follow_the_forward():
     assert any("torch.fx could not trace" in n for n in report.notes)
 
 
+def _conv_norm_pool_stack(norm_act):
+    """conv, norm+act, max pool, conv, norm without act, conv: `norm_act(channels, act)`."""
+    class Stack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+            self.bn1 = norm_act(16, True)
+            self.pool = nn.MaxPool2d(2)
+            self.conv2 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+            self.bn2 = norm_act(16, False)  # no activation: conv2 and conv3 compose linearly
+            self.conv3 = nn.Conv2d(16, 16, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv3(self.bn2(self.conv2(self.pool(self.bn1(self.conv1(x))))))
+    return Stack()
+
+
+def test_timm_fused_norm_act_is_recorded_as_its_norm_then_its_activation():
+    timm_layers = pytest.importorskip("timm.layers")
+
+    def fused(c, act):  # timm's BatchNormAct2d, as its CNNs build it
+        return timm_layers.BatchNormAct2d(c, act_layer=nn.SiLU, apply_act=act)
+
+    def plain(c, act):
+        return nn.Sequential(nn.BatchNorm2d(c), nn.SiLU(inplace=True)) if act else nn.BatchNorm2d(c)
+
+    timm_report = archlint.lint(_conv_norm_pool_stack(fused), input_shape=(2, 3, 32, 32))
+    plain_report = archlint.lint(_conv_norm_pool_stack(plain), input_shape=(2, 3, 32, 32))
+    kinds = [(l.kind, type(l.module).__name__ if l.module is not None else l.op) for l in timm_report.graph]
+    # Traced through, each was eleven nodes: an assert on x.ndim, four weight reads, F.batch_norm.
+    assert kinds == [("input", "x"), ("module", "Conv2d"), ("module", "BatchNormAct2d"), ("module", "SiLU"),
+                     ("module", "MaxPool2d"), ("module", "Conv2d"), ("module", "BatchNormAct2d"),
+                     ("module", "Conv2d"), ("output", "output")]
+    assert layer(timm_report, "bn1.act").in_shape == (2, 16, 32, 32)
+    assert timm_report.coverage["params"] == 1.0
+    assert sum(l.macs for l in timm_report.graph) == sum(l.macs for l in plain_report.graph)
+    # The rules read it as the BatchNorm and the SiLU it computes: the same findings, among
+    # them the missing nonlinearity after the norm without one, and fix code in torch.nn terms.
+    assert sorted(f.code for f in timm_report.findings) == sorted(f.code for f in plain_report.findings)
+    assert "A001" in {f.code for f in timm_report.findings}
+    pool_fix = next(f for f in timm_report.findings if f.code == "D001").fix
+    assert "nn.BatchNorm2d(16)" in pool_fix.code and "bias=False" in pool_fix.code
+
+
 def test_inplace_writes_and_aliases_are_recorded():
     class Block(nn.Module):
         def __init__(self):

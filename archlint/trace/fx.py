@@ -35,6 +35,7 @@ class LeafTracer(fx.Tracer):
     def __init__(self):
         super().__init__(autowrap_functions=leaves.autowrap_functions())
         self._extra_leaves = leaves.leaf_types()
+        self._norm_acts = leaves.norm_act_types()
         # fx copies the module stack into every node and the scope into every module call
         # with copy.copy, which finds no __copy__ on either and goes through __reduce_ex__:
         # a tenth of a deep net's trace. The same contents, copied directly.
@@ -43,7 +44,19 @@ class LeafTracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return (super().is_leaf_module(m, module_qualified_name)
-                or leaves.is_extra_leaf(m, self._extra_leaves))
+                or leaves.is_extra_leaf(m, self._extra_leaves)
+                or (self._norm_acts and leaves.is_norm_act(m, self._norm_acts)))
+
+    def call_module(self, m, forward, args, kwargs):
+        out = super().call_module(m, forward, args, kwargs)
+        if self._norm_acts and leaves.is_norm_act(m, self._norm_acts):
+            # The fused norm was recorded as its norm: then its parts, but for those that are
+            # an Identity (drop unless drop_layer was given, act with apply_act=False), which
+            # do nothing worth a layer.
+            for part in (m.drop, m.act):
+                if type(part) is not nn.Identity:
+                    out = part(out)
+        return out
 
     def trace(self, root, concrete_args=None):
         self._outermost = sys._getframe()

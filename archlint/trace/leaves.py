@@ -7,9 +7,14 @@ torch.export traces at fx speed. timm is read only when the user's code imported
 
 Of timm's leaf modules only the torch.nn layers in disguise are taken: a subclass of a torch.nn
 convolution or pooling layer with no children (Conv2dSame, MaxPool2dSame), which rules read as
-that layer. Its fused norm+act modules (BatchNormAct2d) stay traced: as one leaf, the
-activation inside would be invisible and the norm would look unfollowed by one (false A001s);
-its blocks stay traced so their layers stay visible.
+that layer. Its blocks stay traced so their layers stay visible.
+
+timm's fused norm+act modules (BatchNormAct2d in most of its CNNs) subclass a torch.nn norm and
+compute exactly that norm, then call their `drop` and `act` children. Traced through, each is
+eleven nodes (an assert on `x.ndim`, four weight reads, the functional norm): two thirds of
+an EfficientNet's graph. As one leaf, the activation inside would be invisible and the norm
+would look unfollowed by one (false A001s). So each is recorded as what it does: the norm as
+a leaf (the module, which rules read as its torch.nn base), then its drop and its act.
 """
 from __future__ import annotations
 
@@ -49,6 +54,31 @@ def autowrap_functions() -> tuple[Callable, ...]:
     """Functions fx should record as one call, not trace into."""
     _, functions = _timm_registry()
     return tuple(f for f in functions if callable(f) and hasattr(f, "__globals__"))
+
+
+# timm's fused classes whose forward is their torch.nn base's, followed by self.drop and
+# self.act. (LayerNormAct2d permutes around its norm, the Fp32 ones cast, SyncBatchNormAct and
+# FrozenBatchNormAct2d are not plain torch.nn norms: those stay traced.)
+_NORM_ACT = {"BatchNormAct2d": nn.BatchNorm2d, "GroupNormAct": nn.GroupNorm,
+             "GroupNorm1Act": nn.GroupNorm, "LayerNormAct": nn.LayerNorm}
+
+
+def norm_act_types() -> tuple[type, ...]:
+    """timm's fused norm+act classes, to be recorded as their norm, drop and act."""
+    norm_act = sys.modules.get("timm.layers.norm_act")
+    if norm_act is None:
+        return ()
+    found = []
+    for name, base in _NORM_ACT.items():
+        cls = getattr(norm_act, name, None)
+        if isinstance(cls, type) and issubclass(cls, base):
+            found.append(cls)
+    return tuple(found)
+
+
+def is_norm_act(module: nn.Module, types: tuple[type, ...]) -> bool:
+    return (type(module) in types and set(module._modules) == {"drop", "act"}
+            and not module._forward_hooks and not module._forward_pre_hooks)
 
 
 def is_extra_leaf(module: nn.Module, types: tuple[type, ...]) -> bool:

@@ -85,7 +85,7 @@ def build_graph(trace: Trace, input_shapes: Sequence[Shape],
     """Turn a trace into the annotated graph. `construction` maps qualified module names of
     the original model to where each module was built."""
     construction = construction or {}
-    graph = ArchGraph(trace.model, trace.tracer, input_shapes, trace.notes)
+    graph = ArchGraph(trace.model, trace.tracer, input_shapes, trace.notes, modules=trace.modules)
     graph.construction = dict(construction)
     graph.rerun, graph.rerun_fast = trace.rerun, trace.rerun_fast
     for index, op in enumerate(trace.ops):

@@ -120,7 +120,8 @@ def measure(model: nn.Module, graphs: Sequence, skipped: Iterable[tuple[str, str
     seen_params: set[int] = set()
     unreached: dict[str, list] = {}
     reached_names: set[str] = set()
-    for name, module in model.named_modules():
+    whole = len(graphs) == 1 and getattr(graphs[0], "model", None) is model
+    for name, module in (graphs[0].named_modules() if whole else model.named_modules()):
         own = [(f"{name}.{p}" if name else p, t) for p, t in module._parameters.items() if t is not None]
         own = [(q, t) for q, t in own if id(t) not in seen_params]
         if not own:

@@ -31,11 +31,14 @@ from .records import Op, TensorMeta, Trace
 __all__ = ["trace", "meta_copy", "is_layer", "Op", "TensorMeta", "Trace", "NodeFailed"]
 
 
-def trace(model: nn.Module, inputs: Sequence[torch.Tensor], inputs_desc: str = "") -> Trace:
+def trace(model: nn.Module, inputs: Sequence[torch.Tensor], inputs_desc: str = "",
+          modules: dict[str, nn.Module] | None = None) -> Trace:
     """Trace `model` (already on the meta device) with meta `inputs`, cheapest rung first.
     Raises an ArchlintError whose `cause` says whether a layer rejected its input
-    ("layer-rejected-input": the user must fix it) or the code could not be followed."""
-    state = ModuleState(model)
+    ("layer-rejected-input": the user must fix it) or the code could not be followed.
+    `modules`: the model's named modules, duplicates kept, if the caller has them."""
+    # Each fx rung puts the model's attributes back itself once it has traced (`state`).
+    state = ModuleState(model, modules)
     try:
         return trace_fx(model, inputs, state=state)
     except NodeFailed as exc:
@@ -46,8 +49,6 @@ def trace(model: nn.Module, inputs: Sequence[torch.Tensor], inputs_desc: str = "
         raise
     except Exception as exc:  # fx cannot follow this forward: climb a rung
         fx_problem = exc
-    finally:
-        state.restore()
     try:
         result = trace_meta_fx(model, inputs, state=state)
     except Exception:  # any failure here is export's to report, as before this rung existed
@@ -56,8 +57,6 @@ def trace(model: nn.Module, inputs: Sequence[torch.Tensor], inputs_desc: str = "
         result.notes.append(f"torch.fx could not trace the model ({first_line(fx_problem, 200)}); "
                             "traced with torch.fx on meta-backed proxies")
         return result
-    finally:
-        state.restore()
     try:
         result = trace_export(model, inputs)
     except NodeFailed as exc:

@@ -236,15 +236,15 @@ def trace_fx(model: nn.Module, inputs: Sequence[torch.Tensor], tracer: LeafTrace
     # No GraphModule: the interpreter runs the graph over the root, and a GraphModule's
     # generated code (a sixth of a deep net's trace) would never run.
     root = tracer.root
-    modules = dict(root.named_modules(remove_duplicate=False))  # for the runs and the ops
+    modules = state.modules  # for the runs, the ops and the graph (tracing adds no modules)
     if shapes_only:
         records, failure = propagate_shapes(root, inputs, graph, modules)
         if failure is not None:
             raise failure
-        return Trace(ops_of(root, graph, records, modules), "torch.fx", model)
+        return Trace(ops_of(root, graph, records, modules), "torch.fx", model, modules=modules)
     ops = ops_of(root, graph, propagate(root, inputs, graph, modules), modules)
     augmented_writes(ops)
-    result = Trace(ops, "torch.fx", model)
+    result = Trace(ops, "torch.fx", model, modules=modules)
     if unpacked is not None and unpacked.types:
         result.notes.append(unpacked.note())
     result.rerun = lambda transform: rerun_graph(root, graph, inputs, transform, modules)

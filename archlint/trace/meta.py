@@ -17,13 +17,16 @@ import torch
 from torch import nn
 
 
-def meta_copy(model: nn.Module, in_place: bool = False) -> nn.Module:
+def meta_copy(model: nn.Module, in_place: bool = False,
+              modules: dict[str, nn.Module] | None = None) -> nn.Module:
     """The model with its parameters and buffers on the meta device. Weight sharing is kept
     (two modules that share a Parameter share its meta copy) and no weight memory is allocated.
     By default the original is not touched (the structure is deep-copied around meta tensors);
-    `in_place=True`, for models archlint built itself, swaps the tensors without a copy."""
+    `in_place=True`, for models archlint built itself, swaps the tensors without a copy
+    (`modules`: the model's named modules, if the caller has them)."""
     if in_place:
-        _swap_to_meta(model)
+        _swap_to_meta(list({id(m): m for m in modules.values()}.values()) if modules is not None
+                      else list(model.modules()))
         return model
     memo: dict[int, Any] = {}
     for tensor in list(model.parameters()) + list(model.buffers()):
@@ -49,18 +52,20 @@ def _meta_of(tensor: torch.Tensor) -> torch.Tensor:
     (empty_strided with a device object: a third cheaper than empty_like with a string.)"""
     meta = torch.empty_strided(tensor.size(), tensor.stride(), dtype=tensor.dtype, device=_META)
     cls = type(tensor)
+    if cls is nn.Parameter:  # what Parameter.__new__ does for a plain tensor, less its Python
+        return torch.Tensor._make_subclass(cls, meta, tensor.requires_grad)
     if issubclass(cls, nn.Parameter):  # not isinstance: Parameter's own check runs Python
         meta = cls(meta, requires_grad=tensor.requires_grad)
     return meta
 
 
-def _swap_to_meta(model: nn.Module) -> list[tuple[dict, str, torch.Tensor]]:
-    """Every parameter and buffer of `model` not on meta replaced by its meta twin, in one
-    walk of the modules (a tensor two modules share gets one twin); what was replaced is
-    returned as (table, key, tensor) so that it can be put back."""
+def _swap_to_meta(modules: list[nn.Module]) -> list[tuple[dict, str, torch.Tensor]]:
+    """Every parameter and buffer of `modules` (a model's) not on meta replaced by its meta
+    twin (a tensor two modules share gets one twin); what was replaced is returned as
+    (table, key, tensor) so that it can be put back."""
     twins: dict[int, torch.Tensor] = {}
     swapped = []
-    for module in model.modules():
+    for module in modules:
         for table in (module._parameters, module._buffers):
             for key, tensor in table.items():
                 if tensor is None or tensor.is_meta:
@@ -84,16 +89,18 @@ def weights_on_meta(model: nn.Module) -> Iterator[nn.Module]:
     live model this way: a copy of the module tree cost a sixth of a 1000-block net's lint.
     The trace restores whatever forward assigns to its modules (ModuleState); the modules'
     train/eval modes are put back here."""
-    modes = [(module, module.training) for module in model.modules()]  # an eval-mode retry switches them
+    modules = list(model.modules())
+    modes = [(module, module.training) for module in modules]  # an eval-mode retry switches them
     saved = []
     try:
-        saved = _swap_to_meta(model)
+        saved = _swap_to_meta(modules)
         yield model
     finally:
         for table, key, tensor in saved:
             table[key] = tensor
         for module, training in modes:
-            module.training = training
+            if module.training != training:  # nn.Module's __setattr__ is slow: only the changed
+                module.training = training
 
 
 def _holds_model_state(value: Any) -> bool:
@@ -208,9 +215,14 @@ class ModuleState:
     forward that assigns to its module (`self.mean = self.mean.type_as(x)`, EDSR and SwinIR)
     leaves fx Proxies or fake tensors there, which break the next attempt and the rules."""
 
-    def __init__(self, model: nn.Module):
-        self._saved = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules))
-                       for m in model.modules()]
+    def __init__(self, model: nn.Module, modules: dict[str, nn.Module] | None = None):
+        # The model's named modules, duplicates kept: made once here, the one walk of a big
+        # model's modules that the trace, the graph and the coverage then share (`modules`:
+        # the caller's own table of them, if it has one).
+        self.modules = modules if modules is not None else dict(model.named_modules(remove_duplicate=False))
+        unique = {id(m): m for m in self.modules.values()}.values()
+        self._saved = [(m, m.__dict__.copy(), m._parameters.copy(), m._buffers.copy(), m._modules.copy())
+                       for m in unique]
 
     def restore(self) -> None:
         """Put back what was there; keep what tracing added (fx's `_tensor_constant0`)."""

@@ -82,3 +82,6 @@ class Trace:
     # right where those sizes do not depend on the input's, possibly wrong elsewhere. Only for
     # a first look whose findings `rerun` then checks.
     rerun_fast: Optional[Callable[[Callable[[torch.Tensor], Any]], Rerun]] = None
+    # The model's named modules, duplicates kept, where the rung has them (one walk of a big
+    # model serves the trace and the graph).
+    modules: Optional[dict[str, nn.Module]] = None

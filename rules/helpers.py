@@ -7,6 +7,7 @@ Op families and predicates live in `archlint.graph.ops`, window geometry in
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import weakref
 from collections import defaultdict
@@ -192,21 +193,29 @@ def is_global(layer: Layer) -> bool:
     return after is not None and all(a == 1 for a in after)
 
 
+def per_graph(compute):
+    """`compute(graph)` made once per graph, for the facts about a whole model that several
+    rules ask for (each is a walk of every layer)."""
+    results: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @functools.wraps(compute)
+    def once(graph):
+        found = results.get(graph)
+        if found is None:
+            found = results[graph] = compute(graph)
+        return found
+    return once
+
+
+@per_graph
 def data_dependent(graph) -> frozenset[str]:
     """Names of the layers whose output depends on the model's input. A parameter reshaped
-    and multiplied in (layer scale, a position embedding) is not a second data branch.
-    Computed once per graph: four rules ask."""
-    found = _dependent.get(graph)
-    if found is None:
-        names: set[str] = set()
-        for layer in graph:
-            if layer.kind == Kind.INPUT or any(p in names for p in layer.inputs):
-                names.add(layer.name)
-        found = _dependent[graph] = frozenset(names)
-    return found
-
-
-_dependent: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+    and multiplied in (layer scale, a position embedding) is not a second data branch."""
+    names: set[str] = set()
+    for layer in graph:
+        if layer.kind == Kind.INPUT or any(p in names for p in layer.inputs):
+            names.add(layer.name)
+    return frozenset(names)
 
 
 def tensor_inputs(graph, layer: Layer, dependent: set[str]) -> list[Layer]:
@@ -336,14 +345,11 @@ class Storage:
                 if name in self.root:
                     self.read[self.root[name]].append((layer, name))
 
-    _cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-    @classmethod
-    def of(cls, graph) -> "Storage":
+    @staticmethod
+    @per_graph
+    def of(graph) -> "Storage":
         """One storage model per graph, shared by the three I rules."""
-        if graph not in cls._cache:
-            cls._cache[graph] = cls(graph)
-        return cls._cache[graph]
+        return Storage(graph)
 
     def _root_of(self, layer) -> str:
         alias = layer.alias_of
@@ -451,6 +457,7 @@ def in_place_writers(graph):
 
 # --- what kind of model ---------------------------------------------------------------------
 
+@per_graph
 def is_generative(graph) -> bool:
     """A model with an upsampling decoder that generates or reconstructs an image: its input
     is a latent code, or its output has the input's channels and size (autoencoders, VAEs,

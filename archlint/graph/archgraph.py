@@ -52,6 +52,7 @@ class ArchGraph:
         # lists when the layer is added (in execution order, so successors come sorted).
         self._predecessors: dict[str, list[Layer]] = {}
         self._successors: dict[str, list[Layer]] = {}
+        self._module_calls: list[Layer] = []  # what `modules()` filters for most rules
 
     def add(self, layer: Layer) -> None:
         before, linked = [], set()
@@ -66,6 +67,8 @@ class ArchGraph:
         self._successors[layer.name] = []
         self._by_name[layer.name] = layer
         self._order.append(layer)
+        if layer.kind == Kind.MODULE:
+            self._module_calls.append(layer)
 
     # --- reading -----------------------------------------------------------------------------
     @property
@@ -108,7 +111,7 @@ class ArchGraph:
         return list(self._successors[layer.name])
 
     def modules(self, *types: type) -> list[Layer]:
-        return [l for l in self._order if l.kind == Kind.MODULE and isinstance(l.module, types)]
+        return [l for l in self._module_calls if isinstance(l.module, types)]
 
     def functions(self, *names: str) -> list[Layer]:
         return [l for l in self._order if l.kind in CALLS and l.op in names]
@@ -124,7 +127,7 @@ class ArchGraph:
     @property
     def layers(self) -> list[Layer]:
         """Module calls only: what a person calls the model's layers."""
-        return [l for l in self._order if l.kind == Kind.MODULE]
+        return list(self._module_calls)
 
     @property
     def params(self) -> int:

@@ -38,12 +38,20 @@ _ZERO_MAC_FUNCTIONS = frozenset("""
 
 
 _CLOSED_FORM_FUNCTIONS = _ZERO_MAC_FUNCTIONS | {"linear", "conv1d", "conv2d", "conv3d"}
+_CLOSED_FORM_MODULES = (nn.modules.conv._ConvNd, nn.Linear, *_ZERO_MAC_MODULES)
+_COUNTED_MODULES: dict[type, bool] = {}
 
 
 def needs_counter(kind: str, target: object) -> bool:
     """Whether an op's MACs need FlopCounterMode (else `closed_form` has them)."""
     if kind == "module":
-        return not isinstance(target, (nn.modules.conv._ConvNd, nn.Linear, *_ZERO_MAC_MODULES))
+        # Asked for every layer call: answered once per class (isinstance against the forty
+        # classes above walks them all for a class that is none of them).
+        cls = type(target)
+        counted = _COUNTED_MODULES.get(cls)
+        if counted is None:
+            counted = _COUNTED_MODULES[cls] = not issubclass(cls, _CLOSED_FORM_MODULES)
+        return counted
     if kind in ("function", "method"):
         return target not in _CLOSED_FORM_FUNCTIONS
     return False

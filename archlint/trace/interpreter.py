@@ -321,5 +321,13 @@ def augmented_writes(ops: list[Op]) -> None:
 
 
 def arg_repr(value: Any) -> Any:
+    """`value` (a node's args or kwargs) with each node replaced by its name."""
+    # Most nodes' args are a flat tuple of nodes and numbers (`conv(x)`, `add(x, y)`): named
+    # directly, without map_arg's recursive walk, twice per node.
+    if type(value) is tuple and all(type(a) is fx.Node or type(a) in _FLAT_ARGS for a in value):
+        return tuple(a.name if type(a) is fx.Node else a for a in value)
     return fx.node.map_arg(value, lambda node: node.name)
+
+
+_FLAT_ARGS = frozenset({int, float, bool, str, type(None)})
 

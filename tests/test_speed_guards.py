@@ -304,3 +304,37 @@ def test_graph_neighbours_keep_the_order_and_repeats_of_the_inputs():
     users = graph.successors(relu)
     assert [u.op for u in users] == ["add", "Conv2d"]
     assert [u.index for u in users] == sorted(u.index for u in users)
+
+
+def test_the_graph_module_table_is_the_models_own():
+    """One walk of the modules serves the trace, the graph and the coverage: the table must
+    be what torch's own walks give, shared modules and tied weights included, and the
+    user's model must come back with its weights and train/eval modes."""
+    import archlint
+
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)
+            self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+            self.again = self.block  # one module under two names
+            self.head = nn.Linear(8, 8)
+            self.tail = nn.Linear(8, 8)
+            self.tail.weight = self.head.weight  # tied
+            self.unused = nn.Linear(8, 2)
+
+        def forward(self, x):
+            x = self.again(self.block(self.stem(x))).mean((2, 3))
+            return self.tail(self.head(x))
+
+    model = Shared()
+    model.block[1].eval()
+    weight = model.stem.weight
+    graph = archlint.lint(model, torch.randn(2, 3, 8, 8)).graph
+    assert [(n, id(m)) for n, m in graph.named_modules()] == [(n, id(m)) for n, m in model.named_modules()]
+    # (the graph's are the meta twins the rules saw, one per tensor: the tie kept)
+    assert [p.shape for p in graph.parameters()] == [p.shape for p in model.parameters()]
+    assert graph.params == sum(p.numel() for p in model.parameters())
+    assert graph.coverage.modules_reached == graph.coverage.modules_total - 1  # `unused`
+    assert model.stem.weight is weight and not weight.is_meta
+    assert model.training and not model.block[1].training

@@ -332,8 +332,6 @@ def test_the_graph_module_table_is_the_models_own():
     weight = model.stem.weight
     graph = archlint.lint(model, torch.randn(2, 3, 8, 8)).graph
     assert [(n, id(m)) for n, m in graph.named_modules()] == [(n, id(m)) for n, m in model.named_modules()]
-    # (the graph's are the meta twins the rules saw, one per tensor: the tie kept)
-    assert [p.shape for p in graph.parameters()] == [p.shape for p in model.parameters()]
     assert graph.params == sum(p.numel() for p in model.parameters())
     assert graph.coverage.modules_reached == graph.coverage.modules_total - 1  # `unused`
     assert model.stem.weight is weight and not weight.is_meta

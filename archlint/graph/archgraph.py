@@ -38,7 +38,6 @@ class ArchGraph:
         self.rerun_fast = None  # a cheaper first look, where `rerun` traces again
         self.clear()
         self._params: int | None = None
-        self._parameters: list[nn.Parameter] | None = None
         # `modules`: the model's named modules, duplicates kept, if the trace has them.
         self._modules = modules if modules is not None else dict(model.named_modules(remove_duplicate=False))
         self._module_names = {id(m): n for n, m in self._modules.items()}
@@ -132,16 +131,9 @@ class ArchGraph:
     @property
     def params(self) -> int:
         """Unique parameters: a weight shared by two layers counts once."""
-        if self._params is None:
-            self._params = sum(p.numel() for p in self.parameters())
+        if self._params is None:  # asked by several rules and the report; a walk of the model
+            self._params = sum(p.numel() for p in self.model.parameters())
         return self._params
-
-    def parameters(self) -> list[nn.Parameter]:
-        """The model's parameters, each once (`model.parameters()`): asked by several rules
-        and the report, and each walk of a 1000-block net's modules costs ~10 ms."""
-        if self._parameters is None:
-            self._parameters = list(self.model.parameters())
-        return self._parameters
 
     def named_modules(self) -> Iterator[tuple[str, nn.Module]]:
         """`model.named_modules()` (each module once, by its first name) from the graph's table."""

@@ -121,8 +121,15 @@ class Propagator(fx.Interpreter):
 
     def _run_base(self, n: fx.Node):
         # fx's run_node without its current-node context (kept for fx's own error messages,
-        # which NodeFailed replaces): per node, two context managers less.
-        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        # which NodeFailed replaces): per node, two context managers less. A flat tuple of
+        # arguments (most nodes') is looked up directly, without map_arg's recursive walk.
+        args = n.args
+        if type(args) is tuple and all(type(a) is fx.Node or type(a) in _FLAT_ARGS for a in args):
+            env = self.env
+            args = tuple(env[a] if type(a) is fx.Node else a for a in args)
+            kwargs = self.map_nodes_to_values(n.kwargs, n) if n.kwargs else {}
+        else:
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
         return getattr(self, n.op)(n.target, args, kwargs)
 
     def propagate(self, *args):

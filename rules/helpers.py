@@ -323,7 +323,6 @@ class Storage:
     """
 
     def __init__(self, graph):
-        self.graph = graph
         self.root: dict[str, str] = {}
         self.parent: dict[str, str | None] = {}
         self.children: dict[str, list[str]] = defaultdict(list)

@@ -336,3 +336,20 @@ def test_the_graph_module_table_is_the_models_own():
     assert graph.coverage.modules_reached == graph.coverage.modules_total - 1  # `unused`
     assert model.stem.weight is weight and not weight.is_meta
     assert model.training and not model.block[1].training
+
+
+def test_the_rules_caches_let_a_graph_go():
+    """The facts rules compute once per graph (rules/helpers.per_graph) are weakly keyed on
+    it: nothing cached may refer back to the graph, or every graph an API user lints stays in
+    memory."""
+    import gc
+    import weakref
+
+    import archlint
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(inplace=True), nn.Conv2d(8, 8, 3), nn.Upsample(scale_factor=2))
+    report = archlint.lint(model, torch.randn(1, 3, 16, 16))
+    graph = weakref.ref(report.graph)
+    del report
+    gc.collect()
+    assert graph() is None

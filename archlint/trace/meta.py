@@ -25,8 +25,7 @@ def meta_copy(model: nn.Module, in_place: bool = False,
     `in_place=True`, for models archlint built itself, swaps the tensors without a copy
     (`modules`: the model's named modules, if the caller has them)."""
     if in_place:
-        _swap_to_meta(list({id(m): m for m in modules.values()}.values()) if modules is not None
-                      else list(model.modules()))
+        _swap_to_meta(unique_modules(modules) if modules is not None else list(model.modules()))
         return model
     memo: dict[int, Any] = {}
     for tensor in list(model.parameters()) + list(model.buffers()):
@@ -45,6 +44,12 @@ def meta_copy(model: nn.Module, in_place: bool = False,
 
 
 _META = torch.device("meta")
+
+
+def unique_modules(modules: dict[str, nn.Module]) -> list[nn.Module]:
+    """The modules of a named-module table (duplicates kept), each once, in its order:
+    `model.modules()` without another walk."""
+    return list({id(m): m for m in modules.values()}.values())
 
 
 def _meta_of(tensor: torch.Tensor) -> torch.Tensor:
@@ -220,9 +225,8 @@ class ModuleState:
         # model's modules that the trace, the graph and the coverage then share (`modules`:
         # the caller's own table of them, if it has one).
         self.modules = modules if modules is not None else dict(model.named_modules(remove_duplicate=False))
-        unique = {id(m): m for m in self.modules.values()}.values()
         self._saved = [(m, m.__dict__.copy(), m._parameters.copy(), m._buffers.copy(), m._modules.copy())
-                       for m in unique]
+                       for m in unique_modules(self.modules)]
 
     def restore(self) -> None:
         """Put back what was there; keep what tracing added (fx's `_tensor_constant0`)."""

@@ -61,7 +61,13 @@ class LeafTracer(fx.Tracer):
     def trace(self, root, concrete_args=None):
         self._outermost = sys._getframe()
         self._tensor_names: dict[bool, dict[int, tuple[str, torch.Tensor]]] = {}
-        return super().trace(root, concrete_args)
+        try:
+            return super().trace(root, concrete_args)
+        finally:
+            # A held frame holds its callers' locals, the trace among them, and so a cycle:
+            # the trace's every record waited for the cyclic collector (a fifteenth of a
+            # 1000-block net's lint) rather than being freed with the report.
+            self._outermost = None
 
     # fx finds the name of every weight a forward touches by walking all of the root's
     # parameters or buffers (once per use: quadratic, half of timm's EfficientNet trace, whose

@@ -100,7 +100,7 @@ class UnusedParameters(Rule):
     def check(self, graph, ctx):
         used = _used_parameters(graph)
         model = graph.model
-        trainable = {id(p) for p in model.parameters() if p.requires_grad}
+        trainable = {id(p) for p in graph.parameters() if p.requires_grad}
         if not used or not trainable:
             return
         unused = trainable - used

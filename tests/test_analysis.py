@@ -139,6 +139,45 @@ def test_source_lines_of_construction_and_call(write_model):
     assert (conv.called_at.path, conv.called_at.line) == ("lines.py", 10)
 
 
+def test_each_layers_call_stack_is_its_own(write_model):
+    # The tracer remembers the frames above each user frame (sources.CallStacks); a generator
+    # resumed from two lines has two stacks above it, and a block called twice has two callers.
+    path = write_model("""
+        import torch
+        from torch import nn
+
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(8, 8, 3, padding=1)
+
+            def forward(self, x):
+                return self.conv(x)
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.stem, self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1)
+                self.block = Block()
+
+            def stages(self, x):
+                yield self.a(x)
+                yield self.b(x)
+
+            def forward(self, x):
+                x = self.stem(x)
+                stages = self.stages(x)
+                y = next(stages)
+                z = next(stages)
+                y = self.block(y)
+                return self.block(y + z)
+    """, "stacks.py")
+    report = archlint.check_paths([str(path)], archlint.api.Settings())
+    stacks = {l.name: [f.line for f in l.call_frames] for l in report.models[0].graph.layers}
+    assert stacks["a"] == [19, 25] and stacks["b"] == [20, 26]
+    assert [stacks[n] for n in stacks if n.startswith("block")] == [[10, 27], [10, 28]]
+
+
 def test_meta_fx_rung_when_the_forward_branches_on_shapes():
     class ShapeCheck(nn.Module):
         def __init__(self):

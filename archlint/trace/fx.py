@@ -59,15 +59,15 @@ class LeafTracer(fx.Tracer):
         return out
 
     def trace(self, root, concrete_args=None):
-        self._outermost = sys._getframe()
+        self._stacks = sources.CallStacks(stop=sys._getframe())
         self._tensor_names: dict[bool, dict[int, tuple[str, torch.Tensor]]] = {}
         try:
             return super().trace(root, concrete_args)
         finally:
-            # A held frame holds its callers' locals, the trace among them, and so a cycle:
+            # Held frames hold their callers' locals, the trace among them, and so a cycle:
             # the trace's every record waited for the cyclic collector (a fifteenth of a
             # 1000-block net's lint) rather than being freed with the report.
-            self._outermost = None
+            self._stacks = None
 
     # fx finds the name of every weight a forward touches by walking all of the root's
     # parameters or buffers (once per use: quadratic, half of timm's EfficientNet trace, whose
@@ -127,7 +127,7 @@ class LeafTracer(fx.Tracer):
         if kwargs:
             node.kwargs = kwargs
         if self.record_frames:
-            node.meta["archlint_frames"] = sources.current_frames(stop=self._outermost)
+            node.meta["archlint_frames"] = self._stacks.here()
         return node
 
 

@@ -63,6 +63,7 @@ def _portable_graph(graph: Any) -> Any:
     types = {name: type(m).__name__ for name, m in model.named_modules(remove_duplicate=False)}
     portable = copy.copy(graph)
     portable.model = _skeleton(type(model).__name__, types, graph.params)
+    portable._params = graph.params  # counted here: the portable graph has no modules to count
     portable._modules, portable._module_names = {}, {}
     portable.rerun = portable.rerun_fast = None  # they run the user's model: they stay in the child
     portable.clear()

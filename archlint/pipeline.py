@@ -34,15 +34,18 @@ def construction_of(model: nn.Module, modules: dict[str, nn.Module] | None = Non
 
 
 def analyze(model: nn.Module, inputs: ExampleInputs, construction: dict | None = None,
-            owned: bool = False) -> tuple[ArchGraph, dict[str, float]]:
+            owned: bool = False, modules: dict[str, nn.Module] | None = None,
+            ) -> tuple[ArchGraph, dict[str, float]]:
     """Trace a model on meta tensors and build its annotated graph. `owned`: archlint built
-    the model itself, so its tensors may be moved to the meta device in place."""
+    the model itself, so its tensors may be moved to the meta device in place. `modules`:
+    its named modules, duplicates kept, if the caller has them."""
     timings = {}
     started = time.perf_counter()
     with gc_paused():
         # One table of the model's modules serves the construction sites, the meta swap, the
         # trace and the graph: each walk of a 1000-block net's modules costs ~6 ms.
-        modules = dict(model.named_modules(remove_duplicate=False)) if owned else None
+        if owned and modules is None:
+            modules = dict(model.named_modules(remove_duplicate=False))
         if construction is None:
             construction = construction_of(model, modules)
         meta_model = meta_copy(model, in_place=owned, modules=modules)
@@ -95,15 +98,18 @@ def _trace_in_eval(meta_model: nn.Module, inputs: ExampleInputs, in_training: Ar
 
 @gc_paused()
 def lint_model(model: nn.Module, inputs: ExampleInputs, settings: Settings, *,
-               report: ModelReport | None = None, owned: bool = False) -> ModelReport:
-    """Lint one built model into `report` (a new one named after the model's class if none)."""
+               report: ModelReport | None = None, owned: bool = False,
+               modules: dict[str, nn.Module] | None = None) -> ModelReport:
+    """Lint one built model into `report` (a new one named after the model's class if none).
+    `modules`: its named modules, duplicates kept, if the caller has them."""
     if not owned:  # the user's own model: on meta while linted, its weights back after
-        with weights_on_meta(model):
-            return lint_model(model, inputs, settings, report=report, owned=True)
+        modules = dict(model.named_modules(remove_duplicate=False))
+        with weights_on_meta(model, modules):
+            return lint_model(model, inputs, settings, report=report, owned=True, modules=modules)
     report = report if report is not None else ModelReport(target=type(model).__name__)
     report.inputs, report.input_source = inputs.shapes, inputs.source
     try:
-        graph, timings = analyze(model, inputs, owned=owned)
+        graph, timings = analyze(model, inputs, owned=owned, modules=modules)
     except ArchlintError as exc:
         if exc.kind not in ("trace", "shape") or exc.cause == "layer-rejected-input":
             raise  # a real shape error: the user must fix it

@@ -88,6 +88,8 @@ def build_graph(trace: Trace, input_shapes: Sequence[Shape],
     graph = ArchGraph(trace.model, trace.tracer, input_shapes, trace.notes, modules=trace.modules)
     graph.construction = dict(construction)
     graph.rerun, graph.rerun_fast = trace.rerun, trace.rerun_fast
+    # A layer takes its op's lists (inputs, writes) rather than copies: the trace is dropped
+    # once its graph is built.
     for index, op in enumerate(trace.ops):
         if op.kind == Kind.MODULE:
             qualname = op.target
@@ -103,10 +105,10 @@ def build_graph(trace: Trace, input_shapes: Sequence[Shape],
         built = construction.get(qualname, ()) if op.kind == Kind.MODULE else ()
         layer = Layer(
             name=op.name, index=index, kind=op.kind, op=kind_name, qualname=qualname,
-            module=op.module, inputs=list(op.inputs), args=op.args, kwargs=op.kwargs,
+            module=op.module, inputs=op.inputs, args=op.args, kwargs=op.kwargs,
             in_shapes=[m.shape for m in op.in_metas], out_shapes=[m.shape for m in op.out_metas],
             dtype=op.out_metas[0].dtype if op.out_metas else None,
-            params=params, macs=op.macs, writes=list(op.writes), alias_of=op.alias_of,
+            params=params, macs=op.macs, writes=op.writes, alias_of=op.alias_of,
             built_frames=built, call_frames=op.call_frames, opaque=op.opaque,
         )
         graph.add(layer)

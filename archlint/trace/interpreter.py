@@ -247,7 +247,7 @@ class Propagator(fx.Interpreter):
                 alias = owner
         written_ids = {id(t) for t, v in versions if t._version != v}
         writes = [a.name for a in n.all_input_nodes
-                  if any(id(v) in written_ids for v in _tensors(self.env.get(a)))]
+                  if any(id(v) in written_ids for v in _tensors(self.env.get(a)))] if written_ids else []
         self.records[n.name] = {
             "out": [TensorMeta.of(t) for t in outputs],
             "in": [TensorMeta.of(t) for t in inputs],

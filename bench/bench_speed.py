@@ -6,7 +6,7 @@
 
 Three tables, all measured in one process per table so that the ratios are honest on a
 shared, noisy machine (each figure is the median of --repeat warm runs, after one run that
-pays the first-use costs):
+pays the first-use costs; in the first table the tools take turns within each round):
 
 1. in-process: `archlint.lint(model, x)` beside `torchinfo.summary` (real CPU compute),
    FlopCounterMode over the model on meta tensors, and ptflops; ratios are archlint's time
@@ -63,14 +63,24 @@ def build(name: str):
     return torchvision.models.get_model(name, weights=None).eval(), torch.randn(*IMAGE)
 
 
-def timed(fn, repeat: int) -> float:
-    fn()  # first use: imports, caches, kernels chosen
-    runs = []
+def timed_in_turn(tools: dict, repeat: int) -> dict[str, float]:
+    """Each tool's median time over `repeat` rounds, every round running each tool once in
+    turn: the machine's speed drifts by a third within minutes, and a tool timed in its own
+    stretch of time met other conditions than the tool it is compared with. A tool that fails
+    (on its first, warm-up run) is NaN."""
+    runs: dict[str, list[float]] = {}
+    for name, fn in tools.items():
+        try:
+            fn()  # first use: imports, caches, kernels chosen
+            runs[name] = []
+        except Exception as exc:
+            print(f"  ({name} failed: {str(exc).splitlines()[0][:100]})", file=sys.stderr)
     for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - started)
-    return statistics.median(runs)
+        for name in runs:
+            started = time.perf_counter()
+            tools[name]()
+            runs[name].append(time.perf_counter() - started)
+    return {name: statistics.median(runs[name]) if name in runs else float("nan") for name in tools}
 
 
 def run_archlint(model, x):
@@ -114,14 +124,13 @@ def run_ptflops(model, x):
                                   print_per_layer_stat=False, verbose=False, input_constructor=construct)
 
 
-def attempt_tool(model: str, tool: str, fn) -> float:
-    """A tool's time, or NaN where it cannot take the model (FlopCounterMode on meta stops at
-    transformers' mask code, which reads a value with .item())."""
+def _flop_counter_or_raise(model, x):
     try:
-        return fn()
-    except Exception as exc:
-        print(f"  ({tool} failed on {model}: {str(exc).splitlines()[0][:100]})", file=sys.stderr)
-        return float("nan")
+        return flop_counter(model, x)
+    except Exception as exc:  # made inside the round, where timed_in_turn reports it
+        def fail():
+            raise exc
+        return fail
 
 
 def in_process(models: list[str], repeat: int) -> None:
@@ -132,10 +141,14 @@ def in_process(models: list[str], repeat: int) -> None:
     for name in models:
         model, x = build(name)
         rung = run_archlint(model, x).tracer
-        al = timed(lambda: run_archlint(model, x), repeat)
-        ti = attempt_tool(name, "torchinfo", lambda: timed(lambda: run_torchinfo(model, x), repeat))
-        fc = attempt_tool(name, "FlopCounterMode", lambda: timed(flop_counter(model, x), repeat))
-        pt = attempt_tool(name, "ptflops", lambda: timed(lambda: run_ptflops(model, x), repeat))
+        # FlopCounterMode on meta stops at transformers' mask code, which reads a value with
+        # .item(): NaN there.
+        times = timed_in_turn({
+            "archlint": lambda: run_archlint(model, x),
+            "torchinfo": lambda: run_torchinfo(model, x),
+            "FlopCounterMode": _flop_counter_or_raise(model, x),
+            "ptflops": lambda: run_ptflops(model, x)}, repeat)
+        al, ti, fc, pt = (times[k] for k in ("archlint", "torchinfo", "FlopCounterMode", "ptflops"))
         fastest = min([v for v in (fc, pt) if v == v] or [float("nan")])
         print(f"| {name} | {rung} | {al:.3f} | {ti:.3f} | {fc:.3f} | {pt:.3f} | {al / ti:.2f}x "
               f"| {al / fastest:.2f}x |", flush=True)
@@ -154,7 +167,9 @@ def scaling(sizes: list[int], repeat: int) -> None:
     print("| blocks | layers | build s | lint s | lint ms per block | torchinfo s | lint / torchinfo |")
     print("|--:|--:|--:|--:|--:|--:|--:|")
     for blocks in sizes:
-        builds, lints, layers = [], [], 0
+        builds, lints, infos, layers = [], [], [], 0
+        real = DeepNet(blocks).eval()
+        x = torch.randn(1, 3, 32, 32)
         for attempt in range(repeat + 1):  # the first pays first-use costs
             started = time.perf_counter()
             with load.building(on_meta=True):
@@ -163,13 +178,13 @@ def scaling(sizes: list[int], repeat: int) -> None:
             example = inputs.for_target(model, cli_shapes=[[1, 3, 32, 32]])
             report = pipeline.lint_model(model, example, Settings(), owned=True)
             done = time.perf_counter()
+            run_torchinfo(real, x)  # in the same round: see timed_in_turn
+            infos.append(time.perf_counter() - done)
             layers = report.summary["layers"]
             if attempt:
                 builds.append(built - started)
                 lints.append(done - built)
-        real = DeepNet(blocks).eval()
-        x = torch.randn(1, 3, 32, 32)
-        ti = attempt_tool(f"deep{blocks}", "torchinfo", lambda: timed(lambda: run_torchinfo(real, x), repeat))
+        ti = statistics.median(infos[1:])
         lint_s = statistics.median(lints)
         print(f"| {blocks} | {layers} | {statistics.median(builds):.3f} | {lint_s:.3f} "
               f"| {1000 * lint_s / blocks:.2f} | {ti:.3f} | {lint_s / ti:.2f}x |", flush=True)

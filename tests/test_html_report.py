@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -96,9 +95,7 @@ def resnet50_report():
 
 
 def test_resnet50_page(resnet50_report):
-    started = time.perf_counter()
-    html = _html(resnet50_report)
-    elapsed = time.perf_counter() - started
+    html = _html(resnet50_report)  # its time is bench/bench_html.py's
     root = check_page(html)
     model = resnet50_report.models[0]
     assert model.findings, "resnet50 has known findings (its 7x7 stem at least)"
@@ -129,7 +126,6 @@ def test_resnet50_page(resnet50_report):
     pyramid = plots.find("figure", id="m0-pyramid")
     assert [t.text() for t in pyramid.find_all("text") if "×" in t.text()][:3] == ["224×224", "112×112", "56×56"]
     assert len(html.encode()) < 3_000_000
-    assert elapsed < 3.0  # the bench's target is 1 s; leave room for a loaded CI machine
 
 
 def test_resnet50_page_has_no_absolute_paths_and_is_reproducible(resnet50_report):
@@ -224,9 +220,7 @@ def staged_report():
 def test_thousand_block_network(staged_report):
     model = staged_report.models[0]
     assert model.error is None and model.summary["layers"] > 3000
-    started = time.perf_counter()
     html = _html(staged_report)
-    elapsed = time.perf_counter() - started
     root = check_page(html)
     _card_checks(root, model.findings)
     _table_checks(root, model.graph)
@@ -244,7 +238,6 @@ def test_thousand_block_network(staged_report):
     leaves = [g for g in graph.find_all("g", cls="leaf")]
     assert len(leaves) == len(model.graph)
     assert len(html.encode()) < 6_000_000
-    assert elapsed < 15
 
 
 # --- several models, a failing target, the CLI ----------------------------------------------------

@@ -380,3 +380,29 @@ def test_a_lints_trace_records_are_freed_without_the_cyclic_collector():
         gc.set_debug(was)
         del gc.garbage[:]
     assert cyclic == []
+
+
+def test_a_report_does_not_hold_its_traced_fx_graph(monkeypatch):
+    """An fx graph's nodes link to each other, so a graph outliving the lint in its report was
+    cyclic garbage once the report went: API lints in a loop then paid a full collection of the
+    process's heap (half a second) every ten or so."""
+    import gc
+    import weakref
+
+    import archlint
+    from archlint.trace import fx as archlint_fx
+
+    graphs = []
+    trace = archlint_fx.LeafTracer.trace
+
+    def recorded(self, root, concrete_args=None):
+        graph = trace(self, root, concrete_args)
+        graphs.append(weakref.ref(graph))
+        return graph
+
+    monkeypatch.setattr(archlint_fx.LeafTracer, "trace", recorded)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Softmax(dim=0))
+    report = archlint.lint(model, torch.randn(2, 3, 8, 8))  # B001 runs the graph again
+    assert report.findings and graphs
+    gc.collect()
+    assert [ref() for ref in graphs] == [None] * len(graphs)

@@ -15,7 +15,7 @@ from ..graph.ops import Kind
 from ..sources import Frame
 
 
-@dataclass
+@dataclass(slots=True)
 class TensorMeta:
     shape: tuple[int, ...]
     dtype: str
@@ -32,7 +32,7 @@ class TensorMeta:
 _DTYPE_NAMES: dict[torch.dtype, str] = {}
 
 
-@dataclass
+@dataclass(slots=True)
 class Op:
     """One operation of the traced forward pass."""
 

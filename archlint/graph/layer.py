@@ -15,7 +15,7 @@ from .windows import Window
 Shape = tuple[int, ...]
 
 
-# Slotted: a graph holds one a node, and their attribute dicts were a tenth of the objects the
+# Slotted: a graph holds one per node, and their attribute dicts were a tenth of the objects the
 # collector walks once a 1000-block net is linted.
 @dataclass(eq=False, slots=True)
 class Layer:

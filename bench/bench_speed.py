@@ -6,7 +6,7 @@
 
 Three tables, all measured in one process per table so that the ratios are honest on a
 shared, noisy machine (each figure is the median of --repeat warm runs, after one run that
-pays the first-use costs; in the first table the tools take turns within each round):
+pays the first-use costs; in the first two tables the tools take turns within each round):
 
 1. in-process: `archlint.lint(model, x)` beside `torchinfo.summary` (real CPU compute),
    FlopCounterMode over the model on meta tensors, and ptflops; ratios are archlint's time

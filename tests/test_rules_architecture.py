@@ -2,7 +2,6 @@
 outputs, deep stacks without skips."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F

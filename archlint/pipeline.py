@@ -17,6 +17,7 @@ from .errors import ArchlintError
 from .graph.archgraph import ArchGraph
 from .graph.build import build_graph
 from .graph.coverage import measure
+from .graph.weights import module_table
 from .inputs import ExampleInputs
 from .registry import load_rules
 from .results import ModelReport
@@ -28,9 +29,7 @@ from .trace.parts import describe, plan_parts
 def construction_of(model: nn.Module, modules: dict[str, nn.Module] | None = None) -> dict:
     """Where each module (by qualified name) was built. `modules`: the model's named modules,
     duplicates kept, if the caller has them."""
-    if modules is None:
-        modules = dict(model.named_modules(remove_duplicate=False))
-    return {name: sources.construction_frames(m) for name, m in modules.items()}
+    return {name: sources.construction_frames(m) for name, m in module_table(model, modules).items()}
 
 
 def analyze(model: nn.Module, inputs: ExampleInputs, construction: dict | None = None,
@@ -44,8 +43,8 @@ def analyze(model: nn.Module, inputs: ExampleInputs, construction: dict | None =
     with gc_paused():
         # One table of the model's modules serves the construction sites, the meta swap, the
         # trace and the graph: each walk of a 1000-block net's modules costs ~6 ms.
-        if owned and modules is None:
-            modules = dict(model.named_modules(remove_duplicate=False))
+        if owned:
+            modules = module_table(model, modules)
         if construction is None:
             construction = construction_of(model, modules)
         meta_model = meta_copy(model, in_place=owned, modules=modules)
@@ -103,7 +102,7 @@ def lint_model(model: nn.Module, inputs: ExampleInputs, settings: Settings, *,
     """Lint one built model into `report` (a new one named after the model's class if none).
     `modules`: its named modules, duplicates kept, if the caller has them."""
     if not owned:  # the user's own model: on meta while linted, its weights back after
-        modules = dict(model.named_modules(remove_duplicate=False))
+        modules = module_table(model)
         with weights_on_meta(model, modules):
             return lint_model(model, inputs, settings, report=report, owned=True, modules=modules)
     report = report if report is not None else ModelReport(target=type(model).__name__)

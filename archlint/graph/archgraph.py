@@ -14,7 +14,7 @@ from torch import nn
 
 from .layer import Layer, Shape
 from .ops import CALLS, Kind
-from .weights import registered
+from .weights import module_table, registered
 
 
 
@@ -39,7 +39,7 @@ class ArchGraph:
         self.clear()
         self._params: int | None = None
         # `modules`: the model's named modules, duplicates kept, if the trace has them.
-        self._modules = modules if modules is not None else dict(model.named_modules(remove_duplicate=False))
+        self._modules = module_table(model, modules)
         self._module_names = {id(m): n for n, m in self._modules.items()}
 
     # --- building ----------------------------------------------------------------------------

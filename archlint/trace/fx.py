@@ -14,6 +14,7 @@ from torch import nn
 from .. import sources
 from ..errors import first_line
 from ..graph.ops import Kind, op_name
+from ..graph.weights import module_table
 from ..sources import Frame
 from . import leaves
 from .interpreter import NodeFailed, arg_repr, augmented_writes, propagate, propagate_shapes
@@ -262,8 +263,7 @@ def ops_of(root: nn.Module, graph: fx.Graph, records: dict,
     """One Op per node of `graph` (traced over `root`), with what the interpreter recorded.
     `modules`: root's named modules, duplicates kept, if the caller has them."""
     ops = []
-    if modules is None:
-        modules = dict(root.named_modules(remove_duplicate=False))
+    modules = module_table(root, modules)
     for n in graph.nodes:
         rec = records.get(n.name, {})
         kind = _KINDS[n.op]

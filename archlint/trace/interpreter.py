@@ -16,7 +16,7 @@ from torch import nn
 
 from ..graph import macs
 from ..graph.ops import Kind, op_name
-from ..graph.weights import registered
+from ..graph.weights import module_table, registered
 from . import shapes
 from .records import Op, TensorMeta
 
@@ -94,8 +94,7 @@ class Propagator(fx.Interpreter):
         self._closed_macs: int | None = None  # MACs of the running node's closed-form product
         # fx looks each layer up through one getattr per dotted part, twice per call: a tenth of
         # a deep net's interpretation. (`modules`: the caller's table of them, if it has one.)
-        self._attrs: dict[str, Any] = modules if modules is not None else dict(
-            module.named_modules(remove_duplicate=False))
+        self._attrs: dict[str, Any] = module_table(module, modules)
 
     @property
     def _counter(self):

@@ -16,6 +16,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from ..graph.weights import module_table
+
 
 def meta_copy(model: nn.Module, in_place: bool = False,
               modules: dict[str, nn.Module] | None = None) -> nn.Module:
@@ -228,7 +230,7 @@ class ModuleState:
         # The model's named modules, duplicates kept: made once here, the one walk of a big
         # model's modules that the trace, the graph and the coverage then share (`modules`:
         # the caller's own table of them, if it has one).
-        self.modules = modules if modules is not None else dict(model.named_modules(remove_duplicate=False))
+        self.modules = module_table(model, modules)
         self._saved = [(m, m.__dict__.copy(), m._parameters.copy(), m._buffers.copy(), m._modules.copy())
                        for m in unique_modules(self.modules)]
 
